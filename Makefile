@@ -1,0 +1,34 @@
+# whatmatters: two commands do all set-up on a fresh machine.
+#   make test   creates .venv, installs everything pinned, runs the whole test suite
+#   make demo   creates .venv, installs, runs the main job
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: all install test demo bench clean
+
+all: test
+
+$(STAMP): requirements.lock src/whatmatters/setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e src/whatmatters
+	$(PY) -c "import whatmatters, mujoco, casadi, torch; print('whatmatters environment ready:', torch.__version__, mujoco.__version__, casadi.__version__)"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(VENV)/bin/whatmatters sim --env-seed 2000 --seconds 10
+
+bench: $(STAMP)
+	$(VENV)/bin/whatmatters bench --json
+
+clean:
+	rm -rf $(VENV) .cache

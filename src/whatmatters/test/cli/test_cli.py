@@ -1,0 +1,32 @@
+"""Tests of the whatmatters command-line interface."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from whatmatters.cli.main import main
+from whatmatters.sim.environments import make_environment
+
+
+def test_sim_prints_one_json_object(capsys):
+    assert main(["sim", "--env-seed", "2003", "--seconds", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("sim_seconds", "wall_seconds", "realtime_factor", "final_q", "payload_mass"):
+        assert key in out
+    assert out["sim_seconds"] == pytest.approx(1.0)
+    assert len(out["final_q"]) == 7
+    assert out["payload_mass"] == pytest.approx(make_environment(2003).payload.mass, abs=1e-6)
+    assert out["realtime_factor"] > 0
+
+
+def test_bad_argument_gives_exit_code_and_message(capsys):
+    assert main(["sim", "--seconds", "-1"]) == 2
+    assert "--seconds" in capsys.readouterr().err
+
+
+def test_bench_reports_realtime_factor(capsys):
+    assert main(["bench", "--sim-seconds", "0.5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["sim_realtime_factor"] > 0

@@ -1,0 +1,1 @@
+"""The ``whatmatters`` command-line interface."""

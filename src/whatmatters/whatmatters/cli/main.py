@@ -1,0 +1,54 @@
+"""Entry point of the ``whatmatters`` console script: ``whatmatters <command> ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from whatmatters.cli import bench_cmd, sim_cmd
+from whatmatters.errors import WhatmattersError
+
+_COMMANDS = (sim_cmd, bench_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-command per module in ``_COMMANDS``."""
+    parser = argparse.ArgumentParser(prog="whatmatters", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in _COMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def emit(result: dict[str, Any], as_json: bool) -> None:
+    """Prints a command's result: one JSON object, or ``key: value`` lines."""
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the CLI; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        emit(args.run(args), getattr(args, "json", False))
+    except WhatmattersError as exc:
+        print(f"whatmatters {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Locating and reading the project's YAML configuration files.
+
+The YAML files in the repository's top-level ``config/`` folder feed both the
+command-line interface and (later) the ROS parameters. They are found, in order:
+
+1. the folder named by the environment variable ``WHATMATTERS_CONFIG_DIR``;
+2. the ``config/`` folder of the source checkout this package runs from
+   (editable installs and ``colcon build --symlink-install``);
+3. ``<prefix>/share/whatmatters/config`` (regular pip and colcon installs).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from dataclasses import fields
+from typing import Any, TypeVar
+
+import yaml
+
+from whatmatters.errors import ConfigError
+
+__all__ = ["config_dir", "dataclass_from_mapping", "load_yaml", "require"]
+
+T = TypeVar("T")
+
+_ENV_VAR = "WHATMATTERS_CONFIG_DIR"
+
+
+def _candidates() -> list[Path]:
+    out: list[Path] = []
+    env = os.environ.get(_ENV_VAR)
+    if env:
+        out.append(Path(env))
+    # src/whatmatters/whatmatters/config.py -> repository root is parents[3]
+    out.append(Path(__file__).resolve().parents[3] / "config")
+    out.append(Path(sys.prefix) / "share" / "whatmatters" / "config")
+    return out
+
+
+def config_dir() -> Path:
+    """Returns the configuration folder in use.
+
+    Raises:
+        ConfigError: If none of the searched folders exists; the message lists them.
+    """
+    searched = _candidates()
+    for path in searched:
+        if (path / "environments.yaml").is_file():
+            return path
+    raise ConfigError(
+        "no whatmatters config folder found (looked for environments.yaml in: "
+        + ", ".join(str(p) for p in searched)
+        + f"); set {_ENV_VAR}"
+    )
+
+
+def load_yaml(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Loads a YAML mapping from ``config/`` (bare file name) or from a path.
+
+    Args:
+        name_or_path: ``"environments.yaml"`` style name inside the config folder,
+            or a path to any YAML file.
+
+    Returns:
+        The parsed mapping.
+
+    Raises:
+        ConfigError: If the file is missing, does not parse, or is not a mapping.
+    """
+    path = Path(name_or_path)
+    if not path.is_absolute() and not path.exists():
+        path = config_dir() / path
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at top level")
+    return data
+
+
+def require(mapping: dict[str, Any], key: str, source: str) -> Any:
+    """Returns ``mapping[key]`` or raises a :class:`ConfigError` naming both.
+
+    Args:
+        mapping: The parsed YAML mapping.
+        key: The key that must be present.
+        source: Where the mapping came from (file name, section), for the message.
+    """
+    if key not in mapping:
+        raise ConfigError(f"{source}: missing key '{key}'")
+    return mapping[key]
+
+
+def dataclass_from_mapping(cls: type[T], mapping: dict[str, Any], source: str) -> T:
+    """Builds a config dataclass from a YAML mapping, checking keys and types.
+
+    Missing keys keep the dataclass default. Lists become tuples where the
+    default is a tuple.
+
+    Args:
+        cls: A dataclass type whose fields all have defaults.
+        mapping: The parsed YAML mapping.
+        source: File (and section) name for messages.
+
+    Raises:
+        ConfigError: Naming the key for an unknown key or a value of the wrong type.
+    """
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    defaults = cls()
+    kwargs: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key '{key}' (known: {', '.join(sorted(known))})")
+        default = getattr(defaults, key)
+        try:
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise TypeError("expected true or false")
+            elif isinstance(default, int):
+                if isinstance(value, bool) or int(value) != value:
+                    raise TypeError("expected an integer")
+                value = int(value)
+            elif isinstance(default, float):
+                if isinstance(value, bool):
+                    raise TypeError("expected a number")
+                value = float(value)
+            elif isinstance(default, tuple):
+                value = tuple(float(v) if isinstance(v, (int, float)) else v for v in value)
+                if len(default) and len(value) != len(default):
+                    raise TypeError(f"expected {len(default)} values")
+            elif isinstance(default, str) and not isinstance(value, str):
+                raise TypeError("expected a string")
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: key '{key}': {exc} (got {value!r})") from exc
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: {exc}") from exc

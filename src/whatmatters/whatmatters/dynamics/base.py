@@ -1,0 +1,99 @@
+"""The extension point for dynamics models: one model, a torch and a CasADi form.
+
+A model maps joint positions, velocities and torques to accelerations. The
+base class turns that into the state derivative of ``x = [q, qd]`` and the RK4
+map over one control period, for both forms. A model with runtime parameters
+(learned weights, context) exposes them to CasADi as one flat vector so that a
+compiled solver can take new values without a rebuild.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import casadi as ca
+import numpy as np
+
+from whatmatters.dynamics.backend import backend_for
+
+__all__ = ["DynamicsModel", "rk4"]
+
+
+class DynamicsModel(ABC):
+    """Base class of every dynamics model.
+
+    Attributes:
+        nq: Number of joints (7 for the Panda); the state has 2 * nq entries.
+    """
+
+    nq: int = 7
+
+    @property
+    def nx(self) -> int:
+        """State dimension, ``2 * nq``."""
+        return 2 * self.nq
+
+    @property
+    def nu(self) -> int:
+        """Input dimension (joint torques), ``nq``."""
+        return self.nq
+
+    @property
+    def n_params(self) -> int:
+        """Length of the runtime parameter vector of the CasADi form (0 if none)."""
+        return 0
+
+    def parameter_values(self) -> np.ndarray:
+        """Current values of the CasADi form's runtime parameters, shape (n_params,)."""
+        return np.zeros(self.n_params)
+
+    @abstractmethod
+    def forward_dynamics(self, q: Any, qd: Any, tau: Any, params: Any = None) -> Any:
+        """Joint accelerations, rad/s^2.
+
+        Args:
+            q: Joint positions, rad: (B, nq) tensor or nq x 1 SX.
+            qd: Joint velocities, rad/s, same form.
+            tau: Joint torques, Nm, same form.
+            params: CasADi form only: the runtime parameter vector (n_params x 1).
+
+        Returns:
+            qdd in the inputs' form.
+        """
+
+    def state_derivative(self, x: Any, u: Any, params: Any = None) -> Any:
+        """``xdot = [qd, qdd]`` for ``x = [q, qd]`` (B, 2 nq) and ``u = tau`` (B, nq)."""
+        be = backend_for(x)
+        q, qd = be.split(x, self.nq)
+        return be.concat(qd, self.forward_dynamics(q, qd, u, params))
+
+    def rk4_step(self, x: Any, u: Any, dt: float, params: Any = None) -> Any:
+        """One classical Runge-Kutta step of length ``dt`` s with ``u`` held constant."""
+        return rk4(lambda xx: self.state_derivative(xx, u, params), x, dt)
+
+    def casadi_functions(self) -> dict[str, ca.Function]:
+        """Compiled-free CasADi functions for numeric use: ``fd(q, qd, tau, p)`` and
+        ``rk4(x, u, dt, p)``."""
+        q, qd, tau = (ca.SX.sym(n, self.nq) for n in ("q", "qd", "tau"))
+        x, u, dt = ca.SX.sym("x", self.nx), ca.SX.sym("u", self.nu), ca.SX.sym("dt")
+        p = ca.SX.sym("p", self.n_params)
+        return {
+            "fd": ca.Function("fd", [q, qd, tau, p], [self.forward_dynamics(q, qd, tau, p)]),
+            "rk4": ca.Function("rk4", [x, u, dt, p], [self.rk4_step(x, u, dt, p)]),
+        }
+
+
+def rk4(f: Any, x: Any, dt: float) -> Any:
+    """Classical fourth-order Runge-Kutta step ``x -> x + dt/6 (k1 + 2 k2 + 2 k3 + k4)``.
+
+    Args:
+        f: Time-invariant vector field ``x -> xdot``.
+        x: State, torch (B, nx) or CasADi SX.
+        dt: Step length, s.
+    """
+    k1 = f(x)
+    k2 = f(x + (0.5 * dt) * k1)
+    k3 = f(x + (0.5 * dt) * k2)
+    k4 = f(x + dt * k3)
+    return x + (dt / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
