@@ -15,8 +15,11 @@ $(STAMP): requirements.lock src/whatmatters/setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -r requirements.lock
+	# comma-deps-acados (acados 0.2.x) writes a vendored casadi over casadi's files:
+	# reinstall the pinned PyPI casadi so that it wins.
+	$(PY) -m pip install --quiet --force-reinstall --no-deps "$$(grep -E '^casadi==' requirements.lock)"
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e src/whatmatters
-	$(PY) -c "import whatmatters, mujoco, casadi, torch; print('whatmatters environment ready:', torch.__version__, mujoco.__version__, casadi.__version__)"
+	$(PY) -c "import whatmatters, mujoco, casadi, torch; from whatmatters.mpc.acados_env import import_acados_template as i; i(); print('whatmatters environment ready: torch', torch.__version__, 'mujoco', mujoco.__version__, 'casadi', casadi.__version__)"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,6 +29,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/whatmatters sim --env-seed 2000 --seconds 10
+	$(VENV)/bin/whatmatters episode --model nominal --env-seed 2000 --seconds 10
 
 bench: $(STAMP)
 	$(VENV)/bin/whatmatters bench --json

@@ -36,3 +36,18 @@ def random_states(params: PandaParams, rng: np.random.Generator, n: int) -> tupl
 def make_sim(armature: float = 0.1, damping: float = 1.0, integrator: str = "implicitfast", limits: bool = True) -> PandaSim:
     """A simulator with chosen joint properties (the MuJoCo truth for the model tests)."""
     return PandaSim(SimConfig(armature=armature, damping=damping, integrator=integrator, joint_limits=limits))
+
+
+@pytest.fixture(scope="session")
+def mpc_config():
+    from whatmatters.mpc.config import MpcConfig
+
+    return MpcConfig.from_yaml()
+
+
+@pytest.fixture(scope="session")
+def nominal_solver(nominal, params, mpc_config):
+    """The compiled nominal-model solver (built once per machine, then cached)."""
+    from whatmatters.mpc.solver import AcadosMpcSolver
+
+    return AcadosMpcSolver(nominal, mpc_config, params.torque_limits)

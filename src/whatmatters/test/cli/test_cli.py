@@ -27,6 +27,27 @@ def test_bad_argument_gives_exit_code_and_message(capsys):
 
 
 def test_bench_reports_realtime_factor(capsys):
-    assert main(["bench", "--sim-seconds", "0.5", "--json"]) == 0
+    assert main(["bench", "--sim-seconds", "0.5", "--mpc-seconds", "0.5", "--skip-build", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["sim_realtime_factor"] > 0
+
+
+def test_episode_prints_one_json_object(capsys):
+    assert main(["episode", "--model", "nominal", "--env-seed", "2002", "--seconds", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("j_track", "rms_q", "rms_dq", "solve_ms_median", "solve_ms_p99", "fallbacks", "steps"):
+        assert key in out
+    assert out["steps"] == 50
+
+
+def test_evaluate_prints_one_json_object(capsys):
+    assert main(["evaluate", "--model", "nominal", "--envs", "2000,2001", "--seconds", "0.5", "--workers", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("j_track_mean", "j_track_std", "j_track_per_env", "fallbacks", "wall_s"):
+        assert key in out
+    assert set(out["j_track_per_env"]) == {"2000", "2001"}
+
+
+def test_unknown_model_is_named(capsys):
+    assert main(["episode", "--model", "bogus", "--seconds", "0.1"]) == 2
+    assert "bogus" in capsys.readouterr().err

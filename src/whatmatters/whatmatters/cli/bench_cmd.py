@@ -1,4 +1,4 @@
-"""``whatmatters bench``: speed figures of this machine, measured in this run."""
+"""``whatmatters bench``: speed figures of this machine, each measured in this run."""
 
 from __future__ import annotations
 
@@ -6,37 +6,74 @@ import argparse
 import logging
 import os
 import platform
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from whatmatters.control.hold import run_hold
 from whatmatters.dynamics.nominal import nominal_model
+from whatmatters.eval.episode import run_episode
+from whatmatters.mpc.config import MpcConfig
+from whatmatters.mpc.controller import MpcController
+from whatmatters.mpc.solver import AcadosMpcSolver
 from whatmatters.sim.environments import make_environment
 from whatmatters.sim.simulator import PandaSim, SimConfig
 from whatmatters.trajectory.fourier import FourierConfig, sample_fourier_trajectory
 
 log = logging.getLogger(__name__)
 
+BENCH_ENV = 2000
+
 
 def add_parser(sub: Any) -> None:
     """Registers the sub-command."""
-    p = sub.add_parser("bench", help="measure simulator (and later MPC) speed on this machine")
+    p = sub.add_parser("bench", help="measure simulator and MPC speed on this machine")
     p.add_argument("--sim-seconds", type=float, default=20.0, help="simulated seconds for the simulator figure")
+    p.add_argument("--mpc-seconds", type=float, default=10.0, help="closed-loop seconds for the MPC solve times")
+    p.add_argument("--skip-build", action="store_true", help="do not time a fresh solver build (reuse the cache)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
 
 def bench_simulator(seconds: float) -> float:
     """Realtime factor of the simulator under the hold controller (best of 3)."""
-    env = make_environment(2000)
+    env = make_environment(BENCH_ENV)
     q_start = sample_fourier_trajectory(env.reference_seed, FourierConfig.from_yaml()).evaluate(0.0)[0]
     sim = PandaSim(SimConfig.from_yaml())
     model = nominal_model(sim.params)
     return max(run_hold(sim, env, q_start, seconds, model).realtime_factor for _ in range(3))
 
 
+def bench_mpc(seconds: float, fresh_build: bool) -> dict[str, float]:
+    """Build time (fresh, in a temporary cache) and per-step solve times in closed loop."""
+    sim = PandaSim(SimConfig.from_yaml())
+    model = nominal_model(sim.params)
+    cfg = MpcConfig.from_yaml()
+    out: dict[str, float] = {}
+    if fresh_build:
+        with tempfile.TemporaryDirectory(prefix="wm-bench-") as tmp:
+            start = time.perf_counter()
+            AcadosMpcSolver(model, cfg, sim.torque_limits, cache_dir=Path(tmp))
+            out["mpc_build_s"] = time.perf_counter() - start
+    solver = AcadosMpcSolver(model, cfg, sim.torque_limits)
+    env = make_environment(BENCH_ENV)
+    reference = sample_fourier_trajectory(env.reference_seed, FourierConfig.from_yaml(), sim.params)
+    res = run_episode(MpcController(solver, model), sim, env, reference, seconds)
+    out["mpc_solve_ms_median"] = float(np.median(res.solve_ms))
+    out["mpc_solve_ms_p99"] = float(np.percentile(res.solve_ms, 99))
+    out["mpc_step_ms_median"] = float(np.median(res.wall_ms))
+    out["mpc_step_ms_p99"] = float(np.percentile(res.wall_ms, 99))
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs every benchmark and returns the figures."""
-    out: dict[str, Any] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"}
-    log.info("bench 1/1: simulator realtime factor (%.0f s simulated, best of 3)", args.sim_seconds)
+    out: dict[str, Any] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
+    log.info("bench 1/2: simulator realtime factor (%.0f s simulated, best of 3)", args.sim_seconds)
     out["sim_realtime_factor"] = round(bench_simulator(args.sim_seconds), 1)
+    log.info("bench 2/2: MPC (nominal model, N = 12): %sclosed loop %.0f s", "" if args.skip_build else "fresh build, ", args.mpc_seconds)
+    out.update({k: round(v, 3) for k, v in bench_mpc(args.mpc_seconds, not args.skip_build).items()})
     return out

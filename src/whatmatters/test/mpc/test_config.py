@@ -1,0 +1,27 @@
+"""Tests of whatmatters.mpc.config."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from whatmatters.errors import ConfigError
+from whatmatters.mpc.config import MpcConfig
+
+
+def test_yaml_matches_defaults_and_anchor_setup():
+    cfg = MpcConfig.from_yaml()
+    assert cfg == MpcConfig()
+    assert cfg.horizon == 12 and cfg.dt == pytest.approx(0.02)
+    np.testing.assert_allclose(np.diag(cfg.state_weight)[:7], [1000] * 4 + [500] * 3)
+    np.testing.assert_allclose(np.diag(cfg.state_weight)[7:], [100] * 4 + [50] * 3)
+    np.testing.assert_allclose(np.diag(cfg.input_weight), [0.2] * 4 + [1] * 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [({"nlp_solver": "IPOPT"}, "nlp_solver"), ({"r_weights": (0.0,) * 7}, "r_weights"), ({"q_weights": (1.0,) * 6}, "q_weights")],
+)
+def test_invalid_values_name_the_key(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        MpcConfig(**kwargs)

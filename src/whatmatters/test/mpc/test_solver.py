@@ -1,0 +1,145 @@
+"""Tests of the OCP builder and the solver wrapper (real acados solves)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import casadi as ca
+import numpy as np
+import pytest
+import torch
+
+from whatmatters.dynamics.base import DynamicsModel
+from whatmatters.dynamics.rigid_body import RigidBodyDynamics
+from whatmatters.mpc.ocp import formulation_key
+from whatmatters.mpc.solver import AcadosMpcSolver
+
+Q_HOME = np.array([0.0, -0.4, 0.0, -2.4, 0.0, 2.2, -0.785])
+
+
+class LinearResidualModel(DynamicsModel):
+    """Nominal model plus a parametric residual torque ``A [q; qd] + b`` (A: 7x14, b: 7).
+
+    A stand-in for a learned model: its 105 parameters are runtime parameters.
+    """
+
+    def __init__(self, base: RigidBodyDynamics, values: np.ndarray) -> None:
+        self.base, self.nq, self.values = base, base.nq, np.asarray(values, dtype=float)
+
+    @property
+    def n_params(self) -> int:
+        return 7 * 14 + 7
+
+    def parameter_values(self) -> np.ndarray:
+        return self.values
+
+    def forward_dynamics(self, q, qd, tau, params=None):
+        if isinstance(q, torch.Tensor):
+            p = torch.as_tensor(self.values if params is None else params, dtype=q.dtype)
+            a, b = p[:98].reshape(7, 14), p[98:]
+            res = torch.cat([q, qd], -1) @ a.T + b
+        else:
+            a, b = ca.reshape(params[:98], 14, 7).T, params[98:]
+            res = ca.mtimes(a, ca.vertcat(q, qd)) + b
+        return self.base.forward_dynamics(q, qd, tau - res)
+
+
+def _reference(n: int) -> np.ndarray:
+    x_ref = np.tile(np.concatenate([Q_HOME, np.zeros(7)]), (n + 1, 1))
+    x_ref[:, 0] += np.linspace(0.0, 0.05, n + 1)
+    return x_ref
+
+
+def _rk4_numeric(model: DynamicsModel, x: np.ndarray, u: np.ndarray, p: np.ndarray | None = None) -> np.ndarray:
+    xs, us = ca.SX.sym("x", 14), ca.SX.sym("u", 7)
+    ps = ca.SX.sym("p", model.n_params)
+    f = ca.Function("F", [xs, us, ps], [model.rk4_step(xs, us, 0.02, ps)])
+    return np.array(f(x, u, model.parameter_values() if p is None else p)).ravel()
+
+
+def test_predictions_are_the_models_rk4_map(nominal, nominal_solver):
+    """acados' ERK (4 stages, 1 step) is exactly DynamicsModel.rk4_step."""
+    x0 = np.concatenate([Q_HOME + 0.02, 0.1 * np.ones(7)])
+    nominal_solver.set_reference(_reference(nominal_solver.n))
+    for _ in range(10):  # RTI: each call is one SQP iteration; iterate to a feasible point
+        res = nominal_solver.solve(x0)
+    assert res.ok
+    np.testing.assert_allclose(res.x[0], x0, atol=1e-12)
+    for k in range(nominal_solver.n):
+        np.testing.assert_allclose(res.x[k + 1], _rk4_numeric(nominal, res.x[k], res.u[k]), rtol=1e-9, atol=1e-9)
+
+
+def test_fixed_first_input_is_respected(nominal_solver, params):
+    x0 = np.concatenate([Q_HOME, np.zeros(7)])
+    u_fix = np.array([1.0, 20.0, -2.0, -10.0, 0.5, 0.3, -0.1])
+    nominal_solver.set_reference(_reference(nominal_solver.n))
+    nominal_solver.set_input_bounds(0, u_fix, u_fix)
+    try:
+        res = nominal_solver.solve(x0)
+    finally:
+        nominal_solver.reset_input_bounds()
+    np.testing.assert_allclose(res.u0, u_fix, atol=1e-8)
+    free = nominal_solver.solve(x0)
+    assert np.abs(free.u0 - u_fix).max() > 1e-3
+
+
+def test_one_build_serves_two_parameter_sets(nominal, mpc_config, params, rng):
+    """Swapping the runtime parameters changes the predictions as each set implies, no rebuild."""
+    p1 = np.zeros(105)
+    p2 = rng.normal(scale=2.0, size=105)
+    model = LinearResidualModel(nominal, p1)
+    solver = AcadosMpcSolver(model, mpc_config, params.torque_limits)
+    x0 = np.concatenate([Q_HOME + 0.03, np.zeros(7)])
+    solver.set_reference(_reference(solver.n))
+    preds = []
+    for p in (p1, p2):
+        solver.set_parameters(p)
+        # converge the RTI iterations so the prediction belongs to this parameter set
+        for _ in range(10):
+            res = solver.solve(x0)
+        for k in range(solver.n):
+            np.testing.assert_allclose(res.x[k + 1], _rk4_numeric(model, res.x[k], res.u[k], p), rtol=1e-9, atol=1e-9)
+        preds.append(res.x)
+    assert np.abs(preds[0] - preds[1]).max() > 1e-3
+    # the same formulation key for any parameter values: the compiled solver is shared
+    assert formulation_key(LinearResidualModel(nominal, p2), mpc_config, params.torque_limits) == solver.key
+
+
+def test_formulation_key_changes_with_model_and_options(nominal, mpc_config, params):
+    from dataclasses import replace
+
+    from whatmatters.dynamics.nominal import exact_model
+    from whatmatters.robot.payload import Payload
+
+    key = formulation_key(nominal, mpc_config, params.torque_limits)
+    assert key == formulation_key(nominal, mpc_config, params.torque_limits)
+    assert key != formulation_key(exact_model(Payload(1.0), 0.1, 1.0), mpc_config, params.torque_limits)
+    assert key != formulation_key(nominal, replace(mpc_config, horizon=10), params.torque_limits)
+
+
+def test_compiled_solver_is_reused_by_another_process(nominal_solver, tmp_path):
+    """A second process loads the cached library: no generation, no compilation."""
+    code = textwrap.dedent(
+        """
+        import json, time
+        from whatmatters.dynamics.nominal import nominal_model
+        from whatmatters.mpc.config import MpcConfig
+        from whatmatters.mpc.solver import AcadosMpcSolver
+        from whatmatters.robot.params import load_panda_params
+        t = time.perf_counter()
+        s = AcadosMpcSolver(nominal_model(), MpcConfig.from_yaml(), load_panda_params().torque_limits)
+        print(json.dumps({"key": s.key, "build": s.build_seconds, "t": time.perf_counter() - t}))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    info = __import__("json").loads(out.stdout.strip().splitlines()[-1])
+    assert info["key"] == nominal_solver.key
+    assert info["build"] == 0.0
+    assert info["t"] < 10.0
+
+
+def test_reference_shape_is_checked(nominal_solver):
+    with pytest.raises(ValueError, match="reference"):
+        nominal_solver.set_reference(np.zeros((5, 14)))

@@ -1,0 +1,94 @@
+"""MPC settings (``config/mpc.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from whatmatters.config import dataclass_from_mapping, load_yaml
+from whatmatters.errors import ConfigError
+
+__all__ = ["MpcConfig"]
+
+_NLP = ("SQP_RTI", "SQP")
+_HESS = ("GAUSS_NEWTON", "EXACT")
+_QP = ("PARTIAL_CONDENSING_HPIPM", "FULL_CONDENSING_HPIPM", "FULL_CONDENSING_QPOASES")
+
+
+@dataclass(frozen=True)
+class MpcConfig:
+    """The optimal control problem and solver options.
+
+    Attributes:
+        horizon: Number of shooting intervals N.
+        dt: Shooting interval = control period, s.
+        q_weights: Stage weights on q, shape (7,).
+        qd_weights: Stage weights on qd, shape (7,).
+        r_weights: Stage weights on tau, shape (7,).
+        terminal_scale: Terminal weight is ``terminal_scale * Q``.
+        nlp_solver: ``SQP_RTI`` or ``SQP``.
+        hessian: ``GAUSS_NEWTON`` or ``EXACT``.
+        qp_solver: acados QP solver.
+        hpipm_mode: HPIPM's mode.
+        sqp_max_iter: SQP iteration limit (SQP only).
+        sqp_tol: SQP tolerance on all KKT residuals (SQP only).
+        qp_max_iter: QP iteration limit.
+        fallback_gravity_after: Consecutive failures before gravity compensation.
+        compile_flags: C compiler flags for the model functions (the compiled
+            solver is cached per machine, so ``-march=native`` is safe).
+    """
+
+    horizon: int = 12
+    dt: float = 0.02
+    q_weights: tuple[float, ...] = (1000.0, 1000.0, 1000.0, 1000.0, 500.0, 500.0, 500.0)
+    qd_weights: tuple[float, ...] = (100.0, 100.0, 100.0, 100.0, 50.0, 50.0, 50.0)
+    r_weights: tuple[float, ...] = (0.2, 0.2, 0.2, 0.2, 1.0, 1.0, 1.0)
+    terminal_scale: float = 1.0
+    nlp_solver: str = "SQP_RTI"
+    hessian: str = "GAUSS_NEWTON"
+    qp_solver: str = "PARTIAL_CONDENSING_HPIPM"
+    hpipm_mode: str = "SPEED"
+    sqp_max_iter: int = 50
+    sqp_tol: float = 1e-8
+    qp_max_iter: int = 50
+    fallback_gravity_after: int = 5
+    compile_flags: str = "-O3 -march=native"
+
+    def __post_init__(self) -> None:
+        if self.horizon < 1 or self.dt <= 0:
+            raise ConfigError("mpc: horizon must be >= 1 and dt > 0")
+        for key in ("q_weights", "qd_weights", "r_weights"):
+            w = getattr(self, key)
+            if len(w) != 7 or min(w) < 0:
+                raise ConfigError(f"mpc: '{key}' needs 7 values >= 0")
+        if min(self.r_weights) <= 0:
+            raise ConfigError("mpc: 'r_weights' must be > 0 (the QP needs a positive definite input weight)")
+        if self.nlp_solver not in _NLP:
+            raise ConfigError(f"mpc: 'nlp_solver' must be one of {_NLP}, got '{self.nlp_solver}'")
+        if self.hessian not in _HESS:
+            raise ConfigError(f"mpc: 'hessian' must be one of {_HESS}, got '{self.hessian}'")
+        if self.qp_solver not in _QP:
+            raise ConfigError(f"mpc: 'qp_solver' must be one of {_QP}, got '{self.qp_solver}'")
+        if self.hpipm_mode not in ("SPEED", "SPEED_ABS", "BALANCE", "ROBUST"):
+            raise ConfigError(f"mpc: unknown 'hpipm_mode' '{self.hpipm_mode}'")
+        if self.sqp_max_iter < 1 or self.qp_max_iter < 1 or self.sqp_tol <= 0:
+            raise ConfigError("mpc: iteration limits must be >= 1 and sqp_tol > 0")
+        if self.fallback_gravity_after < 1:
+            raise ConfigError("mpc: 'fallback_gravity_after' must be >= 1")
+
+    @property
+    def state_weight(self) -> np.ndarray:
+        """Q = diag(q_weights, qd_weights), shape (14, 14)."""
+        return np.diag(np.concatenate([self.q_weights, self.qd_weights]))
+
+    @property
+    def input_weight(self) -> np.ndarray:
+        """R = diag(r_weights), shape (7, 7)."""
+        return np.diag(np.asarray(self.r_weights, dtype=float))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path = "mpc.yaml") -> MpcConfig:
+        """Reads ``config/mpc.yaml`` (or another file)."""
+        return dataclass_from_mapping(cls, load_yaml(path), str(path))

@@ -1,0 +1,280 @@
+"""Solver wrapper: compile once (cached across processes), then solve many times.
+
+The generated code and the compiled library live in a cache folder outside
+git, ``$WHATMATTERS_CACHE`` or ``~/.cache/whatmatters``, under
+``acados/<formulation key>/``. A second process with the same formulation
+loads the compiled library without generating or compiling anything; a file
+lock serialises concurrent first builds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from whatmatters.dynamics.base import DynamicsModel
+from whatmatters.errors import WhatmattersError
+from whatmatters.mpc.acados_env import import_acados_template
+from whatmatters.mpc.config import MpcConfig
+from whatmatters.mpc.ocp import build_ocp, formulation_key
+
+__all__ = ["AcadosMpcSolver", "MpcBuildError", "SolveResult", "cache_root"]
+
+log = logging.getLogger(__name__)
+
+
+class MpcBuildError(WhatmattersError, RuntimeError):
+    """The acados solver could not be generated, compiled or loaded."""
+
+
+def cache_root() -> Path:
+    """The cache folder for generated code (``$WHATMATTERS_CACHE`` or ``~/.cache/whatmatters``)."""
+    env = os.environ.get("WHATMATTERS_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "whatmatters"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class _StageIO:
+    """Direct ctypes access to acados' stage data, bound once.
+
+    ``AcadosOcpSolver.set/get`` re-declare ctypes signatures and query dimensions
+    on every call (~15 us each); a 50 Hz loop makes ~60 such calls per step.
+    This binds the same C functions once and writes from / reads into
+    preallocated float64 buffers (sizes are checked by the callers).
+    """
+
+    _SIG = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p]
+
+    def __init__(self, solver: Any) -> None:
+        lib = solver.shared_lib
+        self._ptrs = (solver.nlp_config, solver.nlp_dims)
+        self._in, self._out = solver.nlp_in, solver.nlp_out
+        self._fns = {}
+        for name in ("ocp_nlp_out_get", "ocp_nlp_out_set", "ocp_nlp_cost_model_set", "ocp_nlp_constraints_model_set"):
+            fn = getattr(lib, name)
+            fn.argtypes = self._SIG
+            self._fns[name] = fn
+
+    def get(self, stage: int, field: bytes, out: np.ndarray) -> None:
+        self._fns["ocp_nlp_out_get"](*self._ptrs, self._out, stage, field, out.ctypes.data)
+
+    def set_out(self, stage: int, field: bytes, value: np.ndarray) -> None:
+        self._fns["ocp_nlp_out_set"](*self._ptrs, self._out, stage, field, value.ctypes.data)
+
+    def set_cost(self, stage: int, field: bytes, value: np.ndarray) -> None:
+        self._fns["ocp_nlp_cost_model_set"](*self._ptrs, self._in, stage, field, value.ctypes.data)
+
+    def set_constraint(self, stage: int, field: bytes, value: np.ndarray) -> None:
+        self._fns["ocp_nlp_constraints_model_set"](*self._ptrs, self._in, stage, field, value.ctypes.data)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """acados prints notices (and make its output) to stdout; keep stdout for results."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """One solver call.
+
+    Attributes:
+        status: acados status (0 = success).
+        u0: First input, Nm, shape (nu,).
+        x: Predicted states, shape (N + 1, nx).
+        u: Planned inputs, shape (N, nu).
+        time_s: acados' own solve time (``time_tot``), s.
+        sqp_iter: SQP iterations.
+    """
+
+    status: int
+    u0: np.ndarray
+    x: np.ndarray
+    u: np.ndarray
+    time_s: float
+    sqp_iter: int
+
+    @property
+    def ok(self) -> bool:
+        """Success and a finite solution."""
+        return self.status == 0 and bool(np.all(np.isfinite(self.x)) and np.all(np.isfinite(self.u)))
+
+
+class AcadosMpcSolver:
+    """A compiled acados OCP solver for one model formulation.
+
+    Args:
+        model: Dynamics model (CasADi form used for code generation).
+        cfg: Problem and solver settings.
+        torque_limits: Symmetric torque bounds, Nm, shape (nu,).
+        cache_dir: Cache folder; :func:`cache_root` if None.
+
+    Attributes:
+        build_seconds: Time spent generating and compiling in this process
+            (0 when the cached library was loaded).
+        key: The formulation key (names the cache entry).
+    """
+
+    def __init__(
+        self,
+        model: DynamicsModel,
+        cfg: MpcConfig,
+        torque_limits: np.ndarray,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self.model = model
+        self.cfg = cfg
+        self.nx, self.nu, self.n = model.nx, model.nu, cfg.horizon
+        self.torque_limits = np.asarray(torque_limits, dtype=float)
+        self.key = formulation_key(model, cfg, self.torque_limits)
+        name = f"wm_{self.key[:16]}"
+        folder = (cache_dir or cache_root()) / "acados" / name
+        self.build_seconds = 0.0
+        self._solver = self._load_or_build(name, folder)
+        self._io = _StageIO(self._solver)
+        self._yref = np.zeros((self.n, self.nx + self.nu))
+        self.set_parameters(model.parameter_values())
+        self.set_weights(cfg.state_weight, cfg.input_weight)
+
+    def _load_or_build(self, name: str, folder: Path) -> Any:
+        at = import_acados_template()
+        json_file = folder / f"{name}.json"
+        lib = folder / "c_generated_code" / f"libacados_ocp_solver_{name}.so"
+        with _file_lock(folder.parent / f"{name}.lock"), _stdout_to_stderr():
+            if lib.is_file() and json_file.is_file():
+                log.debug("loading cached acados solver %s", folder)
+                try:
+                    return at.AcadosOcpSolver(None, json_file=str(json_file), build=False, generate=False, verbose=False)
+                except Exception as exc:  # noqa: BLE001 - a stale cache entry is rebuilt below
+                    log.warning("cached solver %s failed to load (%s); rebuilding", folder, exc)
+            log.info("building acados solver %s (first use of this formulation; cached afterwards)", name)
+            folder.mkdir(parents=True, exist_ok=True)
+            ocp = build_ocp(self.model, self.cfg, self.torque_limits, name)
+            ocp.code_export_directory = str(folder / "c_generated_code")
+            start = time.perf_counter()
+            try:
+                solver = at.AcadosOcpSolver(ocp, json_file=str(json_file), verbose=False)
+            except Exception as exc:  # acados raises bare Exceptions and OSErrors
+                raise MpcBuildError(f"building acados solver in {folder} failed: {exc}") from exc
+            self.build_seconds = time.perf_counter() - start
+            log.info("built %s in %.1f s", name, self.build_seconds)
+            return solver
+
+    # ----------------------------------------------------------- run-time data
+    def set_parameters(self, values: np.ndarray) -> None:
+        """Sets the model's runtime parameters on every stage, shape (n_params,)."""
+        values = np.asarray(values, dtype=float)
+        if values.shape != (self.model.n_params,):
+            raise ValueError(f"parameters must have shape ({self.model.n_params},), got {values.shape}")
+        if values.size:
+            for k in range(self.n + 1):
+                self._solver.set(k, "p", values)
+
+    def set_weights(self, q_weight: np.ndarray, r_weight: np.ndarray) -> None:
+        """Sets Q (nx, nx) and R (nu, nu) on every stage (terminal: scaled Q)."""
+        w = np.zeros((self.nx + self.nu, self.nx + self.nu))
+        w[: self.nx, : self.nx], w[self.nx :, self.nx :] = q_weight, r_weight
+        for k in range(self.n):
+            self._solver.cost_set(k, "W", w)
+        self._solver.cost_set(self.n, "W", self.cfg.terminal_scale * np.asarray(q_weight))
+
+    def set_reference(self, x_ref: np.ndarray) -> None:
+        """Sets the state reference along the horizon, shape (N + 1, nx); torque reference 0."""
+        if x_ref.shape != (self.n + 1, self.nx):
+            raise ValueError(f"reference must have shape ({self.n + 1}, {self.nx}), got {x_ref.shape}")
+        self._yref[:, : self.nx] = x_ref[: self.n]
+        for k in range(self.n):
+            self._io.set_cost(k, b"yref", self._yref[k])
+        self._io.set_cost(self.n, b"yref", np.ascontiguousarray(x_ref[self.n], dtype=float))
+
+    def set_input_bounds(self, stage: int, lower: np.ndarray, upper: np.ndarray) -> None:
+        """Overrides the torque bounds of one stage (e.g. u0 fixed for sensitivities)."""
+        self._solver.constraints_set(stage, "lbu", np.asarray(lower, dtype=float))
+        self._solver.constraints_set(stage, "ubu", np.asarray(upper, dtype=float))
+
+    def reset_input_bounds(self) -> None:
+        """Restores the torque limits on every stage."""
+        for k in range(self.n):
+            self.set_input_bounds(k, -self.torque_limits, self.torque_limits)
+
+    # ------------------------------------------------------------ warm starts
+    def initialize(self, x: np.ndarray, u: np.ndarray) -> None:
+        """Sets the primal iterate: x (N + 1, nx), u (N, nu)."""
+        x = np.ascontiguousarray(x, dtype=float)
+        u = np.ascontiguousarray(u, dtype=float)
+        if x.shape != (self.n + 1, self.nx) or u.shape != (self.n, self.nu):
+            raise ValueError(f"iterate must be x ({self.n + 1}, {self.nx}) and u ({self.n}, {self.nu})")
+        for k in range(self.n):
+            self._io.set_out(k, b"x", x[k])
+            self._io.set_out(k, b"u", u[k])
+        self._io.set_out(self.n, b"x", x[self.n])
+
+    def shift(self, last: SolveResult) -> None:
+        """Warm start by shifting a previous solution one stage forward."""
+        x = np.vstack([last.x[1:], last.x[-1:]])
+        u = np.vstack([last.u[1:], last.u[-1:]])
+        self.initialize(x, u)
+
+    # ---------------------------------------------------------------- solving
+    def solve(self, x0: np.ndarray) -> SolveResult:
+        """Solves from the measured state ``x0`` (nx,) with the current data."""
+        s = self._solver
+        x0 = np.ascontiguousarray(x0, dtype=float)
+        if x0.shape != (self.nx,):
+            raise ValueError(f"x0 must have shape ({self.nx},), got {x0.shape}")
+        self._io.set_constraint(0, b"lbx", x0)
+        self._io.set_constraint(0, b"ubx", x0)
+        status = int(s.solve())
+        x = np.empty((self.n + 1, self.nx))
+        u = np.empty((self.n, self.nu))
+        for k in range(self.n):
+            self._io.get(k, b"x", x[k])
+            self._io.get(k, b"u", u[k])
+        self._io.get(self.n, b"x", x[self.n])
+        return SolveResult(
+            status=status,
+            u0=u[0].copy(),
+            x=x,
+            u=u,
+            time_s=float(np.ravel(s.get_stats("time_tot"))[0]),
+            sqp_iter=int(np.ravel(s.get_stats("sqp_iter"))[0]),
+        )
+
+    def cost(self) -> float:
+        """Optimal cost of the last solve (acados convention: 1/2 of the weighted sum)."""
+        return float(self._solver.get_cost())
+
+    @property
+    def acados(self) -> Any:
+        """The underlying ``AcadosOcpSolver`` (for multipliers and advanced use)."""
+        return self._solver
