@@ -143,3 +143,18 @@ def test_compiled_solver_is_reused_by_another_process(nominal_solver, tmp_path):
 def test_reference_shape_is_checked(nominal_solver):
     with pytest.raises(ValueError, match="reference"):
         nominal_solver.set_reference(np.zeros((5, 14)))
+
+
+def test_full_sqp_option_converges(nominal, mpc_config, params):
+    """nlp_solver: SQP iterates to the tolerance (issue 4/6 needs converged solutions)."""
+    from dataclasses import replace
+
+    cfg = replace(mpc_config, nlp_solver="SQP", sqp_tol=1e-8)
+    solver = AcadosMpcSolver(nominal, cfg, params.torque_limits)
+    x0 = np.concatenate([Q_HOME + 0.05, 0.3 * np.ones(7)])
+    solver.set_reference(_reference(solver.n))
+    res = solver.solve(x0)
+    assert res.status == 0 and res.sqp_iter > 1
+    assert max(np.ravel(solver.acados.get_residuals())) < 1e-7
+    for k in range(solver.n):  # converged: the plan satisfies the model's RK4 map
+        np.testing.assert_allclose(res.x[k + 1], _rk4_numeric(nominal, res.x[k], res.u[k]), rtol=1e-8, atol=1e-8)
