@@ -51,3 +51,25 @@ def test_evaluate_prints_one_json_object(capsys):
 def test_unknown_model_is_named(capsys):
     assert main(["episode", "--model", "bogus", "--seconds", "0.1"]) == 2
     assert "bogus" in capsys.readouterr().err
+
+
+def test_collect_then_pretrain_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "bags"
+    assert main(["collect", "--envs", "3,4", "--out", str(out), "--seconds", "0.6", "--workers", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bags"] == 2
+    ckpt = tmp_path / "m.pt"
+    assert main(["pretrain", "--data", str(out), "--out", str(ckpt), "--epochs", "2", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["transitions"] == 60 and ckpt.is_file()
+    assert main(["episode", "--model", str(ckpt), "--env-seed", "3", "--seconds", "0.2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 10
+
+
+def test_missing_checkpoint_is_named(tmp_path, capsys):
+    assert main(["episode", "--model", str(tmp_path / "nope.pt"), "--seconds", "0.1"]) == 2
+    assert "nope.pt" in capsys.readouterr().err
+
+
+def test_pretrain_on_an_empty_folder_is_named(tmp_path, capsys):
+    assert main(["pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "m.pt")]) == 2
+    assert str(tmp_path) in capsys.readouterr().err

@@ -14,6 +14,11 @@ from typing import Any
 import numpy as np
 
 from whatmatters.control.hold import run_hold
+from whatmatters.data.bags import EpisodeRecord
+from whatmatters.data.dataset import transitions_from_episodes
+from whatmatters.dynamics.learned import LearnedDynamics
+from whatmatters.dynamics.registry import base_checkpoint
+from whatmatters.train.pretrain import PretrainConfig, pretrain
 from whatmatters.dynamics.nominal import nominal_model
 from whatmatters.eval.episode import run_episode
 from whatmatters.mpc.config import MpcConfig
@@ -69,11 +74,41 @@ def bench_mpc(seconds: float, fresh_build: bool) -> dict[str, float]:
     return out
 
 
+def bench_learned(seconds: float) -> tuple[dict[str, float], float]:
+    """Closed-loop solve times with the learned model, and pretraining throughput.
+
+    Uses the packaged base checkpoint when it exists (otherwise a freshly
+    initialised model of the same architecture: the same solver and cost).
+    """
+    sim = PandaSim(SimConfig.from_yaml())
+    nominal = nominal_model(sim.params)
+    base = base_checkpoint()
+    model = LearnedDynamics.load(base) if base.is_file() else LearnedDynamics()
+    solver = AcadosMpcSolver(model, MpcConfig.from_yaml(), sim.torque_limits)
+    env = make_environment(BENCH_ENV)
+    reference = sample_fourier_trajectory(env.reference_seed, FourierConfig.from_yaml(), sim.params)
+    res = run_episode(MpcController(solver, nominal), sim, env, reference, seconds)
+    times = {
+        "mpc_solve_ms_median_learned": float(np.median(res.solve_ms)),
+        "mpc_solve_ms_p99_learned": float(np.percentile(res.solve_ms, 99)),
+        "mpc_step_ms_median_learned": float(np.median(res.wall_ms)),
+    }
+    record = EpisodeRecord(Path("bench"), res.t, res.x, res.tau, res.x_ref)
+    data = transitions_from_episodes([record] * 4, nominal, model.cfg.window)
+    with tempfile.TemporaryDirectory(prefix="wm-bench-") as tmp:
+        fit = pretrain(data, Path(tmp) / "m.pt", PretrainConfig(epochs=3, val_fraction=0.0), progress=False)
+    return times, fit.samples_per_s
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs every benchmark and returns the figures."""
     out: dict[str, Any] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
-    log.info("bench 1/2: simulator realtime factor (%.0f s simulated, best of 3)", args.sim_seconds)
+    log.info("bench 1/3: simulator realtime factor (%.0f s simulated, best of 3)", args.sim_seconds)
     out["sim_realtime_factor"] = round(bench_simulator(args.sim_seconds), 1)
-    log.info("bench 2/2: MPC (nominal model, N = 12): %sclosed loop %.0f s", "" if args.skip_build else "fresh build, ", args.mpc_seconds)
+    log.info("bench 2/3: MPC (nominal model, N = 12): %sclosed loop %.0f s", "" if args.skip_build else "fresh build, ", args.mpc_seconds)
     out.update({k: round(v, 3) for k, v in bench_mpc(args.mpc_seconds, not args.skip_build).items()})
+    log.info("bench 3/3: MPC with the learned model (closed loop %.0f s) and pretraining throughput", args.mpc_seconds)
+    times, rate = bench_learned(args.mpc_seconds)
+    out.update({k: round(v, 3) for k, v in times.items()})
+    out["train_samples_per_s"] = round(rate, 1)
     return out

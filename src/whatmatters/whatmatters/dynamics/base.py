@@ -48,6 +48,15 @@ class DynamicsModel(ABC):
         """Current values of the CasADi form's runtime parameters, shape (n_params,)."""
         return np.zeros(self.n_params)
 
+    def context_tracker(self) -> Any | None:
+        """An online context estimator for models with a context (None otherwise).
+
+        The tracker has ``reset(x0)``, ``observe(x, tau_prev, x_prev)`` and
+        ``context() -> (slice_start, values)``: the runtime parameters to update
+        before each solve.
+        """
+        return None
+
     @abstractmethod
     def forward_dynamics(self, q: Any, qd: Any, tau: Any, params: Any = None) -> Any:
         """Joint accelerations, rad/s^2.

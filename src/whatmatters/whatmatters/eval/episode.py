@@ -13,11 +13,12 @@ the MPC's stage weights Q_q and Q_qd.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from whatmatters.mpc.controller import SOLVED, MpcController
+from whatmatters.mpc.controller import SOLVED, ControlStep, MpcController
 from whatmatters.sim.environments import Environment
 from whatmatters.sim.simulator import PandaSim
 from whatmatters.trajectory.fourier import FourierTrajectory
@@ -99,6 +100,9 @@ def run_episode(
     env: Environment,
     reference: FourierTrajectory,
     seconds: float = 10.0,
+    noise_std: np.ndarray | None = None,
+    rng: np.random.Generator | None = None,
+    on_step: Callable[[int, np.ndarray, np.ndarray, np.ndarray, ControlStep], None] | None = None,
 ) -> EpisodeResult:
     """Runs the closed loop from rest at the reference's start.
 
@@ -108,7 +112,17 @@ def run_episode(
         env: The payload environment.
         reference: The trajectory to track.
         seconds: Episode length, s.
+        noise_std: Optional exploration noise on the torque, Nm, shape (7,):
+            Gaussian, added to the controller's output and clamped to the limits.
+        rng: Generator for the noise (required with ``noise_std``).
+        on_step: Called as ``on_step(i, x_i, x_ref_horizon, tau_applied, out)``
+            after each control decision (e.g. to record a bag).
+
+    Returns:
+        The episode; ``tau`` holds the applied (noisy, clamped) torques.
     """
+    if noise_std is not None and rng is None:
+        raise ValueError("noise_std needs an rng")
     dt = sim.config.control_period
     n = controller.solver.n
     steps = int(round(seconds / dt))
@@ -124,10 +138,17 @@ def run_episode(
     preds = np.empty((steps, n + 1, 14))
     sources: list[str] = []
     for i in range(steps):
-        out = controller(x[i], reference.state(i * dt + horizon))
-        tau[i], status[i], solve_ms[i], wall_ms[i], preds[i] = out.tau, out.status, out.solve_ms, out.wall_ms, out.prediction
+        x_ref_h = reference.state(i * dt + horizon)
+        out = controller(x[i], x_ref_h)
+        applied = out.tau
+        if noise_std is not None:
+            applied = np.clip(out.tau + rng.normal(0.0, noise_std), -sim.torque_limits, sim.torque_limits)  # type: ignore[union-attr]
+            controller.applied(applied)
+        tau[i], status[i], solve_ms[i], wall_ms[i], preds[i] = applied, out.status, out.solve_ms, out.wall_ms, out.prediction
         sources.append(out.source)
-        st = sim.step(out.tau)
+        if on_step is not None:
+            on_step(i, x[i], x_ref_h, applied, out)
+        st = sim.step(applied)
         x[i + 1, :7], x[i + 1, 7:] = st.q, st.qd
     t = dt * np.arange(steps + 1)
     x_ref = reference.state(t)

@@ -12,6 +12,7 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -21,9 +22,9 @@ from whatmatters.eval.episode import EpisodeResult, run_episode
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.controller import MpcController
 from whatmatters.mpc.solver import AcadosMpcSolver
-from whatmatters.sim.environments import make_environment
+from whatmatters.sim.environments import Environment, make_environment
 from whatmatters.sim.simulator import PandaSim, SimConfig
-from whatmatters.trajectory.fourier import FourierConfig, sample_fourier_trajectory
+from whatmatters.trajectory.fourier import FourierConfig, FourierTrajectory, sample_fourier_trajectory
 
 __all__ = ["EvaluationResult", "Evaluator", "evaluate"]
 
@@ -89,7 +90,11 @@ class Evaluator:
         """One episode on an environment with its own seeded reference."""
         env = make_environment(env_seed)
         reference = sample_fourier_trajectory(env.reference_seed, self.ref_cfg, self.sim.params)
-        return run_episode(self.controller(env_seed), self.sim, env, reference, seconds)
+        return self.run(env_seed, env, reference, seconds)
+
+    def run(self, env_seed: int, env: Environment, reference: FourierTrajectory, seconds: float, *args: Any) -> EpisodeResult:
+        """:func:`run_episode` with this evaluator's controller and simulator (extra args passed on)."""
+        return run_episode(self.controller(env_seed), self.sim, env, reference, seconds, *args)
 
 
 _WORKER: Evaluator | None = None

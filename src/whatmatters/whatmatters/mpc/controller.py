@@ -86,9 +86,11 @@ class MpcController:
         self.solver = solver
         self.hold = HoldController(hold_model, None, solver.torque_limits)
         self.stats = FallbackStats()
+        self.tracker = solver.model.context_tracker()
         self._plan: SolveResult | None = None
         self._plan_age = 0
         self._consecutive = 0
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (x, tau) of the previous step
 
     def reset(self, x0: np.ndarray, x_ref: np.ndarray | None = None) -> None:
         """Starts a new episode: cold start at ``x0`` (or along ``x_ref``), zero statistics."""
@@ -98,6 +100,9 @@ class MpcController:
         self.solver.initialize(x_init, u_init)
         self.stats = FallbackStats()
         self._plan, self._plan_age, self._consecutive = None, 0, 0
+        self._last = None
+        if self.tracker is not None:
+            self.tracker.reset(x0)
 
     def __call__(self, x: np.ndarray, x_ref: np.ndarray) -> ControlStep:
         """Computes the torque for the measured state.
@@ -110,7 +115,15 @@ class MpcController:
         limits = self.solver.torque_limits
         nu = self.solver.nu
         status, solve_ms, prediction = -1, 0.0, np.full((self.solver.n + 1, self.solver.nx), np.nan)
-        if np.all(np.isfinite(x)) and np.all(np.isfinite(x_ref)):
+        finite = bool(np.all(np.isfinite(x)) and np.all(np.isfinite(x_ref)))
+        if finite and self.tracker is not None:
+            if self._last is not None:
+                self.tracker.observe(x, self._last[1], self._last[0])
+            start_idx, z = self.tracker.context()
+            finite = bool(np.all(np.isfinite(z)))
+            if finite:
+                self.solver.set_parameter_slice(start_idx, z)
+        if finite:
             self.solver.set_reference(x_ref)
             res = self.solver.solve(x)
             status, solve_ms, prediction = res.status, 1e3 * res.time_s, res.x
@@ -118,11 +131,23 @@ class MpcController:
                 self._plan, self._plan_age, self._consecutive = res, 0, 0
                 self.solver.shift(res)
                 tau = np.clip(res.u0, -limits, limits)
-                return ControlStep(tau, SOLVED, status, solve_ms, 1e3 * (time.perf_counter() - start), prediction)
+                return self._done(x, tau, SOLVED, status, solve_ms, start, prediction)
         self._fail(status)
         tau, source = self._fallback(x)
         self._reinitialize(x)
+        return self._done(x, tau, source, status, solve_ms, start, prediction)
+
+    def _done(
+        self, x: np.ndarray, tau: np.ndarray, source: str, status: int, solve_ms: float, start: float, prediction: np.ndarray
+    ) -> ControlStep:
+        self._last = (x.copy(), tau.copy()) if np.all(np.isfinite(x)) else None
         return ControlStep(tau, source, status, solve_ms, 1e3 * (time.perf_counter() - start), prediction)
+
+    def applied(self, tau: np.ndarray) -> None:
+        """Tells the controller the torque actually applied (if it differs from its output,
+        e.g. with exploration noise), for the context history."""
+        if self._last is not None:
+            self._last = (self._last[0], np.asarray(tau, dtype=float).copy())
 
     def _fail(self, status: int) -> None:
         self.stats.failures += 1

@@ -68,6 +68,14 @@ class _StageIO:
 
     def __init__(self, solver: Any) -> None:
         lib = solver.shared_lib
+        self._capsule = solver.capsule
+        name = solver.model_name
+        self._params = getattr(lib, f"{name}_acados_update_params")
+        self._params.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+        self._params.restype = ctypes.c_int
+        self._params_sparse = getattr(lib, f"{name}_acados_update_params_sparse")
+        self._params_sparse.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+        self._params_sparse.restype = ctypes.c_int
         self._ptrs = (solver.nlp_config, solver.nlp_dims)
         self._in, self._out = solver.nlp_in, solver.nlp_out
         self._fns = {}
@@ -87,6 +95,14 @@ class _StageIO:
 
     def set_constraint(self, stage: int, field: bytes, value: np.ndarray) -> None:
         self._fns["ocp_nlp_constraints_model_set"](*self._ptrs, self._in, stage, field, value.ctypes.data)
+
+    def set_params(self, stage: int, value: np.ndarray) -> None:
+        if self._params(self._capsule, stage, value.ctypes.data, value.size) != 0:
+            raise RuntimeError(f"acados rejected the parameters of stage {stage}")
+
+    def set_params_sparse(self, stage: int, idx: np.ndarray, value: np.ndarray) -> None:
+        if self._params_sparse(self._capsule, stage, idx.ctypes.data, value.ctypes.data, value.size) != 0:
+            raise RuntimeError(f"acados rejected the parameter update of stage {stage}")
 
 
 @contextlib.contextmanager
@@ -193,12 +209,21 @@ class AcadosMpcSolver:
     # ----------------------------------------------------------- run-time data
     def set_parameters(self, values: np.ndarray) -> None:
         """Sets the model's runtime parameters on every stage, shape (n_params,)."""
-        values = np.asarray(values, dtype=float)
+        values = np.ascontiguousarray(values, dtype=float)
         if values.shape != (self.model.n_params,):
             raise ValueError(f"parameters must have shape ({self.model.n_params},), got {values.shape}")
         if values.size:
             for k in range(self.n + 1):
-                self._solver.set(k, "p", values)
+                self._io.set_params(k, values)
+
+    def set_parameter_slice(self, start: int, values: np.ndarray) -> None:
+        """Overwrites ``p[start : start + len(values)]`` on every stage (e.g. the context)."""
+        values = np.ascontiguousarray(values, dtype=float)
+        if start < 0 or start + values.size > self.model.n_params:
+            raise ValueError(f"parameter slice [{start}, {start + values.size}) outside 0..{self.model.n_params}")
+        idx = np.arange(start, start + values.size, dtype=np.intc)
+        for k in range(self.n + 1):
+            self._io.set_params_sparse(k, idx, values)
 
     def set_weights(self, q_weight: np.ndarray, r_weight: np.ndarray) -> None:
         """Sets Q (nx, nx) and R (nu, nu) on every stage (terminal: scaled Q)."""

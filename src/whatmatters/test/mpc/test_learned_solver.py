@@ -1,0 +1,60 @@
+"""The learned model inside acados: one compiled solver for every checkpoint and context."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from whatmatters.dynamics.learned import LearnedDynamics
+from whatmatters.dynamics.registry import resolve_model
+from whatmatters.eval.evaluate import Evaluator
+from whatmatters.mpc.config import MpcConfig
+from whatmatters.mpc.ocp import formulation_key
+from whatmatters.mpc.solver import AcadosMpcSolver
+from whatmatters.sim.simulator import SimConfig
+from whatmatters.trajectory.fourier import FourierConfig
+
+Q_HOME = np.array([0.0, -0.4, 0.0, -2.4, 0.0, 2.2, -0.785])
+
+
+@pytest.fixture(scope="module")
+def base() -> LearnedDynamics:
+    return resolve_model("base")
+
+
+def _rk4_learned(model: LearnedDynamics, x: np.ndarray, u: np.ndarray, z: np.ndarray) -> np.ndarray:
+    xt = torch.tensor(x[None])
+    return model.rk4_step(xt, torch.tensor(u[None]), 0.02, torch.tensor(z[None])).detach().numpy()[0]
+
+
+def test_checkpoints_and_contexts_are_runtime_parameters(base, mpc_config, params, rng):
+    other = LearnedDynamics()
+    with torch.no_grad():
+        for p in other.residual.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    solver = AcadosMpcSolver(base, mpc_config, params.torque_limits)
+    assert formulation_key(other, mpc_config, params.torque_limits) == solver.key
+    x0 = np.concatenate([Q_HOME + 0.03, np.zeros(7)])
+    x_ref = np.tile(np.concatenate([Q_HOME, np.zeros(7)]), (solver.n + 1, 1))
+    solver.set_reference(x_ref)
+    preds = []
+    for model in (base, other):
+        z = rng.normal(size=10)
+        model.set_context(z)
+        solver.set_parameters(model.parameter_values())
+        for _ in range(10):
+            res = solver.solve(x0)
+        assert res.ok
+        for k in (0, 5, 11):
+            np.testing.assert_allclose(res.x[k + 1], _rk4_learned(model, res.x[k], res.u[k], z), rtol=1e-8, atol=1e-8)
+        preds.append(res.x)
+    assert np.abs(preds[0] - preds[1]).max() > 1e-3
+
+
+def test_base_model_tracks_better_than_nominal():
+    cfgs = (MpcConfig.from_yaml(), SimConfig.from_yaml(), FourierConfig.from_yaml())
+    nominal = Evaluator("nominal", *cfgs).episode(2001, 4.0)
+    learned = Evaluator("base", *cfgs).episode(2001, 4.0)
+    assert learned.fallbacks == 0
+    assert learned.j_track < 0.7 * nominal.j_track

@@ -1,0 +1,102 @@
+"""Training data from episode bags: transitions with their history windows.
+
+For every recorded control step t of every episode the dataset holds the
+state x_t, the applied torque u_t, the next state x_{t+1}, the history window
+W_t (transitions t-W..t-1, see :mod:`whatmatters.dynamics.context`) and the
+environment seed / step index (for multi-step windows and analysis).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from whatmatters.data.bags import EpisodeRecord, read_bag_dir
+from whatmatters.dynamics.context import history_features, history_windows
+from whatmatters.dynamics.rigid_body import RigidBodyDynamics
+
+__all__ = ["TransitionDataset", "load_transitions"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TransitionDataset:
+    """All transitions of a set of episodes, as flat arrays (S samples).
+
+    Attributes:
+        x: States x_t, (S, 14).
+        u: Applied torques u_t, Nm, (S, 7).
+        x_next: States x_{t+1}, (S, 14).
+        windows: History windows, (S, W, 21).
+        episode: Episode index per sample, (S,).
+        step: Step index t within its episode, (S,).
+        dt: Control period, s.
+        sources: The bag of each episode.
+    """
+
+    x: np.ndarray
+    u: np.ndarray
+    x_next: np.ndarray
+    windows: np.ndarray
+    episode: np.ndarray
+    step: np.ndarray
+    dt: float
+    sources: list[Path]
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def subset(self, mask: np.ndarray) -> TransitionDataset:
+        """The samples where ``mask`` is true."""
+        return TransitionDataset(
+            self.x[mask], self.u[mask], self.x_next[mask], self.windows[mask], self.episode[mask], self.step[mask], self.dt, self.sources
+        )
+
+    def split_by_episode(self, fraction: float, seed: int) -> tuple[TransitionDataset, TransitionDataset]:
+        """Splits whole episodes: ``fraction`` of them (at least one if > 0) into the second part."""
+        rng = np.random.default_rng(seed)
+        episodes = np.unique(self.episode)
+        n_hold = max(1, int(round(fraction * len(episodes)))) if fraction > 0 and len(episodes) > 1 else 0
+        held = set(rng.choice(episodes, size=n_hold, replace=False).tolist()) if n_hold else set()
+        mask = np.array([e in held for e in self.episode])
+        return self.subset(~mask), self.subset(mask)
+
+
+def transitions_from_episodes(episodes: list[EpisodeRecord], nominal: RigidBodyDynamics, window: int) -> TransitionDataset:
+    """Builds the flat transition arrays.
+
+    Raises:
+        ValueError: If the episodes have different control periods or none is given.
+    """
+    if not episodes:
+        raise ValueError("no episodes to build a dataset from")
+    dts = {round(ep.dt, 9) for ep in episodes}
+    if len(dts) != 1:
+        raise ValueError(f"episodes have different control periods: {sorted(dts)}")
+    dt = dts.pop()
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("x", "u", "x_next", "windows", "episode", "step")}
+    for i, ep in enumerate(episodes):
+        feats = history_features(nominal, ep.x[:, :7], ep.x[:, 7:], ep.tau, dt)
+        steps = len(ep.tau)
+        parts["x"].append(ep.x[:-1])
+        parts["u"].append(ep.tau)
+        parts["x_next"].append(ep.x[1:])
+        parts["windows"].append(history_windows(feats, ep.x[0], window))
+        parts["episode"].append(np.full(steps, i))
+        parts["step"].append(np.arange(steps))
+    arrays = {k: np.concatenate(v) for k, v in parts.items()}
+    return TransitionDataset(**arrays, dt=dt, sources=[ep.path for ep in episodes])
+
+
+def load_transitions(folder: str | Path, nominal: RigidBodyDynamics, window: int) -> TransitionDataset:
+    """Reads every bag in a folder (damaged ones skipped with a warning) into transitions."""
+    episodes, skipped = read_bag_dir(folder)
+    if skipped:
+        log.warning("%d of %d bags skipped in %s", len(skipped), len(skipped) + len(episodes), folder)
+    if not episodes:
+        raise ValueError(f"no readable bag in {folder}")
+    return transitions_from_episodes(episodes, nominal, window)

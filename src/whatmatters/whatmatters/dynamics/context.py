@@ -1,0 +1,148 @@
+"""The context: a recurrent encoding of the recent motion, held constant over the horizon.
+
+History features of one control transition ``i`` (state ``x_i``, torque
+``tau_i`` held for ``dt``, next velocity ``qd_{i+1}``)::
+
+    f_i = [q_i, qd_i, tau_i - tau_nom_i],   tau_nom_i = ID_nom(q_i, qd_i, (qd_{i+1} - qd_i) / dt)
+
+i.e. the torque the nominal model fails to explain. At control step t the
+window holds the transitions t-W..t-1 (W = 15, 0.3 s); before enough
+transitions exist it is padded with ``[q_0, qd_0, 0]`` (as if the robot had
+been resting in the nominal model's state). :func:`history_windows` builds the
+windows for training and :class:`ContextTracker` the same windows online.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import torch
+from torch import nn
+
+from whatmatters.dynamics.rigid_body import RigidBodyDynamics
+
+__all__ = ["ContextEncoder", "ContextTracker", "history_features", "history_windows"]
+
+N_FEATURES = 21
+
+
+def history_features(
+    nominal: RigidBodyDynamics, q: np.ndarray, qd: np.ndarray, tau: np.ndarray, dt: float
+) -> np.ndarray:
+    """Features of consecutive transitions.
+
+    Args:
+        nominal: The nominal model (for tau_nom).
+        q: Positions, rad, shape (T + 1, 7).
+        qd: Velocities, rad/s, shape (T + 1, 7).
+        tau: Applied torques, Nm, shape (T, 7).
+        dt: Control period, s.
+
+    Returns:
+        Features, shape (T, 21).
+    """
+    qt, qdt = torch.as_tensor(q[:-1], dtype=torch.float64), torch.as_tensor(qd[:-1], dtype=torch.float64)
+    qdd = torch.as_tensor((qd[1:] - qd[:-1]) / dt, dtype=torch.float64)
+    tau_nom = nominal.inverse_dynamics(qt, qdt, qdd).numpy()
+    return np.concatenate([q[:-1], qd[:-1], tau - tau_nom], axis=1)
+
+
+def history_windows(features: np.ndarray, x0: np.ndarray, window: int) -> np.ndarray:
+    """The window of features seen at every control step 0..T-1.
+
+    Args:
+        features: Transition features of one episode, shape (T, 21).
+        x0: The episode's first state, shape (14,) (padding).
+        window: W.
+
+    Returns:
+        Windows, shape (T, W, 21): row t holds transitions t-W..t-1.
+    """
+    pad = np.tile(np.concatenate([x0, np.zeros(7)]), (window, 1))
+    padded = np.concatenate([pad, features], axis=0)  # transition i sits at row i + W
+    idx = np.arange(features.shape[0])[:, None] + np.arange(window)[None, :]
+    return padded[idx]
+
+
+class ContextEncoder(nn.Module):
+    """LSTM over the normalised history window -> context vector.
+
+    Args:
+        context_dim: Output size.
+        hidden: LSTM hidden size.
+    """
+
+    def __init__(self, context_dim: int = 10, hidden: int = 32) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(N_FEATURES, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, context_dim)
+        self.register_buffer("feature_mean", torch.zeros(N_FEATURES))
+        self.register_buffer("feature_std", torch.ones(N_FEATURES))
+
+    def set_normalization(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Sets the feature normalisation (from the training data)."""
+        self.feature_mean.copy_(torch.as_tensor(mean))
+        self.feature_std.copy_(torch.as_tensor(np.maximum(std, 1e-6)))
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """Windows (B, W, 21) -> contexts (B, context_dim)."""
+        x = (windows - self.feature_mean) / self.feature_std
+        _, (h, _) = self.lstm(x)
+        return self.head(h[-1])
+
+
+class ContextTracker:
+    """Online history window for one robot, matching :func:`history_windows`.
+
+    Args:
+        nominal: The nominal model.
+        window: W.
+        dt: Control period, s.
+    """
+
+    def __init__(
+        self,
+        nominal: RigidBodyDynamics,
+        window: int,
+        dt: float,
+        encoder: ContextEncoder | None = None,
+        param_start: int = 0,
+    ) -> None:
+        self.nominal, self.window, self.dt = nominal, window, dt
+        self.encoder, self.param_start = encoder, param_start
+        self._buf: deque[np.ndarray] = deque(maxlen=window)
+        self._last: tuple[np.ndarray, np.ndarray] | None = None
+
+    def reset(self, x0: np.ndarray) -> None:
+        """Starts a new episode at rest-padding ``[q_0, qd_0, 0]``."""
+        pad = np.concatenate([x0, np.zeros(7)])
+        self._buf.clear()
+        self._buf.extend([pad] * self.window)
+        self._last = None
+
+    def observe(self, x: np.ndarray, tau_prev: np.ndarray | None, x_prev: np.ndarray | None) -> None:
+        """Adds the transition ``x_prev --tau_prev--> x`` (skipped if either is None)."""
+        if tau_prev is None or x_prev is None:
+            return
+        f = history_features(
+            self.nominal, np.stack([x_prev[:7], x[:7]]), np.stack([x_prev[7:], x[7:]]), tau_prev[None], self.dt
+        )
+        self._buf.append(f[0])
+
+    def window_array(self) -> np.ndarray:
+        """The current window, shape (W, 21)."""
+        return np.array(self._buf)
+
+    def context(self) -> tuple[int, np.ndarray]:
+        """``(first parameter index, context vector)`` for the solver.
+
+        Raises:
+            RuntimeError: If the tracker has no encoder.
+        """
+        if self.encoder is None:
+            raise RuntimeError("this ContextTracker has no encoder")
+        dtype = self.encoder.feature_mean.dtype
+        with torch.no_grad():
+            z = self.encoder(torch.as_tensor(self.window_array()[None], dtype=dtype))[0]
+        return self.param_start, z.double().numpy()

@@ -1,0 +1,1 @@
+"""Training: pretraining on torque residuals and (later) sensitivity-weighted fine-tuning."""
