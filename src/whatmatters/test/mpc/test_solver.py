@@ -117,6 +117,7 @@ def test_formulation_key_changes_with_model_and_options(nominal, mpc_config, par
     assert key == formulation_key(nominal, mpc_config, params.torque_limits)
     assert key != formulation_key(exact_model(Payload(1.0), 0.1, 1.0), mpc_config, params.torque_limits)
     assert key != formulation_key(nominal, replace(mpc_config, horizon=10), params.torque_limits)
+    assert key == formulation_key(nominal, mpc_config, 0.5 * params.torque_limits)  # limits are run-time data
 
 
 def test_compiled_solver_is_reused_by_another_process(nominal_solver, tmp_path):
@@ -158,3 +159,15 @@ def test_full_sqp_option_converges(nominal, mpc_config, params):
     assert max(np.ravel(solver.acados.get_residuals())) < 1e-7
     for k in range(solver.n):  # converged: the plan satisfies the model's RK4 map
         np.testing.assert_allclose(res.x[k + 1], _rk4_numeric(nominal, res.x[k], res.u[k]), rtol=1e-8, atol=1e-8)
+
+
+def test_cost_is_the_plain_sum_over_stages(nominal_solver, mpc_config):
+    """No time-step scaling of the stage costs: J = 1/2 sum |x_k - r_k|_Q^2 + |u_k|_R^2 + terminal."""
+    x0 = np.concatenate([Q_HOME + 0.04, 0.2 * np.ones(7)])
+    ref = _reference(nominal_solver.n)
+    nominal_solver.set_reference(ref)
+    res = nominal_solver.solve(x0)
+    q_w, r_w = mpc_config.state_weight, mpc_config.input_weight
+    manual = sum(0.5 * (res.x[k] - ref[k]) @ q_w @ (res.x[k] - ref[k]) + 0.5 * res.u[k] @ r_w @ res.u[k] for k in range(nominal_solver.n))
+    manual += 0.5 * mpc_config.terminal_scale * (res.x[-1] - ref[-1]) @ q_w @ (res.x[-1] - ref[-1])
+    assert nominal_solver.cost() == pytest.approx(manual, rel=1e-10)

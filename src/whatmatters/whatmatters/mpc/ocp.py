@@ -65,7 +65,8 @@ def formulation_key(model: DynamicsModel, cfg: MpcConfig, torque_limits: np.ndar
     """A hash of everything that determines the generated solver code.
 
     Two processes that build the same model with the same options get the
-    same key and can share one compiled solver.
+    same key and can share one compiled solver. Run-time data (model
+    parameters, reference, weights, torque limits) is not part of it.
     """
     x, u, p, f = model_expressions(model)
     fun = ca.Function("f", [x, u, p], [f])
@@ -76,7 +77,6 @@ def formulation_key(model: DynamicsModel, cfg: MpcConfig, torque_limits: np.ndar
         "casadi": ca.__version__,
         "model": fun.serialize(),
         "cfg": repr(cfg),
-        "torque_limits": np.asarray(torque_limits, dtype=float).tolist(),
         "machine": _machine_id(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()

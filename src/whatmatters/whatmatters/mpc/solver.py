@@ -179,8 +179,15 @@ class AcadosMpcSolver:
         self._solver = self._load_or_build(name, folder)
         self._io = _StageIO(self._solver)
         self._yref = np.zeros((self.n, self.nx + self.nu))
+        # acados scales every stage cost by its time step (cost "integration");
+        # the OCP here is a plain sum over stages (paper eq. and anchors), so
+        # the scaling is set to 1 (a run-time field; the terminal has none).
+        one = np.ones(1)
+        for k in range(self.n):
+            self._io.set_cost(k, b"scaling", one)
         self.set_parameters(model.parameter_values())
         self.set_weights(cfg.state_weight, cfg.input_weight)
+        self.reset_input_bounds()  # the bounds are run-time data: one build serves any limits
 
     def _load_or_build(self, name: str, folder: Path) -> Any:
         at = import_acados_template()
@@ -296,7 +303,7 @@ class AcadosMpcSolver:
         )
 
     def cost(self) -> float:
-        """Optimal cost of the last solve (acados convention: 1/2 of the weighted sum)."""
+        """Cost of the last solution: 1/2 of the weighted squares summed over the stages."""
         return float(self._solver.get_cost())
 
     @property

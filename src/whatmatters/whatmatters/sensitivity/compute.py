@@ -1,0 +1,177 @@
+"""S_hat for one control step: converged operating point, du0/de, effective action sensitivity.
+
+1. **Operating point.** The RTI controller's iterate is not a converged
+   solution, so the OCP is re-solved with full SQP (Gauss-Newton, tolerance
+   ``sqp_tol`` on all KKT residuals) from that iterate (or from the start
+   given). The result is the solution the RTI controller converges to; its
+   first input is kept next to S_hat for comparison.
+2. **du0/de** (nu, N, nx) by :mod:`whatmatters.sensitivity.kkt` with the
+   exact Lagrangian Hessian from :mod:`whatmatters.sensitivity.derivatives`.
+3. **|dJ/du0|_eff** (nu,) (eq. 6): u_0 fixed to ``u0* + xi`` for
+   ``xi in {-eps, +eps}`` (stage-0 lower = upper bound, clipped to the torque
+   limits), re-solved, and the gradient of the optimal cost w.r.t. u_0 read
+   from the stage-0 bound multipliers (lower minus upper); absolute values
+   averaged. The cost is acados' (1/2 of the weighted squares).
+4. **S_hat** (N, nx) (eq. 5) = ``|dJ/du0|_eff @ du0/de``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from whatmatters.config import dataclass_from_mapping, load_yaml
+from whatmatters.dynamics.base import DynamicsModel
+from whatmatters.errors import WhatmattersError
+from whatmatters.mpc.config import MpcConfig
+from whatmatters.mpc.solver import AcadosMpcSolver
+from whatmatters.sensitivity.derivatives import StageDerivatives
+from whatmatters.sensitivity.kkt import active_set, dynamics_multipliers, first_input_sensitivity
+
+__all__ = ["SensitivityComputer", "SensitivityConfig", "SensitivityError", "SensitivitySample"]
+
+log = logging.getLogger(__name__)
+
+
+class SensitivityError(WhatmattersError, RuntimeError):
+    """The operating point could not be converged (the sample is reported, not used)."""
+
+
+@dataclass(frozen=True)
+class SensitivityConfig:
+    """Settings (``config/sensitivity.yaml``).
+
+    Attributes:
+        eps: u_0 perturbation for the effective sensitivity, Nm.
+        sqp_tol: KKT tolerance of the converged operating point.
+        sqp_max_iter: SQP iteration limit.
+        active_tol: Relative distance to a limit below which a bound is active.
+    """
+
+    eps: float = 0.5
+    sqp_tol: float = 1e-10
+    sqp_max_iter: int = 200
+    active_tol: float = 1e-6
+
+    @classmethod
+    def from_yaml(cls, path: str | Path = "sensitivity.yaml") -> SensitivityConfig:
+        """Reads ``config/sensitivity.yaml`` (or another file)."""
+        return dataclass_from_mapping(cls, load_yaml(path), str(path))
+
+
+@dataclass(frozen=True)
+class SensitivitySample:
+    """Sensitivities of one control step.
+
+    Attributes:
+        s_hat: Eq. (5), (N, nx).
+        du0_de: Controller sensitivity, (nu, N, nx); row k-1 of axis 1 is e_k.
+        dj_du0_eff: Effective action sensitivity, (nu,).
+        dj_du0_plus: Cost gradient at u0* + eps, (nu,).
+        dj_du0_minus: Cost gradient at u0* - eps, (nu,).
+        x: Converged predicted states, (N + 1, nx).
+        u: Converged inputs, (N, nu).
+        active0: Active bounds of u_0, (nu,).
+        sqp_iter: SQP iterations to the operating point.
+    """
+
+    s_hat: np.ndarray
+    du0_de: np.ndarray
+    dj_du0_eff: np.ndarray
+    dj_du0_plus: np.ndarray
+    dj_du0_minus: np.ndarray
+    x: np.ndarray
+    u: np.ndarray
+    active0: np.ndarray
+    sqp_iter: int
+
+
+class SensitivityComputer:
+    """Computes :class:`SensitivitySample` for control steps of one model.
+
+    Args:
+        model: The MPC's dynamics model (CasADi form).
+        mpc: The controller's OCP settings (cost, horizon, ...).
+        torque_limits: Nm, (nu,).
+        cfg: Sensitivity settings.
+    """
+
+    def __init__(self, model: DynamicsModel, mpc: MpcConfig, torque_limits: np.ndarray, cfg: SensitivityConfig | None = None) -> None:
+        self.cfg = cfg or SensitivityConfig()
+        self.model = model
+        self.mpc = mpc
+        self.limits = np.asarray(torque_limits, dtype=float)
+        sqp = replace(mpc, nlp_solver="SQP", hessian="GAUSS_NEWTON", sqp_tol=self.cfg.sqp_tol, sqp_max_iter=self.cfg.sqp_max_iter)
+        self.solver = AcadosMpcSolver(model, sqp, self.limits)
+        self.derivatives = StageDerivatives(model, mpc.dt, mpc.horizon)
+        self.q_w, self.r_w = mpc.state_weight, mpc.input_weight
+        self.qn_w = mpc.terminal_scale * mpc.state_weight
+
+    def _solve(self, x0: np.ndarray, x_init: np.ndarray, u_init: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        self.solver.initialize(x_init, u_init)
+        res = self.solver.solve(x0)
+        if not res.ok:
+            raise SensitivityError(f"SQP did not converge (acados status {res.status}, {res.sqp_iter} iterations)")
+        return res.x, res.u, res.sqp_iter
+
+    def cost_gradient_u0(self, x0: np.ndarray, u0: np.ndarray, x_init: np.ndarray, u_init: np.ndarray) -> tuple[np.ndarray, float]:
+        """d J*/d u_0 with u_0 fixed (bound multipliers, lower minus upper) and J*.
+
+        The reference and parameters must be set on :attr:`solver` already.
+        """
+        nu, nx = self.model.nu, self.model.nx
+        self.solver.set_input_bounds(0, u0, u0)
+        try:
+            u_start = u_init.copy()
+            u_start[0] = u0
+            self._solve(x0, x_init, u_start)
+            lam = np.asarray(self.solver.acados.get(0, "lam"))
+            cost = self.solver.cost()
+        finally:
+            self.solver.reset_input_bounds()
+        # stage 0 multipliers: [lbu (nu), lbx (nx: x0), ubu (nu), ubx (nx)]
+        return lam[:nu] - lam[nu + nx : 2 * nu + nx], cost
+
+    def compute(
+        self,
+        x0: np.ndarray,
+        x_ref: np.ndarray,
+        params: np.ndarray | None = None,
+        x_init: np.ndarray | None = None,
+        u_init: np.ndarray | None = None,
+    ) -> SensitivitySample:
+        """Sensitivities of the control step at state ``x0``.
+
+        Args:
+            x0: Measured state, (nx,).
+            x_ref: Reference along the horizon, (N + 1, nx).
+            params: Model parameters (weights and context), (n_params,); the
+                model's current ones if None.
+            x_init, u_init: Start of the SQP (e.g. the RTI iterate), (N + 1, nx)
+                and (N, nu); x0 repeated and zero torque if None.
+
+        Raises:
+            SensitivityError: If the operating point does not converge.
+        """
+        n, nx, nu = self.mpc.horizon, self.model.nx, self.model.nu
+        p = self.model.parameter_values() if params is None else np.asarray(params, dtype=float)
+        x_init = np.tile(x0, (n + 1, 1)) if x_init is None else x_init
+        u_init = np.zeros((n, nu)) if u_init is None else u_init
+        self.solver.set_parameters(p)
+        self.solver.set_reference(x_ref)
+        x, u, iters = self._solve(x0, x_init, u_init)
+        _, a, b = self.derivatives.jacobians(x[:n], u, p)
+        lam = dynamics_multipliers(x, x_ref, a, self.q_w, self.qn_w)
+        hess = self.derivatives.hessians(x[:n], u, p, lam)
+        active = active_set(u, self.limits, self.cfg.active_tol)
+        kkt = first_input_sensitivity(a, b, hess, self.q_w, self.r_w, self.qn_w, active)
+        grads = []
+        for sign in (1.0, -1.0):
+            u_fix = np.clip(u[0] + sign * self.cfg.eps, -self.limits, self.limits)
+            grads.append(self.cost_gradient_u0(x0, u_fix, x, u)[0])
+        eff = 0.5 * (np.abs(grads[0]) + np.abs(grads[1]))
+        s_hat = (eff @ kkt.du0_de.reshape(nu, n * nx)).reshape(n, nx)
+        return SensitivitySample(s_hat, kkt.du0_de, eff, grads[0], grads[1], x, u, active[0], iters)

@@ -1,0 +1,103 @@
+"""Compiled stage derivatives of a model's discrete dynamics (RK4 over dt).
+
+For the KKT-based sensitivities every stage k needs, at the converged
+solution, ``A_k = dF/dx``, ``B_k = dF/du`` and the second-order term
+``W_k = d^2 (lambda_{k+1}' F) / d(x, u)^2`` ((nx + nu) x (nx + nu)), for all N
+stages. They are built from the model's CasADi form with the RK4 map at the
+MX level (the continuous dynamics stay one SX function, so the generated code
+stays compact), mapped over the horizon, compiled to C once (cached by a hash
+of the function, like the acados solvers) and loaded with ``casadi.external``.
+Without a C compiler the same functions run in CasADi's virtual machine
+(slower, identical numbers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import casadi as ca
+import numpy as np
+
+from whatmatters.dynamics.base import DynamicsModel
+from whatmatters.mpc.solver import _file_lock, cache_root
+
+__all__ = ["StageDerivatives"]
+
+log = logging.getLogger(__name__)
+
+
+class StageDerivatives:
+    """``F``, ``A``, ``B`` and the multiplier-weighted Hessian for all stages at once.
+
+    Args:
+        model: Dynamics model with a CasADi form.
+        dt: Step of the RK4 map, s.
+        horizon: Number of stages N.
+        compile: Compile to C (cached); False evaluates in CasADi's VM.
+        cache_dir: Cache folder (default :func:`whatmatters.mpc.solver.cache_root`).
+    """
+
+    def __init__(
+        self, model: DynamicsModel, dt: float, horizon: int, compile: bool = True, cache_dir: Path | None = None
+    ) -> None:
+        nx, nu, npar = model.nx, model.nu, model.n_params
+        xs, us, ps = ca.SX.sym("x", nx), ca.SX.sym("u", nu), ca.SX.sym("p", npar)
+        f = ca.Function("wm_f", [xs, us, ps], [model.state_derivative(xs, us, ps)])
+        x, u, p, lam = ca.MX.sym("x", nx), ca.MX.sym("u", nu), ca.MX.sym("p", npar), ca.MX.sym("lam", nx)
+        k1 = f(x, u, p)
+        k2 = f(x + 0.5 * dt * k1, u, p)
+        k3 = f(x + 0.5 * dt * k2, u, p)
+        k4 = f(x + dt * k3, u, p)
+        big_f = x + (dt / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+        z = ca.vertcat(x, u)
+        jac = ca.Function("wm_jac_stage", [x, u, p], [big_f, ca.jacobian(big_f, z)])
+        hess = ca.Function("wm_hess_stage", [x, u, p, lam], [ca.hessian(ca.dot(lam, big_f), z)[0]])
+        self.n, self.nx, self.nu = horizon, nx, nu
+        self.key = hashlib.sha256(jac.serialize().encode() + hess.serialize().encode() + str(horizon).encode()).hexdigest()[:16]
+        mapped = [jac.map("wm_jac", "serial", horizon, [], []), hess.map("wm_hess", "serial", horizon, [], [])]
+        self.build_seconds = 0.0
+        if compile and shutil.which("gcc"):
+            self._jac, self._hess = self._compile(mapped, cache_dir)
+        else:
+            self._jac, self._hess = mapped
+
+    def _compile(self, fns: list[ca.Function], cache_dir: Path | None) -> list[ca.Function]:
+        folder = (cache_dir or cache_root()) / "derivatives"
+        name = f"wm_deriv_{self.key}"
+        lib = folder / f"{name}.so"
+        with _file_lock(folder / f"{name}.lock"):
+            if not lib.is_file():
+                log.info("compiling stage derivatives %s (first use; cached afterwards)", name)
+                start = time.perf_counter()
+                cg = ca.CodeGenerator(f"{name}.c", {"with_header": False})
+                for fn in fns:
+                    cg.add(fn)
+                cg.generate(str(folder) + "/")
+                tmp = folder / f"{name}.so.tmp"
+                subprocess.run(["gcc", "-O2", "-fPIC", "-shared", str(folder / f"{name}.c"), "-o", str(tmp)], check=True, capture_output=True)
+                tmp.replace(lib)
+                self.build_seconds = time.perf_counter() - start
+                log.info("compiled %s in %.1f s", name, self.build_seconds)
+        return [ca.external("wm_jac", str(lib)), ca.external("wm_hess", str(lib))]
+
+    def _params(self, p: np.ndarray) -> np.ndarray:
+        return np.repeat(np.asarray(p, dtype=float).reshape(-1, 1), self.n, axis=1)
+
+    def jacobians(self, x: np.ndarray, u: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``F`` (N, nx), ``A`` (N, nx, nx), ``B`` (N, nx, nu) at x_0..x_{N-1} (N, nx), u (N, nu)."""
+        n, nx, nu = self.n, self.nx, self.nu
+        f, jac = self._jac(x.T, u.T, self._params(p))
+        # the map concatenates the stages' (nx, nz) blocks horizontally: column k * nz + j
+        jac = np.asarray(jac).reshape(nx, nx + nu, n, order="F").transpose(2, 0, 1)
+        return np.asarray(f).T, jac[:, :, :nx], jac[:, :, nx:]
+
+    def hessians(self, x: np.ndarray, u: np.ndarray, p: np.ndarray, lam: np.ndarray) -> np.ndarray:
+        """``W`` (N, nx + nu, nx + nu) with lambda_1..lambda_N (N, nx)."""
+        n, nz = self.n, self.nx + self.nu
+        hess = self._hess(x.T, u.T, self._params(p), lam.T)
+        return np.asarray(hess).reshape(nz, nz, n, order="F").transpose(2, 0, 1)

@@ -1,0 +1,131 @@
+"""du0/de by implicit differentiation of the OCP's KKT conditions (a Riccati pass).
+
+The OCP with additive prediction errors ``e_1..e_N`` on the predicted states::
+
+    min  sum_{k<N} 1/2 |x_k - r_k|_Q^2 + 1/2 |u_k|_R^2 + 1/2 |x_N - r_N|_QN^2
+    s.t. x_{k+1} = F(x_k, u_k) + e_{k+1},   x_0 fixed,   |u_k| <= u_max
+
+At a converged solution with strict complementarity, differentiating the KKT
+conditions w.r.t. e gives the equality-constrained LQ problem in
+``(dx, du)`` with the exact Lagrangian Hessian per stage::
+
+    H_k = blkdiag(Q, R) + d^2 (lambda_{k+1}' F_k) / d(x, u)^2,   H_N = QN
+    dx_{k+1} = A_k dx_k + B_k du_k + de_{k+1},   dx_0 = 0,   du_{k,i} = 0 for active bounds
+
+Its Riccati recursion gives the feedback ``K_k``, closed-loop matrices
+``Acl_k = A_k + B_k K_k`` and, for the first input::
+
+    du_0 / de_{j+1} = -Quu_0^{-1} B_0' Acl_1' ... Acl_j' P_{j+1}     (j = 0..N-1)
+
+restricted to the free components (active components of u_0 get zero rows).
+The multipliers follow from stationarity in the states, independent of any
+solver's sign convention: ``lambda_N = QN (x_N - r_N)``,
+``lambda_k = Q (x_k - r_k) + A_k' lambda_{k+1}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["KktSensitivity", "active_set", "dynamics_multipliers", "first_input_sensitivity"]
+
+
+def dynamics_multipliers(x: np.ndarray, x_ref: np.ndarray, a: np.ndarray, q_w: np.ndarray, qn_w: np.ndarray) -> np.ndarray:
+    """lambda_1..lambda_N from stationarity w.r.t. x_1..x_N.
+
+    Args:
+        x: States x_0..x_N, (N + 1, nx).
+        x_ref: References r_0..r_N, (N + 1, nx).
+        a: A_0..A_{N-1}, (N, nx, nx).
+        q_w: Stage state weight Q, (nx, nx).
+        qn_w: Terminal weight QN, (nx, nx).
+
+    Returns:
+        (N, nx): row k-1 is lambda_k.
+    """
+    n = a.shape[0]
+    lam = np.empty((n, x.shape[1]))
+    lam[n - 1] = qn_w @ (x[n] - x_ref[n])
+    for k in range(n - 1, 0, -1):
+        lam[k - 1] = q_w @ (x[k] - x_ref[k]) + a[k].T @ lam[k]
+    return lam
+
+
+def active_set(u: np.ndarray, limits: np.ndarray, tol: float = 1e-6) -> np.ndarray:
+    """Boolean (N, nu): inputs at their bound (within ``tol`` relative to the limit)."""
+    return np.abs(u) >= limits * (1.0 - tol)
+
+
+@dataclass(frozen=True)
+class KktSensitivity:
+    """Result of :func:`first_input_sensitivity`.
+
+    Attributes:
+        du0_de: d u_0 / d e_{k}, k = 1..N, shape (nu, N, nx).
+        free0: Free (inactive) components of u_0, (nu,) bool.
+        quu0: Reduced Hessian of u_0 (free block), for analysis.
+    """
+
+    du0_de: np.ndarray
+    free0: np.ndarray
+    quu0: np.ndarray
+
+
+def first_input_sensitivity(
+    a: np.ndarray,
+    b: np.ndarray,
+    hess: np.ndarray,
+    q_w: np.ndarray,
+    r_w: np.ndarray,
+    qn_w: np.ndarray,
+    active: np.ndarray,
+) -> KktSensitivity:
+    """The Riccati pass of the module docstring.
+
+    Args:
+        a: A_k, (N, nx, nx).
+        b: B_k, (N, nx, nu).
+        hess: Second-order dynamics terms W_k, (N, nx + nu, nx + nu).
+        q_w, r_w, qn_w: Cost Hessians Q (nx, nx), R (nu, nu), QN (nx, nx).
+        active: Active input bounds, (N, nu) bool.
+
+    Raises:
+        np.linalg.LinAlgError: If a reduced Hessian is not positive definite
+            (the point is not a strict local minimum).
+    """
+    n, nx, nu = b.shape[0], a.shape[1], b.shape[2]
+    p_mat = qn_w.copy()
+    acl = np.empty((n, nx, nx))
+    p_next = np.empty((n + 1, nx, nx))  # P_k for k = 0..N
+    p_next[n] = p_mat
+    quu0 = np.zeros((0, 0))
+    for k in range(n - 1, -1, -1):
+        free = ~active[k]
+        h = hess[k]
+        hxx, hux, huu = h[:nx, :nx] + q_w, h[nx:, :nx], h[nx:, nx:] + r_w
+        bf = b[k][:, free]
+        quu = huu[np.ix_(free, free)] + bf.T @ p_mat @ bf
+        qux = hux[free] + bf.T @ p_mat @ a[k]
+        if free.any():
+            chol = np.linalg.cholesky(quu)
+            gain = -np.linalg.solve(chol.T, np.linalg.solve(chol, qux))  # K_k (free rows)
+            p_new = hxx + a[k].T @ p_mat @ a[k] + qux.T @ gain
+            acl[k] = a[k] + bf @ gain
+        else:
+            p_new = hxx + a[k].T @ p_mat @ a[k]
+            acl[k] = a[k]
+        if k == 0:
+            quu0 = quu
+        p_mat = 0.5 * (p_new + p_new.T)
+        p_next[k] = p_mat
+    free0 = ~active[0]
+    du0_de = np.zeros((nu, n, nx))
+    if free0.any():
+        t_mat = -np.linalg.solve(quu0, b[0][:, free0].T)  # (nf, nx)
+        du0_de[free0, 0] = t_mat @ p_next[1]
+        for j in range(1, n):
+            t_mat = t_mat @ acl[j].T
+            du0_de[free0, j] = t_mat @ p_next[j + 1]
+    return KktSensitivity(du0_de, free0, quu0)
