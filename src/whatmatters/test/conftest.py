@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from whatmatters.dynamics.nominal import nominal_model
 from whatmatters.robot.params import PandaParams, load_panda_params
 from whatmatters.sim.simulator import PandaSim, SimConfig
-
 
 torch.set_num_threads(1)  # the tests' tensors are small: threads only add overhead
 

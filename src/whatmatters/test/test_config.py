@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from whatmatters.config import config_dir, dataclass_from_mapping, load_yaml
 from whatmatters.errors import ConfigError
 from whatmatters.sim.simulator import SimConfig

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from dataclasses import fields
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
 from whatmatters.errors import ConfigError
 
-__all__ = ["config_dir", "dataclass_from_mapping", "load_yaml", "require"]
+__all__ = ["YamlConfig", "config_dir", "dataclass_from_mapping", "load_yaml", "require"]
 
 T = TypeVar("T")
 
@@ -144,3 +144,19 @@ def dataclass_from_mapping(cls: type[T], mapping: dict[str, Any], source: str) -
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: {exc}") from exc
+
+
+class YamlConfig:
+    """Mixin for config dataclasses: ``Cls.from_yaml()`` reads ``config/<yaml_file>``.
+
+    The dataclass defaults are the documented defaults; the YAML file (which
+    also feeds the ROS parameters) overrides them, keys and types checked.
+    """
+
+    yaml_file: ClassVar[str] = ""
+
+    @classmethod
+    def from_yaml(cls: type[T], path: str | os.PathLike[str] | None = None) -> T:
+        """Reads ``config/<yaml_file>`` (or the file at ``path``)."""
+        source = path if path is not None else cls.yaml_file  # type: ignore[attr-defined]
+        return dataclass_from_mapping(cls, load_yaml(source), str(source))

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_torch_save", "atomic_write_text"]
+__all__ = ["atomic_torch_save", "atomic_write_bytes", "atomic_write_text"]
 
 
 def _atomic(path: Path, write: Any) -> None:
@@ -37,3 +37,8 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 def atomic_write_text(text: str, path: str | Path) -> None:
     """Writes a text file atomically."""
     _atomic(Path(path), lambda fh: fh.write(text.encode()))
+
+
+def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+    """Writes a binary file atomically."""
+    _atomic(Path(path), lambda fh: fh.write(data))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from whatmatters.cli.main import main
 from whatmatters.sim.environments import make_environment
 

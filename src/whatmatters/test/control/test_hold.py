@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from whatmatters.control.hold import HoldController, run_hold
 from whatmatters.dynamics.nominal import exact_model
 from whatmatters.sim.environments import make_environment

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
-
 from whatmatters.data.bags import TOPIC_TYPES, BagError, EpisodeBagWriter, read_bag_dir, read_episode
 from whatmatters.robot.payload import Payload
 

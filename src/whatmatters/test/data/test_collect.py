@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from whatmatters.data.bags import read_episode
 from whatmatters.data.collect import CollectConfig, collect
 from whatmatters.eval.evaluate import Evaluator

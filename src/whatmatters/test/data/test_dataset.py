@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from whatmatters.data.bags import EpisodeRecord
 from whatmatters.data.dataset import transitions_from_episodes
 from whatmatters.dynamics.context import ContextTracker, history_features, history_windows

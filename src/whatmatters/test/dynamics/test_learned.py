@@ -6,7 +6,6 @@ import casadi as ca
 import numpy as np
 import pytest
 import torch
-
 from whatmatters.dynamics.base import rk4
 from whatmatters.dynamics.learned import CheckpointError, LearnedConfig, LearnedDynamics
 from whatmatters.dynamics.residual import ResidualConfig

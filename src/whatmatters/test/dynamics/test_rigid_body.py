@@ -7,12 +7,10 @@ import mujoco
 import numpy as np
 import pytest
 import torch
-
 from whatmatters.dynamics.chain import ChainParams
 from whatmatters.dynamics.nominal import exact_model
 from whatmatters.dynamics.rigid_body import RigidBodyDynamics
 from whatmatters.robot.payload import Payload
-
 from whatmatters.sim.simulator import PandaSim, SimConfig
 
 from ..conftest import make_sim, random_states

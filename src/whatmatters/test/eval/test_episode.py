@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from whatmatters.eval.evaluate import Evaluator, evaluate
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.sim.environments import environment_seeds, make_environment

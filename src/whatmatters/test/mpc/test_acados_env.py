@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from whatmatters.mpc import acados_env
 from whatmatters.mpc.acados_env import configure_acados_environment
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from whatmatters.mpc.controller import GRAVITY_HOLD, SHIFTED_PLAN, SOLVED, MpcController
 from whatmatters.mpc.solver import SolveResult
 

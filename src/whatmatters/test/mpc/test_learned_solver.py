@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from whatmatters.dynamics.learned import LearnedDynamics
 from whatmatters.dynamics.registry import resolve_model
 from whatmatters.eval.evaluate import Evaluator

@@ -10,7 +10,6 @@ import casadi as ca
 import numpy as np
 import pytest
 import torch
-
 from whatmatters.dynamics.base import DynamicsModel
 from whatmatters.dynamics.rigid_body import RigidBodyDynamics
 from whatmatters.mpc.ocp import formulation_key

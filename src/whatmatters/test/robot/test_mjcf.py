@@ -5,7 +5,6 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 import pytest
-
 from whatmatters.robot.mjcf import MjcfOptions, panda_mjcf
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
-
 from whatmatters.errors import ConfigError
 from whatmatters.robot.params import Inertial, load_panda_params, matrix_to_quat, parse_panda_params, rpy_to_matrix
 

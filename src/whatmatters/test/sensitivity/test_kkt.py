@@ -5,7 +5,6 @@ from __future__ import annotations
 import casadi as ca
 import numpy as np
 import pytest
-
 from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig
 from whatmatters.trajectory.fourier import sample_fourier_trajectory
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from whatmatters.dynamics.nominal import exact_model
 from whatmatters.errors import InvalidTorqueError
 from whatmatters.robot.payload import Payload

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from whatmatters.data.bags import EpisodeRecord
 from whatmatters.data.dataset import transitions_from_episodes
 from whatmatters.dynamics.learned import LearnedDynamics

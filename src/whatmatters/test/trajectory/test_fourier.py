@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from whatmatters.errors import TrajectoryError
 from whatmatters.trajectory.fourier import FourierConfig, sample_fourier_trajectory
 

@@ -17,15 +17,16 @@ from whatmatters.control.hold import run_hold
 from whatmatters.data.bags import EpisodeRecord
 from whatmatters.data.dataset import transitions_from_episodes
 from whatmatters.dynamics.learned import LearnedDynamics
-from whatmatters.dynamics.registry import base_checkpoint
-from whatmatters.train.pretrain import PretrainConfig, pretrain
 from whatmatters.dynamics.nominal import nominal_model
+from whatmatters.dynamics.registry import base_checkpoint
 from whatmatters.eval.episode import run_episode
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.controller import MpcController
 from whatmatters.mpc.solver import AcadosMpcSolver
+from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig
 from whatmatters.sim.environments import make_environment
 from whatmatters.sim.simulator import PandaSim, SimConfig
+from whatmatters.train.pretrain import PretrainConfig, pretrain
 from whatmatters.trajectory.fourier import FourierConfig, sample_fourier_trajectory
 
 log = logging.getLogger(__name__)
@@ -100,15 +101,34 @@ def bench_learned(seconds: float) -> tuple[dict[str, float], float]:
     return times, fit.samples_per_s
 
 
+def bench_sensitivity(samples: int = 20) -> float:
+    """Milliseconds per S_hat sample (both factors) with the nominal model, along a closed-loop run."""
+    sim = PandaSim(SimConfig.from_yaml())
+    model = nominal_model(sim.params)
+    cfg = MpcConfig.from_yaml()
+    computer = SensitivityComputer(model, cfg, sim.torque_limits, SensitivityConfig.from_yaml())
+    env = make_environment(BENCH_ENV)
+    reference = sample_fourier_trajectory(env.reference_seed, FourierConfig.from_yaml(), sim.params)
+    res = run_episode(MpcController(AcadosMpcSolver(model, cfg, sim.torque_limits), model), sim, env, reference, 0.02 * samples)
+    horizon = cfg.dt * np.arange(cfg.horizon + 1)
+    computer.compute(res.x[0], reference.state(horizon))  # warm-up (loads compiled code)
+    start = time.perf_counter()
+    for t in range(samples):
+        computer.compute(res.x[t], reference.state(t * cfg.dt + horizon), x_init=res.predictions[t])
+    return 1e3 * (time.perf_counter() - start) / samples
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs every benchmark and returns the figures."""
     out: dict[str, Any] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
-    log.info("bench 1/3: simulator realtime factor (%.0f s simulated, best of 3)", args.sim_seconds)
+    log.info("bench 1/4: simulator realtime factor (%.0f s simulated, best of 3)", args.sim_seconds)
     out["sim_realtime_factor"] = round(bench_simulator(args.sim_seconds), 1)
-    log.info("bench 2/3: MPC (nominal model, N = 12): %sclosed loop %.0f s", "" if args.skip_build else "fresh build, ", args.mpc_seconds)
+    log.info("bench 2/4: MPC (nominal model, N = 12): %sclosed loop %.0f s", "" if args.skip_build else "fresh build, ", args.mpc_seconds)
     out.update({k: round(v, 3) for k, v in bench_mpc(args.mpc_seconds, not args.skip_build).items()})
-    log.info("bench 3/3: MPC with the learned model (closed loop %.0f s) and pretraining throughput", args.mpc_seconds)
+    log.info("bench 3/4: MPC with the learned model (closed loop %.0f s) and pretraining throughput", args.mpc_seconds)
     times, rate = bench_learned(args.mpc_seconds)
     out.update({k: round(v, 3) for k, v in times.items()})
     out["train_samples_per_s"] = round(rate, 1)
+    log.info("bench 4/4: task sensitivities (nominal model, 20 samples)")
+    out["sensitivity_ms_per_sample"] = round(bench_sensitivity(), 2)
     return out

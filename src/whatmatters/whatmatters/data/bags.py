@@ -175,6 +175,8 @@ class EpisodeRecord:
         x: States [q, qd], shape (T + 1, 14).
         tau: Commanded torque for each step, Nm, shape (T, 7).
         x_ref: Reference at each state's time, shape (T + 1, 14) (NaN where missing).
+        x_ref_horizon: The reference over the MPC horizon sent at each step,
+            shape (T + 1, N + 1, 14) (NaN where missing).
         payload: Ground-truth payload, if recorded.
         extra: Other topics: name -> array stacked over steps.
     """
@@ -184,6 +186,7 @@ class EpisodeRecord:
     x: np.ndarray
     tau: np.ndarray
     x_ref: np.ndarray
+    x_ref_horizon: np.ndarray | None = None
     payload: Payload | None = None
     extra: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -235,8 +238,7 @@ def read_episode(path: str | Path, extra_topics: tuple[str, ...] = ()) -> Episod
         elif topic == COMMANDS:
             cmds[k] = np.asarray(msg.data, dtype=float)
         elif topic == REFERENCE:
-            p0 = msg.points[0]
-            refs[k] = np.concatenate([p0.positions, p0.velocities])
+            refs[k] = np.array([np.concatenate([pt.positions, pt.velocities]) for pt in msg.points])
         elif topic == PAYLOAD:
             payload = Payload(float(msg.m), (msg.com.x, msg.com.y, msg.com.z), (msg.ixx, msg.iyy, msg.izz))
         else:
@@ -253,10 +255,13 @@ def read_episode(path: str | Path, extra_topics: tuple[str, ...] = ()) -> Episod
     tau = np.array([cmds[k] for k in range(steps)])
     if x.shape[1] != 14 or tau.shape[1] != 7:
         raise BagError(f"bag {path}: expected 7 joints, got states {x.shape} and commands {tau.shape}")
-    x_ref = np.array([refs.get(k, np.full(14, np.nan)) for k in range(n_states)])
+    horizon = max((len(r) for r in refs.values()), default=1)
+    blank = np.full((horizon, 14), np.nan)
+    x_ref_h = np.array([refs[k] if k in refs and len(refs[k]) == horizon else blank for k in range(n_states)])
+    x_ref = x_ref_h[:, 0]
     t = np.array([times[k] for k in range(n_states)])
     extra = {topic: np.array([v[k] for k in sorted(v)]) for topic, v in extras.items() if v}
-    return EpisodeRecord(path, t, x, tau, x_ref, payload, extra)
+    return EpisodeRecord(path, t, x, tau, x_ref, x_ref_h, payload, extra)
 
 
 def read_bag_dir(folder: str | Path, extra_topics: tuple[str, ...] = ()) -> tuple[list[EpisodeRecord], list[tuple[Path, str]]]:

@@ -16,11 +16,12 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from tqdm import tqdm
 
-from whatmatters.config import dataclass_from_mapping, load_yaml
+from whatmatters.config import YamlConfig
 from whatmatters.data.bags import EpisodeBagWriter
 from whatmatters.eval.evaluate import Evaluator
 from whatmatters.mpc.config import MpcConfig
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class CollectConfig:
+class CollectConfig(YamlConfig):
     """Data collection settings.
 
     Attributes:
@@ -44,14 +45,12 @@ class CollectConfig:
         noise_seed: Base seed of the noise (combined with the environment seed).
     """
 
+    yaml_file: ClassVar[str] = "collect.yaml"
+
     seconds: float = 10.0
     noise_std: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 0.3, 0.3, 0.3)
     noise_seed: int = 0
 
-    @classmethod
-    def from_yaml(cls, path: str | Path = "collect.yaml") -> CollectConfig:
-        """Reads ``config/collect.yaml`` (or another file)."""
-        return dataclass_from_mapping(cls, load_yaml(path), str(path))
 
 
 def bag_path(out: Path, seed: int) -> Path:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
-from whatmatters.config import dataclass_from_mapping, load_yaml
+from whatmatters.config import YamlConfig
 from whatmatters.errors import ConfigError
 
 __all__ = ["MpcConfig"]
@@ -18,7 +18,7 @@ _QP = ("PARTIAL_CONDENSING_HPIPM", "FULL_CONDENSING_HPIPM", "FULL_CONDENSING_QPO
 
 
 @dataclass(frozen=True)
-class MpcConfig:
+class MpcConfig(YamlConfig):
     """The optimal control problem and solver options.
 
     Attributes:
@@ -39,6 +39,8 @@ class MpcConfig:
         compile_flags: C compiler flags for the model functions (the compiled
             solver is cached per machine, so ``-march=native`` is safe).
     """
+
+    yaml_file: ClassVar[str] = "mpc.yaml"
 
     horizon: int = 12
     dt: float = 0.02
@@ -88,7 +90,3 @@ class MpcConfig:
         """R = diag(r_weights), shape (7, 7)."""
         return np.diag(np.asarray(self.r_weights, dtype=float))
 
-    @classmethod
-    def from_yaml(cls, path: str | Path = "mpc.yaml") -> MpcConfig:
-        """Reads ``config/mpc.yaml`` (or another file)."""
-        return dataclass_from_mapping(cls, load_yaml(path), str(path))

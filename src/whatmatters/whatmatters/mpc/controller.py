@@ -113,7 +113,6 @@ class MpcController:
         """
         start = time.perf_counter()
         limits = self.solver.torque_limits
-        nu = self.solver.nu
         status, solve_ms, prediction = -1, 0.0, np.full((self.solver.n + 1, self.solver.nx), np.nan)
         finite = bool(np.all(np.isfinite(x)) and np.all(np.isfinite(x_ref)))
         if finite and self.tracker is not None:

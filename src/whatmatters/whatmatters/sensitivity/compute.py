@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
-from whatmatters.config import dataclass_from_mapping, load_yaml
+from whatmatters.config import YamlConfig
 from whatmatters.dynamics.base import DynamicsModel
 from whatmatters.errors import WhatmattersError
 from whatmatters.mpc.config import MpcConfig
@@ -41,7 +41,7 @@ class SensitivityError(WhatmattersError, RuntimeError):
 
 
 @dataclass(frozen=True)
-class SensitivityConfig:
+class SensitivityConfig(YamlConfig):
     """Settings (``config/sensitivity.yaml``).
 
     Attributes:
@@ -51,15 +51,13 @@ class SensitivityConfig:
         active_tol: Relative distance to a limit below which a bound is active.
     """
 
+    yaml_file: ClassVar[str] = "sensitivity.yaml"
+
     eps: float = 0.5
     sqp_tol: float = 1e-10
     sqp_max_iter: int = 200
     active_tol: float = 1e-6
 
-    @classmethod
-    def from_yaml(cls, path: str | Path = "sensitivity.yaml") -> SensitivityConfig:
-        """Reads ``config/sensitivity.yaml`` (or another file)."""
-        return dataclass_from_mapping(cls, load_yaml(path), str(path))
 
 
 @dataclass(frozen=True)

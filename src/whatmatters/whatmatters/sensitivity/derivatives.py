@@ -38,12 +38,16 @@ class StageDerivatives:
         model: Dynamics model with a CasADi form.
         dt: Step of the RK4 map, s.
         horizon: Number of stages N.
-        compile: Compile to C (cached); False evaluates in CasADi's VM.
+        compile: ``"auto"`` compiles to C (cached) when the model's state
+            derivative is small enough to compile in about a minute (< 5,000
+            CasADi instructions, e.g. the nominal model) and uses CasADi's VM
+            otherwise (the learned model's exact Hessian generates several
+            hundred MB of C); True / False force either.
         cache_dir: Cache folder (default :func:`whatmatters.mpc.solver.cache_root`).
     """
 
     def __init__(
-        self, model: DynamicsModel, dt: float, horizon: int, compile: bool = True, cache_dir: Path | None = None
+        self, model: DynamicsModel, dt: float, horizon: int, compile: bool | str = "auto", cache_dir: Path | None = None
     ) -> None:
         nx, nu, npar = model.nx, model.nu, model.n_params
         xs, us, ps = ca.SX.sym("x", nx), ca.SX.sym("u", nu), ca.SX.sym("p", npar)
@@ -61,6 +65,10 @@ class StageDerivatives:
         self.key = hashlib.sha256(jac.serialize().encode() + hess.serialize().encode() + str(horizon).encode()).hexdigest()[:16]
         mapped = [jac.map("wm_jac", "serial", horizon, [], []), hess.map("wm_hess", "serial", horizon, [], [])]
         self.build_seconds = 0.0
+        if compile == "auto":
+            compile = f.n_instructions() < 5000
+            if not compile:
+                log.info("stage derivatives of a large model (%d instructions): evaluated in CasADi's VM", f.n_instructions())
         if compile and shutil.which("gcc"):
             self._jac, self._hess = self._compile(mapped, cache_dir)
         else:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
+from typing import ClassVar
 
 import mujoco
 import numpy as np
 
-from whatmatters.config import dataclass_from_mapping, load_yaml
+from whatmatters.config import YamlConfig
 from whatmatters.errors import ConfigError, InvalidTorqueError
 from whatmatters.robot.mjcf import PAYLOAD_BODY, MjcfOptions, panda_mjcf
 from whatmatters.robot.params import PandaParams, load_panda_params
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class SimConfig:
+class SimConfig(YamlConfig):
     """Simulator settings (``config/sim.yaml``).
 
     Attributes:
@@ -40,6 +40,8 @@ class SimConfig:
         damping: Joint damping, Nm s/rad.
         joint_limits: Whether joint range limits are active.
     """
+
+    yaml_file: ClassVar[str] = "sim.yaml"
 
     timestep: float = 0.002
     control_period: float = 0.02
@@ -64,10 +66,6 @@ class SimConfig:
         """Physics steps per control period."""
         return int(round(self.control_period / self.timestep))
 
-    @classmethod
-    def from_yaml(cls, path: str | Path = "sim.yaml") -> SimConfig:
-        """Reads ``config/sim.yaml`` (or another file)."""
-        return dataclass_from_mapping(cls, load_yaml(path), str(path))
 
 
 @dataclass(frozen=True)

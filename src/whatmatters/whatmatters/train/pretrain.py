@@ -20,13 +20,13 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from whatmatters.config import dataclass_from_mapping, load_yaml
+from whatmatters.config import YamlConfig
 from whatmatters.data.dataset import TransitionDataset
 from whatmatters.dynamics.learned import LearnedConfig, LearnedDynamics
 from whatmatters.io import atomic_torch_save
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(YamlConfig):
     """Pretraining settings (defaults as in the CaDeLaC reference).
 
     Attributes:
@@ -49,6 +49,8 @@ class PretrainConfig:
         val_fraction: Fraction of episodes held out for validation.
     """
 
+    yaml_file: ClassVar[str] = "pretrain.yaml"
+
     epochs: int = 200
     batch_size: int = 1024
     lr: float = 5e-4
@@ -56,10 +58,6 @@ class PretrainConfig:
     seed: int = 0
     val_fraction: float = 0.1
 
-    @classmethod
-    def from_yaml(cls, path: str | Path = "pretrain.yaml") -> PretrainConfig:
-        """Reads ``config/pretrain.yaml`` (or another file)."""
-        return dataclass_from_mapping(cls, load_yaml(path), str(path))
 
 
 @dataclass(frozen=True)

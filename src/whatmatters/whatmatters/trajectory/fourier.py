@@ -19,11 +19,11 @@ MPC's horizon looks past the end of an episode).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
-from whatmatters.config import dataclass_from_mapping, load_yaml
+from whatmatters.config import YamlConfig
 from whatmatters.errors import ConfigError, TrajectoryError
 from whatmatters.robot.params import PandaParams, load_panda_params
 
@@ -31,7 +31,7 @@ __all__ = ["FourierConfig", "FourierTrajectory", "sample_fourier_trajectory"]
 
 
 @dataclass(frozen=True)
-class FourierConfig:
+class FourierConfig(YamlConfig):
     """Settings of the reference generator (``config/reference.yaml``).
 
     Attributes:
@@ -45,6 +45,8 @@ class FourierConfig:
         max_attempts: Rejection-sampling attempts before :class:`TrajectoryError`.
         check_dt: Grid spacing for the limit checks, s.
     """
+
+    yaml_file: ClassVar[str] = "reference.yaml"
 
     duration: float = 10.0
     harmonics: int = 5
@@ -64,10 +66,6 @@ class FourierConfig:
         if self.start_spread < 0 or min(self.amplitude) < 0 or self.max_velocity <= 0:
             raise ConfigError("reference: start_spread, amplitude must be >= 0 and max_velocity > 0")
 
-    @classmethod
-    def from_yaml(cls, path: str | Path = "reference.yaml") -> FourierConfig:
-        """Reads ``config/reference.yaml`` (or another file)."""
-        return dataclass_from_mapping(cls, load_yaml(path), str(path))
 
 
 @dataclass(frozen=True)

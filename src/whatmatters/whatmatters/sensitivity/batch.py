@@ -1,0 +1,146 @@
+"""S_hat for every control step of recorded episodes, in parallel worker processes.
+
+For each bag, every recorded step t gives one sample: the state x_t, the
+reference over the horizon that was sent with it, and (for a learned model)
+the context from the history window before t. The results are written beside
+the bag as ``sensitivity.npz`` (a sidecar; the bag itself is never modified):
+
+===============  ==================  ==============================================
+key              shape               content
+===============  ==================  ==============================================
+``s_hat``        (T, N, nx)          eq. (5); NaN rows where a sample failed
+``du0_de``       (T, nu, N, nx)      controller sensitivity
+``dj_du0_eff``   (T, nu)             effective action sensitivity (eq. 6)
+``ok``           (T,)                whether the operating point converged
+``labels``       (nx,)               state names q1..q7, qd1..qd7
+===============  ==================  ==============================================
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from whatmatters.data.bags import EpisodeRecord, read_bag_dir
+from whatmatters.dynamics.context import history_features, history_windows
+from whatmatters.dynamics.learned import LearnedDynamics
+from whatmatters.dynamics.registry import resolve_model
+from whatmatters.io import atomic_write_bytes
+from whatmatters.mpc.config import MpcConfig
+from whatmatters.robot.params import load_panda_params
+from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig, SensitivityError
+
+__all__ = ["SIDECAR", "STATE_LABELS", "compute_bag_dir", "compute_episode", "load_sidecar"]
+
+log = logging.getLogger(__name__)
+
+SIDECAR = "sensitivity.npz"
+STATE_LABELS = tuple([f"q{i}" for i in range(1, 8)] + [f"qd{i}" for i in range(1, 8)])
+
+
+def compute_episode(computer: SensitivityComputer, ep: EpisodeRecord, max_steps: int | None = None) -> dict[str, np.ndarray]:
+    """Sensitivities of every step of one episode (failures are NaN with ``ok`` False)."""
+    model = computer.model
+    n, nx, nu = computer.mpc.horizon, model.nx, model.nu
+    steps = len(ep.tau) if max_steps is None else min(len(ep.tau), max_steps)
+    if ep.x_ref_horizon is None or ep.x_ref_horizon.shape[1] != n + 1:
+        raise ValueError(f"bag {ep.path}: the recorded reference does not cover the horizon of {n + 1} points")
+    contexts = None
+    if isinstance(model, LearnedDynamics):
+        feats = history_features(model.nominal, ep.x[:, :7], ep.x[:, 7:], ep.tau, ep.dt)
+        with torch.no_grad():
+            contexts = model.encode(history_windows(feats, ep.x[0], model.cfg.window)[:steps]).numpy()
+    weights = model.parameter_values()[: model.n_params - (contexts.shape[1] if contexts is not None else 0)]
+    out = {
+        "s_hat": np.full((steps, n, nx), np.nan),
+        "du0_de": np.full((steps, nu, n, nx), np.nan),
+        "dj_du0_eff": np.full((steps, nu), np.nan),
+        "ok": np.zeros(steps, dtype=bool),
+    }
+    prev: tuple[np.ndarray, np.ndarray] | None = None
+    for t in range(steps):
+        params = np.concatenate([weights, contexts[t]]) if contexts is not None else None
+        x_init, u_init = (None, None) if prev is None else (np.vstack([prev[0][1:], prev[0][-1:]]), np.vstack([prev[1][1:], prev[1][-1:]]))
+        try:
+            s = computer.compute(ep.x[t], ep.x_ref_horizon[t], params, x_init, u_init)
+        except (SensitivityError, np.linalg.LinAlgError) as exc:
+            log.warning("%s step %d: %s", ep.path.name, t, exc)
+            prev = None
+            continue
+        out["s_hat"][t], out["du0_de"][t], out["dj_du0_eff"][t], out["ok"][t] = s.s_hat, s.du0_de, s.dj_du0_eff, True
+        prev = (s.x, s.u)
+    out["labels"] = np.array(STATE_LABELS)
+    return out
+
+
+def load_sidecar(bag: str | Path) -> dict[str, np.ndarray]:
+    """Reads the sensitivities stored beside a bag.
+
+    Raises:
+        FileNotFoundError: Naming the file, if the bag has none.
+    """
+    path = Path(bag) / SIDECAR
+    if not path.is_file():
+        raise FileNotFoundError(f"no sensitivities beside {bag} ({path} missing; run 'whatmatters sensitivities')")
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+_WORKER: SensitivityComputer | None = None
+
+
+def _make_computer(model_spec: str) -> SensitivityComputer:
+    return SensitivityComputer(resolve_model(model_spec), MpcConfig.from_yaml(), load_panda_params().torque_limits, SensitivityConfig.from_yaml())
+
+
+def _init(model_spec: str) -> None:
+    global _WORKER
+    logging.basicConfig(level=logging.WARNING)
+    _WORKER = _make_computer(model_spec)
+
+
+def _one(bag: str, max_steps: int | None) -> tuple[str, int, int]:
+    assert _WORKER is not None
+    from whatmatters.data.bags import read_episode
+
+    ep = read_episode(bag)
+    res = compute_episode(_WORKER, ep, max_steps)
+    buf = __import__("io").BytesIO()
+    np.savez(buf, **res)
+    atomic_write_bytes(buf.getvalue(), Path(bag) / SIDECAR)
+    return bag, int(res["ok"].sum()), len(res["ok"])
+
+
+def compute_bag_dir(
+    folder: str | Path, model_spec: str, workers: int | None = None, max_steps: int | None = None, progress: bool = True
+) -> list[tuple[str, int, int]]:
+    """Computes (or recomputes) the sidecar of every readable bag in a folder.
+
+    Returns:
+        ``(bag, converged samples, samples)`` per bag.
+    """
+    episodes, _ = read_bag_dir(folder)
+    bags = [str(ep.path) for ep in episodes]
+    _make_computer(model_spec)  # compile once in this process before the workers start
+    workers = max(1, min(workers or os.cpu_count() or 1, len(bags)))
+    bar = tqdm(total=len(bags), desc="sensitivities", unit="bag", disable=not progress)
+    results = []
+    if workers == 1:
+        _init(model_spec)
+        for bag in bags:
+            results.append(_one(bag, max_steps))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers, mp.get_context("spawn"), _init, (model_spec,)) as pool:
+            for fut in as_completed([pool.submit(_one, b, max_steps) for b in bags]):
+                results.append(fut.result())
+                bar.update()
+    bar.close()
+    return sorted(results)
