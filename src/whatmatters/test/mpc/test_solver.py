@@ -160,13 +160,16 @@ def test_full_sqp_option_converges(nominal, mpc_config, params):
         np.testing.assert_allclose(res.x[k + 1], _rk4_numeric(nominal, res.x[k], res.u[k]), rtol=1e-8, atol=1e-8)
 
 
-def test_cost_is_the_plain_sum_over_stages(nominal_solver, mpc_config):
-    """No time-step scaling of the stage costs: J = 1/2 sum |x_k - r_k|_Q^2 + |u_k|_R^2 + terminal."""
+def test_cost_is_the_documented_sum(nominal_solver, mpc_config):
+    """J = dt * sum_k 1/2 (|x_k - r_k|_Q^2 + |u_k|_R^2) + 1/2 |x_N - r_N|_Q^2 (acados' time-step scaling)."""
     x0 = np.concatenate([Q_HOME + 0.04, 0.2 * np.ones(7)])
     ref = _reference(nominal_solver.n)
     nominal_solver.set_reference(ref)
     res = nominal_solver.solve(x0)
     q_w, r_w = mpc_config.state_weight, mpc_config.input_weight
-    manual = sum(0.5 * (res.x[k] - ref[k]) @ q_w @ (res.x[k] - ref[k]) + 0.5 * res.u[k] @ r_w @ res.u[k] for k in range(nominal_solver.n))
+    assert mpc_config.cost_scaling == "time_step" and mpc_config.stage_scale == pytest.approx(0.02)
+    manual = mpc_config.stage_scale * sum(
+        0.5 * (res.x[k] - ref[k]) @ q_w @ (res.x[k] - ref[k]) + 0.5 * res.u[k] @ r_w @ res.u[k] for k in range(nominal_solver.n)
+    )
     manual += 0.5 * mpc_config.terminal_scale * (res.x[-1] - ref[-1]) @ q_w @ (res.x[-1] - ref[-1])
     assert nominal_solver.cost() == pytest.approx(manual, rel=1e-10)

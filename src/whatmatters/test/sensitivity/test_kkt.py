@@ -13,7 +13,7 @@ class ReferenceOcp:
     """The same OCP with prediction errors e as parameters, solved by IPOPT to 1e-12.
 
     Optionally u_0 is fixed (for the cost gradient check). Cost in acados'
-    convention: 1/2 of the weighted squares.
+    convention: 1/2 of the weighted squares, stage costs times dt.
     """
 
     def __init__(self, model, cfg, limits):
@@ -22,14 +22,14 @@ class ReferenceOcp:
         f = ca.Function("F", [xs, us], [model.rk4_step(xs, us, cfg.dt)])
         x, u = ca.SX.sym("X", nx, n + 1), ca.SX.sym("U", nu, n)
         e, x0, ref = ca.SX.sym("E", nx, n), ca.SX.sym("X0", nx), ca.SX.sym("R", nx, n + 1)
-        q_w, r_w = ca.DM(cfg.state_weight), ca.DM(cfg.input_weight)
+        q_w, r_w = ca.DM(cfg.stage_scale * cfg.state_weight), ca.DM(cfg.stage_scale * cfg.input_weight)
         obj, g = 0, [x[:, 0] - x0]
         for k in range(n):
             d = x[:, k] - ref[:, k]
             obj += 0.5 * ca.mtimes([d.T, q_w, d]) + 0.5 * ca.mtimes([u[:, k].T, r_w, u[:, k]])
             g.append(x[:, k + 1] - f(x[:, k], u[:, k]) - e[:, k])
         d = x[:, n] - ref[:, n]
-        obj += 0.5 * cfg.terminal_scale * ca.mtimes([d.T, q_w, d])
+        obj += 0.5 * cfg.terminal_scale * ca.mtimes([d.T, ca.DM(cfg.state_weight), d])
         self.n, self.nx, self.nu, self.limits = n, nx, nu, np.asarray(limits)
         w = ca.vertcat(ca.vec(x), ca.vec(u))
         self.solver = ca.nlpsol(

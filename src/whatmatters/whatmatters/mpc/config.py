@@ -28,6 +28,9 @@ class MpcConfig(YamlConfig):
         qd_weights: Stage weights on qd, shape (7,).
         r_weights: Stage weights on tau, shape (7,).
         terminal_scale: Terminal weight is ``terminal_scale * Q``.
+        cost_scaling: ``time_step`` (acados' default, the paper's setup):
+            every stage cost is multiplied by dt, the terminal cost is not;
+            ``none``: a plain sum over the stages.
         nlp_solver: ``SQP_RTI`` or ``SQP``.
         hessian: ``GAUSS_NEWTON`` or ``EXACT``.
         qp_solver: acados QP solver.
@@ -48,6 +51,7 @@ class MpcConfig(YamlConfig):
     qd_weights: tuple[float, ...] = (100.0, 100.0, 100.0, 100.0, 50.0, 50.0, 50.0)
     r_weights: tuple[float, ...] = (0.2, 0.2, 0.2, 0.2, 1.0, 1.0, 1.0)
     terminal_scale: float = 1.0
+    cost_scaling: str = "time_step"
     nlp_solver: str = "SQP_RTI"
     hessian: str = "GAUSS_NEWTON"
     qp_solver: str = "PARTIAL_CONDENSING_HPIPM"
@@ -67,6 +71,8 @@ class MpcConfig(YamlConfig):
                 raise ConfigError(f"mpc: '{key}' needs 7 values >= 0")
         if min(self.r_weights) <= 0:
             raise ConfigError("mpc: 'r_weights' must be > 0 (the QP needs a positive definite input weight)")
+        if self.cost_scaling not in ("time_step", "none"):
+            raise ConfigError(f"mpc: 'cost_scaling' must be time_step or none, got '{self.cost_scaling}'")
         if self.nlp_solver not in _NLP:
             raise ConfigError(f"mpc: 'nlp_solver' must be one of {_NLP}, got '{self.nlp_solver}'")
         if self.hessian not in _HESS:
@@ -89,4 +95,9 @@ class MpcConfig(YamlConfig):
     def input_weight(self) -> np.ndarray:
         """R = diag(r_weights), shape (7, 7)."""
         return np.diag(np.asarray(self.r_weights, dtype=float))
+
+    @property
+    def stage_scale(self) -> float:
+        """Factor on every stage cost: dt for ``time_step`` scaling, else 1."""
+        return self.dt if self.cost_scaling == "time_step" else 1.0
 

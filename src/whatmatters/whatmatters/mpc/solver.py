@@ -179,12 +179,12 @@ class AcadosMpcSolver:
         self._solver = self._load_or_build(name, folder)
         self._io = _StageIO(self._solver)
         self._yref = np.zeros((self.n, self.nx + self.nu))
-        # acados scales every stage cost by its time step (cost "integration");
-        # the OCP here is a plain sum over stages (paper eq. and anchors), so
-        # the scaling is set to 1 (a run-time field; the terminal has none).
-        one = np.ones(1)
+        # acados multiplies every stage cost by a "scaling" (its time step by
+        # default); set it explicitly from the config (a run-time field; the
+        # terminal cost has none), so the OCP is exactly the documented one.
+        scale = np.array([cfg.stage_scale])
         for k in range(self.n):
-            self._io.set_cost(k, b"scaling", one)
+            self._io.set_cost(k, b"scaling", scale)
         self.set_parameters(model.parameter_values())
         self.set_weights(cfg.state_weight, cfg.input_weight)
         self.reset_input_bounds()  # the bounds are run-time data: one build serves any limits
@@ -303,7 +303,7 @@ class AcadosMpcSolver:
         )
 
     def cost(self) -> float:
-        """Cost of the last solution: 1/2 of the weighted squares summed over the stages."""
+        """Cost of the last solution: 1/2 of the weighted squares, stage costs times ``cfg.stage_scale``."""
         return float(self._solver.get_cost())
 
     @property

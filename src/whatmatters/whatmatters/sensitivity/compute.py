@@ -105,7 +105,7 @@ class SensitivityComputer:
         sqp = replace(mpc, nlp_solver="SQP", hessian="GAUSS_NEWTON", sqp_tol=self.cfg.sqp_tol, sqp_max_iter=self.cfg.sqp_max_iter)
         self.solver = AcadosMpcSolver(model, sqp, self.limits)
         self.derivatives = StageDerivatives(model, mpc.dt, mpc.horizon)
-        self.q_w, self.r_w = mpc.state_weight, mpc.input_weight
+        self.q_w, self.r_w = mpc.stage_scale * mpc.state_weight, mpc.stage_scale * mpc.input_weight
         self.qn_w = mpc.terminal_scale * mpc.state_weight
 
     def _solve(self, x0: np.ndarray, x_init: np.ndarray, u_init: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:

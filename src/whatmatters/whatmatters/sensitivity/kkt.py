@@ -2,7 +2,7 @@
 
 The OCP with additive prediction errors ``e_1..e_N`` on the predicted states::
 
-    min  sum_{k<N} 1/2 |x_k - r_k|_Q^2 + 1/2 |u_k|_R^2 + 1/2 |x_N - r_N|_QN^2
+    min  sum_{k<N} 1/2 |x_k - r_k|_Q^2 + 1/2 |u_k|_R^2 + 1/2 |x_N - r_N|_QN^2   (Q, R: the scaled stage weights)
     s.t. x_{k+1} = F(x_k, u_k) + e_{k+1},   x_0 fixed,   |u_k| <= u_max
 
 At a converged solution with strict complementarity, differentiating the KKT
