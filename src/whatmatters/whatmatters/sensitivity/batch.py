@@ -18,6 +18,7 @@ key              shape               content
 
 from __future__ import annotations
 
+import io
 import logging
 import multiprocessing as mp
 import os
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from whatmatters.data.bags import EpisodeRecord, read_bag_dir
+from whatmatters.data.bags import EpisodeRecord, read_bag_dir, read_episode
 from whatmatters.dynamics.context import history_features, history_windows
 from whatmatters.dynamics.learned import LearnedDynamics
 from whatmatters.dynamics.registry import resolve_model
@@ -108,11 +109,9 @@ def _init(model_spec: str) -> None:
 
 def _one(bag: str, max_steps: int | None) -> tuple[str, int, int]:
     assert _WORKER is not None
-    from whatmatters.data.bags import read_episode
-
     ep = read_episode(bag)
     res = compute_episode(_WORKER, ep, max_steps)
-    buf = __import__("io").BytesIO()
+    buf = io.BytesIO()
     np.savez(buf, **res)
     atomic_write_bytes(buf.getvalue(), Path(bag) / SIDECAR)
     return bag, int(res["ok"].sum()), len(res["ok"])
