@@ -30,6 +30,8 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/whatmatters sim --env-seed 2000 --seconds 10
 	$(VENV)/bin/whatmatters episode --model nominal --env-seed 2000 --seconds 10
+	# the shipped pretrained learned model on the same environment (first use compiles its solver, ~2 min)
+	$(VENV)/bin/whatmatters episode --model base --env-seed 2000 --seconds 10
 
 bench: $(STAMP)
 	$(VENV)/bin/whatmatters bench --json
