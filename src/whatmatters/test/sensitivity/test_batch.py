@@ -44,3 +44,14 @@ def test_missing_sidecar_is_named(tmp_path, bags, capsys):
     collect("nominal", [13], other, CollectConfig(seconds=0.1), workers=1, progress=False)
     assert main(["plot-sensitivity", "--data", str(other), "--out", str(tmp_path / "x.png")]) == 2
     assert "sensitivity.npz" in capsys.readouterr().err
+
+
+def test_dataset_builder_reads_the_sidecars(bags, nominal):
+    from whatmatters.data.dataset import load_transitions
+
+    main(["sensitivities", "--data", str(bags), "--model", "nominal", "--max-steps", "2", "--workers", "1"])
+    data = load_transitions(bags, nominal, 15, sensitivities=True)
+    assert data.s_hat is not None and data.s_hat.shape == (len(data), 12, 14)
+    first = data.step == 0
+    np.testing.assert_array_equal(data.s_hat[first & (data.episode == 0)][0], load_sidecar(bags / "env_0011")["s_hat"][0])
+    assert np.isnan(data.s_hat[data.step >= 2]).all()  # steps beyond --max-steps have none

@@ -36,6 +36,8 @@ class TransitionDataset:
         step: Step index t within its episode, (S,).
         dt: Control period, s.
         sources: The bag of each episode.
+        s_hat: Task sensitivities per sample from the bags' sidecars,
+            (S, N, nx), NaN where a sample has none (None if not loaded).
     """
 
     x: np.ndarray
@@ -46,14 +48,16 @@ class TransitionDataset:
     step: np.ndarray
     dt: float
     sources: list[Path]
+    s_hat: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def subset(self, mask: np.ndarray) -> TransitionDataset:
         """The samples where ``mask`` is true."""
+        s_hat = None if self.s_hat is None else self.s_hat[mask]
         return TransitionDataset(
-            self.x[mask], self.u[mask], self.x_next[mask], self.windows[mask], self.episode[mask], self.step[mask], self.dt, self.sources
+            self.x[mask], self.u[mask], self.x_next[mask], self.windows[mask], self.episode[mask], self.step[mask], self.dt, self.sources, s_hat
         )
 
     def split_by_episode(self, fraction: float, seed: int) -> tuple[TransitionDataset, TransitionDataset]:
@@ -92,11 +96,38 @@ def transitions_from_episodes(episodes: list[EpisodeRecord], nominal: RigidBodyD
     return TransitionDataset(**arrays, dt=dt, sources=[ep.path for ep in episodes])
 
 
-def load_transitions(folder: str | Path, nominal: RigidBodyDynamics, window: int) -> TransitionDataset:
-    """Reads every bag in a folder (damaged ones skipped with a warning) into transitions."""
+def load_transitions(
+    folder: str | Path, nominal: RigidBodyDynamics, window: int, sensitivities: bool = False
+) -> TransitionDataset:
+    """Reads every bag in a folder (damaged ones skipped with a warning) into transitions.
+
+    Args:
+        folder: Folder of bags.
+        nominal: Nominal model (history features).
+        window: History window W.
+        sensitivities: Also load each bag's ``sensitivity.npz`` sidecar into
+            ``s_hat`` (steps without one are NaN).
+
+    Raises:
+        ValueError: If no bag is readable, or ``sensitivities`` is asked for and
+            a bag has no sidecar (the message names it).
+    """
     episodes, skipped = read_bag_dir(folder)
     if skipped:
         log.warning("%d of %d bags skipped in %s", len(skipped), len(skipped) + len(episodes), folder)
     if not episodes:
         raise ValueError(f"no readable bag in {folder}")
-    return transitions_from_episodes(episodes, nominal, window)
+    data = transitions_from_episodes(episodes, nominal, window)
+    if sensitivities:
+        maps = []
+        for ep in episodes:
+            path = ep.path / "sensitivity.npz"
+            if not path.is_file():
+                raise ValueError(f"bag {ep.path} has no {path.name}; run 'whatmatters sensitivities --data {folder}'")
+            with np.load(path) as side:
+                s_hat = side["s_hat"]
+            full = np.full((len(ep.tau), *s_hat.shape[1:]), np.nan)
+            full[: len(s_hat)] = s_hat[: len(ep.tau)]
+            maps.append(full)
+        data.s_hat = np.concatenate(maps)
+    return data
