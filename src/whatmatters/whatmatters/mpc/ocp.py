@@ -21,6 +21,7 @@ the solver wrapper can reuse a compiled solver across processes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -61,6 +62,14 @@ def _machine_id() -> str:
     return f"{platform.machine()} {model}"
 
 
+@functools.lru_cache(maxsize=1)
+def _acados_id() -> str:
+    """Content hash of the acados library in use: the same acados in another
+    checkout or venv shares compiled solvers, a different build does not."""
+    lib = configure_acados_environment().lib_dir / "libacados.so"
+    return hashlib.sha256(lib.read_bytes()).hexdigest()
+
+
 def formulation_key(model: DynamicsModel, cfg: MpcConfig, torque_limits: np.ndarray) -> str:
     """A hash of everything that determines the generated solver code.
 
@@ -70,10 +79,9 @@ def formulation_key(model: DynamicsModel, cfg: MpcConfig, torque_limits: np.ndar
     """
     x, u, p, f = model_expressions(model)
     fun = ca.Function("f", [x, u, p], [f])
-    paths = configure_acados_environment()
     parts: dict[str, Any] = {
         "builder": _BUILDER_VERSION,
-        "acados": str(paths.source_dir),
+        "acados": _acados_id(),
         "casadi": ca.__version__,
         "model": fun.serialize(),
         "cfg": repr(cfg),
