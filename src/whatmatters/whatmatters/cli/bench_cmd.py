@@ -24,6 +24,8 @@ from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.controller import MpcController
 from whatmatters.mpc.solver import AcadosMpcSolver
 from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig
+from whatmatters.sensitivity.kkt import active_set, dynamics_multipliers, first_input_sensitivity
+from whatmatters.sensitivity.mpc_pytorch import du0_de_mpc_pytorch
 from whatmatters.sim.environments import make_environment
 from whatmatters.sim.simulator import PandaSim, SimConfig
 from whatmatters.train.pretrain import PretrainConfig, pretrain
@@ -101,8 +103,9 @@ def bench_learned(seconds: float) -> tuple[dict[str, float], float]:
     return times, fit.samples_per_s
 
 
-def bench_sensitivity(samples: int = 20) -> float:
-    """Milliseconds per S_hat sample (both factors) with the nominal model, along a closed-loop run."""
+def bench_sensitivity(samples: int = 20) -> dict[str, float]:
+    """S_hat per sample (both factors, nominal model, along a closed-loop run), and
+    du0/de against mpc.pytorch on the same converged problems."""
     sim = PandaSim(SimConfig.from_yaml())
     model = nominal_model(sim.params)
     cfg = MpcConfig.from_yaml()
@@ -113,9 +116,33 @@ def bench_sensitivity(samples: int = 20) -> float:
     horizon = cfg.dt * np.arange(cfg.horizon + 1)
     computer.compute(res.x[0], reference.state(horizon))  # warm-up (loads compiled code)
     start = time.perf_counter()
-    for t in range(samples):
-        computer.compute(res.x[t], reference.state(t * cfg.dt + horizon), x_init=res.predictions[t])
-    return 1e3 * (time.perf_counter() - start) / samples
+    points = [computer.compute(res.x[t], reference.state(t * cfg.dt + horizon), x_init=res.predictions[t]) for t in range(samples)]
+    out = {"sensitivity_ms_per_sample": 1e3 * (time.perf_counter() - start) / samples}
+    # du0/de from the converged point: ours (exact derivatives + Riccati) vs mpc.pytorch (LQR layer, given A, B)
+    ours_s = theirs_s = 0.0
+    diff_gn = diff_exact = scale = 0.0
+    n = cfg.horizon
+    for t, s in enumerate(points):
+        x_ref = reference.state(t * cfg.dt + horizon)
+        t0 = time.perf_counter()
+        f, a, b = computer.derivatives.jacobians(s.x[:n], s.u, np.zeros(0))
+        lam = dynamics_multipliers(s.x, x_ref, a, computer.q_w, computer.qn_w)
+        hess = computer.derivatives.hessians(s.x[:n], s.u, np.zeros(0), lam)
+        active = active_set(s.u, computer.limits)
+        first_input_sensitivity(a, b, hess, computer.q_w, computer.r_w, computer.qn_w, active)
+        ours_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        _, theirs = du0_de_mpc_pytorch(s.x, s.u, x_ref, f, a, b, cfg, computer.limits)
+        theirs_s += time.perf_counter() - t0
+        gn = first_input_sensitivity(a, b, np.zeros_like(hess), computer.q_w, computer.r_w, computer.qn_w, active).du0_de
+        diff_gn = max(diff_gn, float(np.abs(theirs - gn).max()))
+        diff_exact = max(diff_exact, float(np.abs(theirs - s.du0_de).max()))
+        scale = max(scale, float(np.abs(s.du0_de).max()))
+    out["sensitivity_speedup_vs_mpc_pytorch"] = theirs_s / ours_s
+    out["du0_de_max_diff_vs_mpc_pytorch_gauss_newton"] = diff_gn
+    out["du0_de_max_diff_vs_mpc_pytorch_exact_hessian"] = diff_exact
+    out["du0_de_max_abs"] = scale
+    return out
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -129,6 +156,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     times, rate = bench_learned(args.mpc_seconds)
     out.update({k: round(v, 3) for k, v in times.items()})
     out["train_samples_per_s"] = round(rate, 1)
-    log.info("bench 4/4: task sensitivities (nominal model, 20 samples)")
-    out["sensitivity_ms_per_sample"] = round(bench_sensitivity(), 2)
+    log.info("bench 4/4: task sensitivities (nominal model, 20 samples) and mpc.pytorch")
+    out.update({k: float(f"{v:.4g}") for k, v in bench_sensitivity().items()})
     return out
