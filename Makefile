@@ -11,13 +11,14 @@ STAMP := $(VENV)/.installed
 
 all: test
 
-$(STAMP): requirements.lock src/whatmatters/setup.py
+$(STAMP): requirements.lock requirements-nodeps.txt src/whatmatters/setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -r requirements.lock
 	# comma-deps-acados (acados 0.2.x) writes a vendored casadi over casadi's files:
 	# reinstall the pinned PyPI casadi so that it wins.
 	$(PY) -m pip install --quiet --force-reinstall --no-deps "$$(grep -E '^casadi==' requirements.lock)"
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e src/whatmatters
 	$(PY) -c "import whatmatters, mujoco, casadi, torch; from whatmatters.mpc.acados_env import import_acados_template as i; i(); print('whatmatters environment ready: torch', torch.__version__, 'mujoco', mujoco.__version__, 'casadi', casadi.__version__)"
 	touch $(STAMP)
