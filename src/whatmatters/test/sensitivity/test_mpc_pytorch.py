@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from whatmatters.sensitivity.compute import SensitivityComputer
 from whatmatters.sensitivity.kkt import active_set, first_input_sensitivity
 from whatmatters.sensitivity.mpc_pytorch import du0_de_mpc_pytorch
