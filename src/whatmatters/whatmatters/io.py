@@ -1,15 +1,20 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of either."""
+"""File utilities: atomic writes (a reader sees the old file or the new one,
+never half of either), the cache folder for generated code, and a file lock
+that serialises first builds across processes."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["atomic_torch_save", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_torch_save", "atomic_write_bytes", "atomic_write_text", "cache_root", "file_lock"]
 
 
 def _atomic(path: Path, write: Any) -> None:
@@ -42,3 +47,21 @@ def atomic_write_text(text: str, path: str | Path) -> None:
 def atomic_write_bytes(data: bytes, path: str | Path) -> None:
     """Writes a binary file atomically."""
     _atomic(Path(path), lambda fh: fh.write(data))
+
+
+def cache_root() -> Path:
+    """The cache folder for generated code (``$WHATMATTERS_CACHE`` or ``~/.cache/whatmatters``)."""
+    env = os.environ.get("WHATMATTERS_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "whatmatters"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Holds an exclusive ``flock`` on ``path`` (created if missing) for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

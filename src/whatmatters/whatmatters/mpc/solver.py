@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import logging
 import os
 import sys
@@ -25,6 +24,7 @@ import numpy as np
 
 from whatmatters.dynamics.base import DynamicsModel
 from whatmatters.errors import WhatmattersError
+from whatmatters.io import cache_root, file_lock
 from whatmatters.mpc.acados_env import import_acados_template
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.ocp import build_ocp, formulation_key
@@ -36,23 +36,6 @@ log = logging.getLogger(__name__)
 
 class MpcBuildError(WhatmattersError, RuntimeError):
     """The acados solver could not be generated, compiled or loaded."""
-
-
-def cache_root() -> Path:
-    """The cache folder for generated code (``$WHATMATTERS_CACHE`` or ``~/.cache/whatmatters``)."""
-    env = os.environ.get("WHATMATTERS_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "whatmatters"
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class _StageIO:
@@ -193,7 +176,7 @@ class AcadosMpcSolver:
         at = import_acados_template()
         json_file = folder / f"{name}.json"
         lib = folder / "c_generated_code" / f"libacados_ocp_solver_{name}.so"
-        with _file_lock(folder.parent / f"{name}.lock"), _stdout_to_stderr():
+        with file_lock(folder.parent / f"{name}.lock"), _stdout_to_stderr():
             if lib.is_file() and json_file.is_file():
                 log.debug("loading cached acados solver %s", folder)
                 try:

@@ -24,7 +24,7 @@ import casadi as ca
 import numpy as np
 
 from whatmatters.dynamics.base import DynamicsModel
-from whatmatters.mpc.solver import _file_lock, cache_root
+from whatmatters.io import cache_root, file_lock
 
 __all__ = ["StageDerivatives"]
 
@@ -43,7 +43,7 @@ class StageDerivatives:
             CasADi instructions, e.g. the nominal model) and uses CasADi's VM
             otherwise (the learned model's exact Hessian generates several
             hundred MB of C); True / False force either.
-        cache_dir: Cache folder (default :func:`whatmatters.mpc.solver.cache_root`).
+        cache_dir: Cache folder (default :func:`whatmatters.io.cache_root`).
     """
 
     def __init__(
@@ -78,7 +78,7 @@ class StageDerivatives:
         folder = (cache_dir or cache_root()) / "derivatives"
         name = f"wm_deriv_{self.key}"
         lib = folder / f"{name}.so"
-        with _file_lock(folder / f"{name}.lock"):
+        with file_lock(folder / f"{name}.lock"):
             if not lib.is_file():
                 log.info("compiling stage derivatives %s (first use; cached afterwards)", name)
                 start = time.perf_counter()
