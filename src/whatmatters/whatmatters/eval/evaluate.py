@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from whatmatters.dynamics.base import DynamicsModel
 from whatmatters.dynamics.nominal import nominal_model
 from whatmatters.dynamics.registry import resolve_model
 from whatmatters.eval.episode import EpisodeResult, run_episode
@@ -85,6 +86,23 @@ class Evaluator:
             solver = AcadosMpcSolver(model, self.mpc, self.sim.torque_limits)
             self._controllers[key] = MpcController(solver, self.nominal)
         return self._controllers[key]
+
+    def use_model(self, model: DynamicsModel, label: str | None = None) -> None:
+        """Runs the next episodes with ``model`` (same formulation: swapped into the compiled solver, no rebuild).
+
+        Raises:
+            MpcBuildError: If the model needs another compiled solver than the current one.
+        """
+        if self.model_spec == "exact":
+            raise ValueError("use_model does not apply to the per-environment exact models")
+        current = self._controllers.get(None)
+        if current is None:
+            solver = AcadosMpcSolver(model, self.mpc, self.sim.torque_limits)
+        else:
+            solver = current.solver
+            solver.swap_model(model)
+        self._controllers[None] = MpcController(solver, self.nominal)
+        self.model_spec = label or self.model_spec
 
     def episode(self, env_seed: int, seconds: float) -> EpisodeResult:
         """One episode on an environment with its own seeded reference."""

@@ -197,6 +197,20 @@ class AcadosMpcSolver:
             return solver
 
     # ----------------------------------------------------------- run-time data
+    def swap_model(self, model: DynamicsModel) -> None:
+        """Replaces the model by one of the same formulation (e.g. a new checkpoint): no rebuild.
+
+        Its weights (and current context) become the runtime parameters.
+
+        Raises:
+            MpcBuildError: If ``model`` would need a different compiled solver.
+        """
+        key = formulation_key(model, self.cfg, self.torque_limits)
+        if key != self.key:
+            raise MpcBuildError(f"{type(model).__name__} has another formulation than this solver's (key {key[:16]} != {self.key[:16]}); build a new solver")
+        self.model = model
+        self.set_parameters(model.parameter_values())
+
     def set_parameters(self, values: np.ndarray) -> None:
         """Sets the model's runtime parameters on every stage, shape (n_params,)."""
         values = np.ascontiguousarray(values, dtype=float)

@@ -66,17 +66,24 @@ def compute_episode(computer: SensitivityComputer, ep: EpisodeRecord, max_steps:
         "ok": np.zeros(steps, dtype=bool),
     }
     prev: tuple[np.ndarray, np.ndarray] | None = None
+    points, steps_ok = [], []
     for t in range(steps):
         params = np.concatenate([weights, contexts[t]]) if contexts is not None else None
         x_init, u_init = (None, None) if prev is None else (np.vstack([prev[0][1:], prev[0][-1:]]), np.vstack([prev[1][1:], prev[1][-1:]]))
         try:
-            s = computer.compute(ep.x[t], ep.x_ref_horizon[t], params, x_init, u_init)
-        except (SensitivityError, np.linalg.LinAlgError) as exc:
+            pt = computer.operating_point(ep.x[t], ep.x_ref_horizon[t], params, x_init, u_init)
+        except SensitivityError as exc:
             log.warning("%s step %d: %s", ep.path.name, t, exc)
             prev = None
             continue
+        points.append(pt)
+        steps_ok.append(t)
+        prev = (pt.x, pt.u)
+    # the stage derivatives of all steps in one batch (fast for the torch form)
+    for t, s in zip(steps_ok, computer.finish(points)):
+        if s is None:
+            continue
         out["s_hat"][t], out["du0_de"][t], out["dj_du0_eff"][t], out["ok"][t] = s.s_hat, s.du0_de, s.dj_du0_eff, True
-        prev = (s.x, s.u)
     out["labels"] = np.array(STATE_LABELS)
     return out
 
@@ -118,15 +125,30 @@ def _one(bag: str, max_steps: int | None) -> tuple[str, int, int]:
 
 
 def compute_bag_dir(
-    folder: str | Path, model_spec: str, workers: int | None = None, max_steps: int | None = None, progress: bool = True
+    folder: str | Path,
+    model_spec: str,
+    workers: int | None = None,
+    max_steps: int | None = None,
+    progress: bool = True,
+    skip_existing: bool = False,
 ) -> list[tuple[str, int, int]]:
     """Computes (or recomputes) the sidecar of every readable bag in a folder.
 
+    Args:
+        folder: Folder of bags.
+        model_spec: The MPC's model (see :func:`resolve_model`).
+        workers: Worker processes (default: CPUs); 1 runs in this process.
+        max_steps: Only the first steps of each episode.
+        progress: Show a progress bar on stderr.
+        skip_existing: Keep bags that already have a sidecar (resuming).
+
     Returns:
-        ``(bag, converged samples, samples)`` per bag.
+        ``(bag, converged samples, samples)`` per bag computed.
     """
     episodes, _ = read_bag_dir(folder)
-    bags = [str(ep.path) for ep in episodes]
+    bags = [str(ep.path) for ep in episodes if not (skip_existing and (ep.path / SIDECAR).is_file())]
+    if not bags:
+        return []
     _make_computer(model_spec)  # compile once in this process before the workers start
     workers = max(1, min(workers or os.cpu_count() or 1, len(bags)))
     bar = tqdm(total=len(bags), desc="sensitivities", unit="bag", disable=not progress)

@@ -22,16 +22,18 @@ from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
+import torch
 
 from whatmatters.config import YamlConfig
 from whatmatters.dynamics.base import DynamicsModel
-from whatmatters.errors import WhatmattersError
+from whatmatters.errors import ConfigError, WhatmattersError
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.solver import AcadosMpcSolver
-from whatmatters.sensitivity.derivatives import StageDerivatives
+from whatmatters.sensitivity.derivatives import COMPILE_LIMIT, StageDerivatives, model_instructions
 from whatmatters.sensitivity.kkt import active_set, dynamics_multipliers, first_input_sensitivity
+from whatmatters.sensitivity.torch_derivatives import TorchStageDerivatives
 
-__all__ = ["SensitivityComputer", "SensitivityConfig", "SensitivityError", "SensitivitySample"]
+__all__ = ["OperatingPoint", "SensitivityComputer", "SensitivityConfig", "SensitivityError", "SensitivitySample"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,11 @@ class SensitivityConfig(YamlConfig):
         sqp_tol: KKT tolerance of the converged operating point.
         sqp_max_iter: SQP iteration limit.
         active_tol: Relative distance to a limit below which a bound is active.
+        derivatives: Stage derivatives from ``casadi`` (compiled C, or CasADi's
+            VM for large models), ``torch`` (batched autograd on the model's
+            torch form) or ``auto`` (compiled CasADi for small models such as
+            the nominal one, torch for large torch models such as the learned
+            one). All give the same numbers (tested).
     """
 
     yaml_file: ClassVar[str] = "sensitivity.yaml"
@@ -57,7 +64,36 @@ class SensitivityConfig(YamlConfig):
     sqp_tol: float = 1e-10
     sqp_max_iter: int = 200
     active_tol: float = 1e-6
+    derivatives: str = "auto"
 
+    def __post_init__(self) -> None:
+        if self.derivatives not in ("auto", "casadi", "torch"):
+            raise ConfigError(f"sensitivity.derivatives must be auto, casadi or torch, got {self.derivatives!r}")
+        if not self.eps > 0:
+            raise ConfigError(f"sensitivity.eps must be > 0 Nm, got {self.eps}")
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The converged OCP solution of one control step and its u_0 cost gradients.
+
+    Attributes:
+        x_ref: Reference, (N + 1, nx).
+        params: Model parameters used, (n_params,).
+        x: Converged predicted states, (N + 1, nx).
+        u: Converged inputs, (N, nu).
+        sqp_iter: SQP iterations.
+        grad_plus: dJ*/du_0 with u_0 fixed at u0* + eps, (nu,).
+        grad_minus: The same at u0* - eps, (nu,).
+    """
+
+    x_ref: np.ndarray
+    params: np.ndarray
+    x: np.ndarray
+    u: np.ndarray
+    sqp_iter: int
+    grad_plus: np.ndarray
+    grad_minus: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -104,9 +140,18 @@ class SensitivityComputer:
         self.limits = np.asarray(torque_limits, dtype=float)
         sqp = replace(mpc, nlp_solver="SQP", hessian="GAUSS_NEWTON", sqp_tol=self.cfg.sqp_tol, sqp_max_iter=self.cfg.sqp_max_iter)
         self.solver = AcadosMpcSolver(model, sqp, self.limits)
-        self.derivatives = StageDerivatives(model, mpc.dt, mpc.horizon)
+        self.derivatives = self._derivatives(model, mpc)
         self.q_w, self.r_w = mpc.stage_scale * mpc.state_weight, mpc.stage_scale * mpc.input_weight
         self.qn_w = mpc.terminal_scale * mpc.state_weight
+
+    def _derivatives(self, model: DynamicsModel, mpc: MpcConfig) -> StageDerivatives | TorchStageDerivatives:
+        kind = self.cfg.derivatives
+        if kind == "auto":
+            kind = "torch" if isinstance(model, torch.nn.Module) and model_instructions(model) >= COMPILE_LIMIT else "casadi"
+        log.debug("stage derivatives from %s", kind)
+        if kind == "torch":
+            return TorchStageDerivatives(model, mpc.dt, mpc.horizon)
+        return StageDerivatives(model, mpc.dt, mpc.horizon)
 
     def _solve(self, x0: np.ndarray, x_init: np.ndarray, u_init: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         self.solver.initialize(x_init, u_init)
@@ -133,6 +178,63 @@ class SensitivityComputer:
         # stage 0 multipliers: [lbu (nu), lbx (nx: x0), ubu (nu), ubx (nx)]
         return lam[:nu] - lam[nu + nx : 2 * nu + nx], cost
 
+    def operating_point(
+        self,
+        x0: np.ndarray,
+        x_ref: np.ndarray,
+        params: np.ndarray | None = None,
+        x_init: np.ndarray | None = None,
+        u_init: np.ndarray | None = None,
+    ) -> OperatingPoint:
+        """The solver part of a sample: converged solution and the u0* +- eps cost gradients.
+
+        Args: as :meth:`compute`.
+
+        Raises:
+            SensitivityError: If the operating point does not converge.
+        """
+        n, nu = self.mpc.horizon, self.model.nu
+        p = self.model.parameter_values() if params is None else np.asarray(params, dtype=float)
+        x_init = np.tile(x0, (n + 1, 1)) if x_init is None else x_init
+        u_init = np.zeros((n, nu)) if u_init is None else u_init
+        self.solver.set_parameters(p)
+        self.solver.set_reference(x_ref)
+        x, u, iters = self._solve(x0, x_init, u_init)
+        grads = []
+        for sign in (1.0, -1.0):
+            u_fix = np.clip(u[0] + sign * self.cfg.eps, -self.limits, self.limits)
+            grads.append(self.cost_gradient_u0(x0, u_fix, x, u)[0])
+        return OperatingPoint(np.asarray(x_ref, dtype=float), p, x, u, iters, grads[0], grads[1])
+
+    def finish(self, points: list[OperatingPoint]) -> list[SensitivitySample | None]:
+        """du0/de and S_hat for operating points (stage derivatives batched over all of them).
+
+        Returns:
+            One sample per point; None (logged) where the KKT system is singular.
+        """
+        if not points:
+            return []
+        n, nx, nu = self.mpc.horizon, self.model.nx, self.model.nu
+        xs = np.stack([pt.x[:n] for pt in points])
+        us = np.stack([pt.u for pt in points])
+        ps = np.stack([pt.params for pt in points])
+        _, a, b = self.derivatives.jacobians_many(xs, us, ps)
+        lam = np.stack([dynamics_multipliers(pt.x, pt.x_ref, a[i], self.q_w, self.qn_w) for i, pt in enumerate(points)])
+        hess = self.derivatives.hessians_many(xs, us, ps, lam)
+        out: list[SensitivitySample | None] = []
+        for i, pt in enumerate(points):
+            active = active_set(pt.u, self.limits, self.cfg.active_tol)
+            try:
+                kkt = first_input_sensitivity(a[i], b[i], hess[i], self.q_w, self.r_w, self.qn_w, active)
+            except np.linalg.LinAlgError as exc:
+                log.warning("sensitivity of point %d: singular KKT system (%s)", i, exc)
+                out.append(None)
+                continue
+            eff = 0.5 * (np.abs(pt.grad_plus) + np.abs(pt.grad_minus))
+            s_hat = (eff @ kkt.du0_de.reshape(nu, n * nx)).reshape(n, nx)
+            out.append(SensitivitySample(s_hat, kkt.du0_de, eff, pt.grad_plus, pt.grad_minus, pt.x, pt.u, active[0], pt.sqp_iter))
+        return out
+
     def compute(
         self,
         x0: np.ndarray,
@@ -154,22 +256,7 @@ class SensitivityComputer:
         Raises:
             SensitivityError: If the operating point does not converge.
         """
-        n, nx, nu = self.mpc.horizon, self.model.nx, self.model.nu
-        p = self.model.parameter_values() if params is None else np.asarray(params, dtype=float)
-        x_init = np.tile(x0, (n + 1, 1)) if x_init is None else x_init
-        u_init = np.zeros((n, nu)) if u_init is None else u_init
-        self.solver.set_parameters(p)
-        self.solver.set_reference(x_ref)
-        x, u, iters = self._solve(x0, x_init, u_init)
-        _, a, b = self.derivatives.jacobians(x[:n], u, p)
-        lam = dynamics_multipliers(x, x_ref, a, self.q_w, self.qn_w)
-        hess = self.derivatives.hessians(x[:n], u, p, lam)
-        active = active_set(u, self.limits, self.cfg.active_tol)
-        kkt = first_input_sensitivity(a, b, hess, self.q_w, self.r_w, self.qn_w, active)
-        grads = []
-        for sign in (1.0, -1.0):
-            u_fix = np.clip(u[0] + sign * self.cfg.eps, -self.limits, self.limits)
-            grads.append(self.cost_gradient_u0(x0, u_fix, x, u)[0])
-        eff = 0.5 * (np.abs(grads[0]) + np.abs(grads[1]))
-        s_hat = (eff @ kkt.du0_de.reshape(nu, n * nx)).reshape(n, nx)
-        return SensitivitySample(s_hat, kkt.du0_de, eff, grads[0], grads[1], x, u, active[0], iters)
+        (sample,) = self.finish([self.operating_point(x0, x_ref, params, x_init, u_init)])
+        if sample is None:
+            raise SensitivityError("the KKT system at the operating point is singular")
+        return sample

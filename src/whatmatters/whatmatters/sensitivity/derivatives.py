@@ -26,7 +26,16 @@ import numpy as np
 from whatmatters.dynamics.base import DynamicsModel
 from whatmatters.io import cache_root, file_lock
 
-__all__ = ["StageDerivatives"]
+__all__ = ["StageDerivatives", "model_instructions"]
+
+#: Models whose state derivative has fewer CasADi instructions get compiled stage derivatives.
+COMPILE_LIMIT = 5000
+
+
+def model_instructions(model: DynamicsModel) -> int:
+    """Number of CasADi SX instructions of the model's state derivative (its size)."""
+    xs, us, ps = ca.SX.sym("x", model.nx), ca.SX.sym("u", model.nu), ca.SX.sym("p", model.n_params)
+    return int(ca.Function("wm_f", [xs, us, ps], [model.state_derivative(xs, us, ps)]).n_instructions())
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +75,7 @@ class StageDerivatives:
         mapped = [jac.map("wm_jac", "serial", horizon, [], []), hess.map("wm_hess", "serial", horizon, [], [])]
         self.build_seconds = 0.0
         if compile == "auto":
-            compile = f.n_instructions() < 5000
+            compile = f.n_instructions() < COMPILE_LIMIT
             if not compile:
                 log.info("stage derivatives of a large model (%d instructions): evaluated in CasADi's VM", f.n_instructions())
         if compile and shutil.which("gcc"):
@@ -109,3 +118,13 @@ class StageDerivatives:
         n, nz = self.n, self.nx + self.nu
         hess = self._hess(x.T, u.T, self._params(p), lam.T)
         return np.asarray(hess).reshape(nz, nz, n, order="F").transpose(2, 0, 1)
+
+    def jacobians_many(self, x: np.ndarray, u: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`jacobians` for S samples: x (S, N, nx), u (S, N, nu), p (S, n_params) ->
+        F (S, N, nx), A (S, N, nx, nx), B (S, N, nx, nu)."""
+        parts = [self.jacobians(x[i], u[i], p[i]) for i in range(x.shape[0])]
+        return tuple(np.stack([part[j] for part in parts]) for j in range(3))  # type: ignore[return-value]
+
+    def hessians_many(self, x: np.ndarray, u: np.ndarray, p: np.ndarray, lam: np.ndarray) -> np.ndarray:
+        """:meth:`hessians` for S samples, lam (S, N, nx) -> W (S, N, nz, nz)."""
+        return np.stack([self.hessians(x[i], u[i], p[i], lam[i]) for i in range(x.shape[0])])

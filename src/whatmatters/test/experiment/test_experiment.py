@@ -1,0 +1,102 @@
+"""The experiment: the full code path on a tiny sweep, its report, and resuming."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from whatmatters.cli.main import main
+from whatmatters.errors import ConfigError
+from whatmatters.experiment.config import load_experiment_config
+from whatmatters.experiment.report import fig2_data
+
+TINY = """
+base: base
+data_envs: 1
+data_seconds: 0.5
+weightings: [ones, stand, norm, mpc_cost, ours, ours_avg]
+rollouts: [1, 4]
+seeds: [0]
+eval_set: validation
+eval_envs: 1
+eval_seconds: 0.2
+workers: 1
+finetune:
+  epochs: 2
+  batch_size: 8
+"""
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("exp")
+    (root / "exp.yaml").write_text(TINY)
+    args = ["experiment", "--config", str(root / "exp.yaml"), "--out", str(root / "out"), "--docs", str(root / "docs"), "--json"]
+    assert main(args) == 0
+    return root, args
+
+
+def test_fig2_json_has_the_documented_shape(sweep):
+    root, _ = sweep
+    fig = json.loads((root / "docs" / "results" / "fig2.json").read_text())
+    assert set(fig) == {"final", "best5", "raw"}
+    for kind in ("final", "best5"):
+        assert set(fig[kind]) == {"ones", "stand", "norm", "mpc_cost", "ours", "ours_avg"}
+        for w, per_p in fig[kind].items():
+            assert set(per_p) == {"1", "4"}
+            for entry in per_p.values():
+                assert set(entry) == {"mean", "std", "runs"} and np.isfinite(entry["mean"])
+        assert all(fig[kind]["stand"][p]["mean"] == pytest.approx(1.0) for p in ("1", "4"))
+    assert len(fig["raw"]) == 12 and all(len(r["j_track"]) == 2 for r in fig["raw"])
+    assert (root / "docs" / "figures" / "fig2.png").stat().st_size > 10_000
+    md = (root / "docs" / "results.md").read_text()
+    assert "whatmatters experiment --config" in md and "| ours |" in md
+
+
+def test_final_values_are_last_epochs_over_stand(sweep):
+    root, _ = sweep
+    fig = json.loads((root / "docs" / "results" / "fig2.json").read_text())
+    raw = {(r["weighting"], r["p"]): r["j_track"] for r in fig["raw"]}
+    for p in (1, 4):
+        expected = raw[("ours", p)][-1] / raw[("stand", p)][-1]
+        assert fig["final"]["ours"][str(p)]["mean"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_finished_sweep_is_not_recomputed_and_a_damaged_run_is(sweep, capsys):
+    root, args = sweep
+    (root / "out" / "runs" / "ours_p4_s0" / "result.json").write_text("{ truncated")
+    capsys.readouterr()
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["computed"] == 1 and out["runs"] == 12
+
+
+def test_best5_takes_the_five_lowest_evaluations():
+    def run(w, js):
+        return {"weighting": w, "p": 1, "seed": 0, "epochs": [{"j_track_mean": j, "train_loss": 0.0} for j in js]}
+
+    results = [run("stand", [10.0, 9.0, 8.0, 7.0, 6.0, 50.0]), run("ours", [5.0, 4.0, 3.0, 2.0, 1.0, 0.5])]
+    fig = fig2_data(results, ["stand", "ours"], [1])
+    assert fig["best5"]["ours"]["1"]["mean"] == pytest.approx(np.mean([0.5, 1, 2, 3, 4]) / 8.0)
+    assert fig["best5"]["ours"]["1"]["runs"] == 5
+    assert fig["final"]["ours"]["1"]["mean"] == pytest.approx(0.5 / 50.0)
+
+
+def test_config_errors_name_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("weightings: [ones, ours]\n")
+    with pytest.raises(ConfigError, match="stand"):
+        load_experiment_config(bad)
+    bad.write_text("epochs: 3\n")
+    with pytest.raises(ConfigError, match="epochs"):
+        load_experiment_config(bad)
+    bad.write_text("finetune:\n  objective: torque\n")
+    with pytest.raises(ConfigError, match="objective"):
+        load_experiment_config(bad)
+
+
+def test_the_shipped_config_and_its_quick_section_load():
+    full, quick = load_experiment_config(), load_experiment_config(quick=True)
+    assert len(full.runs()) == 6 * 3 * 5
+    assert quick.eval_envs < full.eval_envs and len(quick.runs()) < len(full.runs())

@@ -1,0 +1,99 @@
+"""The fine-tuning trainer: its loss, that it learns, seeding and resuming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from whatmatters.data.bags import EpisodeRecord
+from whatmatters.data.dataset import transitions_from_episodes
+from whatmatters.dynamics.learned import LearnedDynamics
+from whatmatters.dynamics.nominal import exact_model
+from whatmatters.dynamics.registry import base_checkpoint
+from whatmatters.robot.payload import Payload
+from whatmatters.train.finetune import FinetuneConfig, finetune, rollout_loss
+from whatmatters.train.weighting import make_windows, weights
+
+
+@pytest.fixture(scope="module")
+def windows(nominal, params):
+    """4-step windows of a known model (2 kg payload, armature, damping) under random torques."""
+    rng = np.random.default_rng(7)
+    truth = exact_model(Payload(2.0, (0.05, 0.0, 0.1)), 0.1, 1.0, params)
+    episodes = []
+    for e in range(2):
+        x = np.zeros((41, 14))
+        x[0, :7] = np.array([0.0, -0.4, 0.0, -2.4, 0.0, 2.2, -0.785]) + rng.uniform(-0.2, 0.2, 7)
+        tau = np.empty((40, 7))
+        for t in range(40):
+            g = truth.gravity(torch.tensor(x[t : t + 1, :7])).numpy()[0]
+            tau[t] = g - 5.0 * x[t, 7:] + rng.normal(0, 2.0, 7)
+            x[t + 1] = truth.rk4_step(torch.tensor(x[t : t + 1]), torch.tensor(tau[t : t + 1]), 0.02).numpy()[0]
+        episodes.append(EpisodeRecord(Path(f"ep{e}"), 0.02 * np.arange(41), x, tau, np.zeros((41, 14))))
+    return make_windows(transitions_from_episodes(episodes, nominal, 15), 4)
+
+
+def _batch(win, s, model=None):
+    f = torch.float64
+    return {
+        "x0": torch.as_tensor(win.x0, dtype=f),
+        "u": torch.as_tensor(win.u, dtype=f),
+        "x_true": torch.as_tensor(win.x_true, dtype=f),
+        "history": torch.as_tensor(win.history, dtype=f),
+        "s": torch.as_tensor(s, dtype=f),
+    }
+
+
+def test_loss_is_zero_on_the_models_own_rollout_and_quadratic_in_s(windows):
+    model = LearnedDynamics.load(base_checkpoint())
+    s = weights("stand", windows, "position")
+    batch = _batch(windows, s)
+    with torch.no_grad():
+        own = model.rollout(batch["x0"], batch["u"], model.encoder(batch["history"]), 0.02)
+        assert float(rollout_loss(model, {**batch, "x_true": own}, 0.02)) == pytest.approx(0.0, abs=1e-20)
+        loss = float(rollout_loss(model, batch, 0.02))
+        loss2 = float(rollout_loss(model, {**batch, "s": 2.0 * batch["s"]}, 0.02))
+    err = (own - batch["x_true"]).numpy()
+    expected = np.mean(np.sum((s * err) ** 2, axis=(1, 2))) / (4 * 7)  # 7 position states in the objective
+    assert loss == pytest.approx(expected, rel=1e-10)
+    assert loss2 == pytest.approx(4.0 * loss, rel=1e-12)
+
+
+CFG = FinetuneConfig(epochs=3, batch_size=16, lr=1e-3)
+
+
+def test_finetuning_reduces_the_weighted_loss(windows, tmp_path):
+    s = weights("stand", windows, "position")
+    history = finetune(base_checkpoint(), windows, s, tmp_path / "run", CFG, 0, 0.02)
+    model = LearnedDynamics.load(tmp_path / "run" / "model.pt")
+    base = LearnedDynamics.load(base_checkpoint())
+    with torch.no_grad():
+        after = float(rollout_loss(model, _batch(windows, s), 0.02))
+        before = float(rollout_loss(base, _batch(windows, s), 0.02))
+    assert len(history) == 3
+    assert after < 0.7 * before
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(windows, tmp_path):
+    s = weights("norm", windows, "position")
+    full = finetune(base_checkpoint(), windows, s, tmp_path / "full", CFG, 3, 0.02, lambda m, e: {"probe": float(m.residual.flat_parameters()[0])})
+
+    def crash(model, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return {"probe": float(model.residual.flat_parameters()[0])}
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune(base_checkpoint(), windows, s, tmp_path / "cut", CFG, 3, 0.02, crash)
+    resumed = finetune(base_checkpoint(), windows, s, tmp_path / "cut", CFG, 3, 0.02, lambda m, e: {"probe": float(m.residual.flat_parameters()[0])})
+    assert [h["probe"] for h in resumed] == [h["probe"] for h in full]
+    a = LearnedDynamics.load(tmp_path / "full" / "model.pt").residual.flat_parameters()
+    b = LearnedDynamics.load(tmp_path / "cut" / "model.pt").residual.flat_parameters()
+    np.testing.assert_array_equal(a, b)
+
+
+def test_weights_of_the_wrong_shape_are_rejected(windows, tmp_path):
+    with pytest.raises(ValueError, match="do not match"):
+        finetune(base_checkpoint(), windows, np.ones((3, 4, 14)), tmp_path / "bad", CFG, 0, 0.02)

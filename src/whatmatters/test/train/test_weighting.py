@@ -1,0 +1,83 @@
+"""Training windows and the weightings of eq. (1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from whatmatters.data.dataset import TransitionDataset
+from whatmatters.train.weighting import make_windows, objective_mask, weights
+
+
+def _dataset(rng: np.random.Generator, lengths=(6, 5), s_hat: bool = True) -> TransitionDataset:
+    n = sum(lengths)
+    x = rng.normal(0.0, 1.0, (n, 14)) * np.linspace(0.5, 3.0, 14)
+    data = TransitionDataset(
+        x=x,
+        u=rng.normal(0.0, 1.0, (n, 7)),
+        x_next=rng.normal(0.0, 1.0, (n, 14)) * np.linspace(0.5, 3.0, 14),
+        windows=rng.normal(0.0, 1.0, (n, 15, 21)),
+        episode=np.concatenate([np.full(k, i) for i, k in enumerate(lengths)]),
+        step=np.concatenate([np.arange(k) for k in lengths]),
+        dt=0.02,
+        sources=[Path("a"), Path("b")],
+        s_hat=rng.normal(0.0, 1.0, (n, 12, 14)) if s_hat else None,
+    )
+    return data
+
+
+def test_windows_stay_inside_episodes(rng):
+    data = _dataset(rng)
+    win = make_windows(data, 3)
+    assert len(win) == (6 - 2) + (5 - 2)
+    for m, start in enumerate(win.start):
+        assert data.episode[start] == data.episode[start + 2]
+        np.testing.assert_array_equal(win.x_true[m], data.x_next[start : start + 3])
+        np.testing.assert_array_equal(win.u[m], data.u[start : start + 3])
+        np.testing.assert_array_equal(win.s_hat[m], np.abs(data.s_hat[start, :3]))
+
+
+def test_windows_without_sensitivities_are_dropped(rng):
+    data = _dataset(rng)
+    data.s_hat[2] = np.nan
+    starts = make_windows(data, 2).start
+    assert 2 not in starts and 1 in starts and 3 in starts
+
+
+def test_too_long_rollout_is_an_error(rng):
+    with pytest.raises(ValueError, match="horizon"):
+        make_windows(_dataset(rng), 13)
+
+
+def test_baseline_weightings_follow_their_definitions(rng):
+    win = make_windows(_dataset(rng), 4)
+    states = win.x_true.reshape(-1, 14)
+    mask = objective_mask("position")
+    np.testing.assert_allclose(weights("ones", win, "position")[0, 0], mask.astype(float))
+    np.testing.assert_allclose(weights("stand", win, "position")[0, 2], mask / states.std(0))
+    np.testing.assert_allclose(weights("norm", win, "both")[0, 1], 1.0 / (states.max(0) - states.min(0)))
+    q = np.arange(1.0, 15.0)
+    np.testing.assert_allclose(weights("mpc_cost", win, "velocity", q)[0, 3], np.sqrt(q) * objective_mask("velocity"))
+
+
+def test_ours_is_scaled_sensitivity_with_the_mean_square_of_stand(rng):
+    win = make_windows(_dataset(rng), 4)
+    ours = weights("ours", win, "position")
+    stand = weights("stand", win, "position")
+    assert ours.shape == (len(win), 4, 14)
+    assert np.all(ours[..., 7:] == 0.0)
+    np.testing.assert_allclose(np.mean(ours[..., :7] ** 2), np.mean(stand[..., :7] ** 2), rtol=1e-12)
+    ratio = ours[..., :7] / win.s_hat[..., :7]
+    np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-12)  # one constant for the whole dataset
+    np.testing.assert_allclose(weights("ours_avg", win, "position")[0], ours.mean(0), rtol=1e-12)
+
+
+def test_missing_inputs_are_named(rng):
+    win = make_windows(_dataset(rng, s_hat=False), 2)
+    with pytest.raises(ValueError, match="sensitivities"):
+        weights("ours", win, "position")
+    with pytest.raises(ValueError, match="unknown weighting"):
+        weights("bogus", win, "position")
+    with pytest.raises(ValueError, match="objective"):
+        objective_mask("torque")

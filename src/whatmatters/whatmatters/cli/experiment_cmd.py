@@ -1,0 +1,88 @@
+"""``whatmatters experiment``: the paper's comparison in one command (resumable)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+from whatmatters.experiment.config import load_experiment_config
+from whatmatters.experiment.report import write_report
+from whatmatters.experiment.sweep import run_sweep
+from whatmatters.io import atomic_write_text
+
+
+def add_parser(sub: Any) -> None:
+    """Registers the sub-command."""
+    p = sub.add_parser("experiment", help="fine-tune every weighting x rollout length x seed and draw Fig. 2 (resumable)")
+    p.add_argument("--config", default=None, help="experiment YAML (default config/experiment.yaml)")
+    p.add_argument("--quick", action="store_true", help="the reduced sweep of the YAML's quick: section (~10 min)")
+    p.add_argument("--out", default=None, help="output folder, reused to resume (default runs/experiment[_quick])")
+    p.add_argument("--docs", default=None, help="also write fig2.json, fig2.png, results.md under this docs folder "
+                   "(results/, figures/; default: docs for the full sweep, none for --quick)")
+    p.add_argument("--eval-set", choices=("eval", "validation"), default=None, help="override the evaluation set (validation: for choosing settings)")
+    p.add_argument("--workers", type=int, default=0, help="worker processes (0: config, then one per CPU)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run_experiment)
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this sweep (printed into results.md)."""
+    parts = ["whatmatters", "experiment"]
+    for flag, value in (("--config", args.config), ("--out", args.out), ("--docs", args.docs), ("--eval-set", args.eval_set)):
+        if value:
+            parts += [flag, shlex.quote(str(value))]
+    if args.quick:
+        parts.append("--quick")
+    return " ".join(parts)
+
+
+def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
+    """Runs or continues the sweep, then writes the report."""
+    from dataclasses import replace
+
+    cfg = load_experiment_config(args.config, args.quick)
+    if args.eval_set:
+        cfg = replace(cfg, eval_set=args.eval_set)
+    out = Path(args.out or ("runs/experiment_quick" if args.quick else "runs/experiment"))
+    sitting = time.perf_counter()
+    res = run_sweep(cfg, out, args.workers or None)
+    timing_path = out / "timing.json"
+    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {"sittings": []}
+    timing["sittings"].append({"wall_s": res.wall_s, "computed_runs": res.computed, "ended": time.strftime("%Y-%m-%d %H:%M:%S")})
+    atomic_write_text(json.dumps(timing, indent=1), timing_path)
+    total_s = sum(s["wall_s"] for s in timing["sittings"])
+    windows = sorted({r["windows"] for r in res.results})
+    meta = {
+        "command": _command(args),
+        "config": cfg.to_dict(),
+        "wall_h": total_s / 3600,
+        "sitting_s": time.perf_counter() - sitting,
+        "runs_done": len(res.results),
+        "runs_total": len(cfg.runs()),
+        "windows": "windows per p: " + ", ".join(str(w) for w in windows),
+        "base_j": float(res.base_eval["j_track_mean"]),
+    }
+    w, p = list(cfg.weightings), list(cfg.rollouts)
+    targets = [(out / "report" / "fig2.json", out / "report" / "fig2.png", out / "report" / "results.md")]
+    docs = args.docs if args.docs is not None else (None if args.quick else "docs")
+    if docs:
+        d = Path(docs)
+        targets.append((d / "results" / "fig2.json", d / "figures" / "fig2.png", d / "results.md"))
+    fig: dict[str, Any] = {}
+    for json_path, png_path, md_path in targets:
+        fig = write_report(res.results, meta, w, p, json_path, png_path, md_path)
+    summary = {wt: {pp: round(v["mean"], 4) for pp, v in fig["best5"][wt].items()} for wt in w}
+    return {
+        "out": str(out),
+        "report": [str(t[2]) for t in targets],
+        "runs": len(res.results),
+        "computed": res.computed,
+        "wall_s": round(res.wall_s, 1),
+        "total_wall_h": round(total_s / 3600, 3),
+        "base_j_track": meta["base_j"],
+        "best5_mean_vs_stand": summary,
+    }

@@ -1,0 +1,125 @@
+"""Settings of the paper's comparison (``config/experiment.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from whatmatters.config import dataclass_from_mapping, load_yaml
+from whatmatters.errors import ConfigError
+from whatmatters.train.finetune import FinetuneConfig
+from whatmatters.train.weighting import WEIGHTINGS
+
+__all__ = ["ExperimentConfig", "load_experiment_config"]
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One sweep: data, the grid of runs, the evaluation and the fine-tuning settings.
+
+    Attributes:
+        base: The checkpoint every run starts from (``base``: the packaged one).
+        data_envs: Training environments (the first ones of the ``train`` set)
+            whose closed-loop episodes with the base model form the data.
+        data_seconds: Episode length of the data, s.
+        weightings: Weightings compared.
+        rollouts: Rollout lengths p.
+        seeds: Seeds (data order and initialisation of each run).
+        eval_set: Environment set of the per-epoch evaluation (``eval`` for
+            the reported numbers, ``validation`` for choosing settings).
+        eval_envs: Environments of that set used (its first ones).
+        eval_seconds: Evaluation episode length, s.
+        workers: Worker processes (0: one per CPU).
+        finetune: Trainer settings (``config/finetune.yaml`` overridden by the
+            ``finetune:`` section).
+    """
+
+    base: str = "base"
+    data_envs: int = 10
+    data_seconds: float = 10.0
+    weightings: tuple[str, ...] = WEIGHTINGS
+    rollouts: tuple[int, ...] = (1, 4, 12)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    eval_set: str = "eval"
+    eval_envs: int = 20
+    eval_seconds: float = 10.0
+    workers: int = 0
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def __post_init__(self) -> None:
+        bad = [w for w in self.weightings if w not in WEIGHTINGS]
+        if bad or not self.weightings:
+            raise ConfigError(f"experiment.weightings: unknown {bad} (known: {', '.join(WEIGHTINGS)})")
+        if "stand" not in self.weightings:
+            raise ConfigError("experiment.weightings must include 'stand' (the normalisation baseline)")
+        if not self.rollouts or any(p < 1 for p in self.rollouts):
+            raise ConfigError(f"experiment.rollouts must be positive integers, got {self.rollouts}")
+        if not self.seeds:
+            raise ConfigError("experiment.seeds must not be empty")
+        if self.eval_set not in ("eval", "validation"):
+            raise ConfigError(f"experiment.eval_set must be eval or validation, got {self.eval_set!r}")
+        if self.data_envs < 1 or self.eval_envs < 1 or self.data_seconds <= 0 or self.eval_seconds <= 0:
+            raise ConfigError("experiment: data_envs, eval_envs, data_seconds and eval_seconds must be positive")
+
+    def runs(self) -> list[tuple[str, int, int]]:
+        """(weighting, p, seed) of every run, seeds outermost (complete comparisons finish first)."""
+        return [(w, p, s) for s in self.seeds for p in self.rollouts for w in self.weightings]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (stored beside the results)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "finetune"}
+        out["finetune"] = {f.name: getattr(self.finetune, f.name) for f in fields(self.finetune)}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def _from_mapping(mapping: dict[str, Any], source: str, base: ExperimentConfig) -> ExperimentConfig:
+    mapping = dict(mapping)
+    ft = mapping.pop("finetune", None) or {}
+    if not isinstance(ft, dict):
+        raise ConfigError(f"{source}: 'finetune' must be a mapping")
+    ft_cfg = replace(base.finetune, **{f.name: getattr(dataclass_from_mapping(FinetuneConfig, ft, f"{source} (finetune)"), f.name) for f in fields(FinetuneConfig) if f.name in ft})
+    known = {f.name for f in fields(ExperimentConfig)} - {"finetune"}
+    unknown = sorted(set(mapping) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown} (known: {', '.join(sorted(known | {'finetune', 'quick'}))})")
+    values: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if key in ("weightings",):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{source}: '{key}' must be a list of names")
+            values[key] = tuple(value)
+        elif key in ("rollouts", "seeds"):
+            if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise ConfigError(f"{source}: '{key}' must be a list of integers")
+            values[key] = tuple(value)
+        elif key in ("base", "eval_set"):
+            if not isinstance(value, str):
+                raise ConfigError(f"{source}: '{key}' must be a string")
+            values[key] = value
+        elif key in ("data_envs", "eval_envs", "workers"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{source}: '{key}' must be an integer")
+            values[key] = value
+        else:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{source}: '{key}' must be a number")
+            values[key] = float(value)
+    return replace(base, finetune=ft_cfg, **values)
+
+
+def load_experiment_config(path: str | Path | None = None, quick: bool = False) -> ExperimentConfig:
+    """Reads an experiment YAML (default ``config/experiment.yaml``); ``quick`` applies its ``quick:`` section.
+
+    Raises:
+        ConfigError: Naming the file and key for an unknown key or a bad value.
+    """
+    source = str(path or "experiment.yaml")
+    data = load_yaml(path or "experiment.yaml")
+    quick_section = data.pop("quick", None) or {}
+    if not isinstance(quick_section, dict):
+        raise ConfigError(f"{source}: 'quick' must be a mapping")
+    cfg = _from_mapping(data, source, ExperimentConfig(finetune=FinetuneConfig.from_yaml()))
+    if quick:
+        cfg = _from_mapping(quick_section, f"{source} (quick)", cfg)
+    return cfg

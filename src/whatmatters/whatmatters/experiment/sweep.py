@@ -1,0 +1,219 @@
+"""The sweep: data with sensitivities, every (weighting, p, seed) run, resumable.
+
+Layout of the output folder::
+
+    data/env_XXXX/            bags of the base model's episodes + sensitivity.npz
+    base_eval.json            the base model on the evaluation environments
+    runs/<w>_p<p>_s<seed>/    model.pt, state.pt (resume), result.json (done)
+    report/                   fig2.json, fig2.png, results.md
+
+Every stage skips what is already there, so an interrupted sweep continues
+where it stopped. Runs execute in parallel worker processes; each worker
+trains a run and evaluates it after every epoch with its own compiled solver
+(the new weights are swapped in as runtime parameters, no rebuild).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from whatmatters.data.collect import CollectConfig, collect
+from whatmatters.data.dataset import load_transitions
+from whatmatters.dynamics.learned import LearnedDynamics
+from whatmatters.dynamics.registry import base_checkpoint, resolve_model
+from whatmatters.eval.evaluate import Evaluator, evaluate
+from whatmatters.experiment.config import ExperimentConfig
+from whatmatters.io import atomic_write_text
+from whatmatters.mpc.config import MpcConfig
+from whatmatters.sensitivity.batch import compute_bag_dir
+from whatmatters.sim.environments import environment_seeds
+from whatmatters.sim.simulator import SimConfig
+from whatmatters.train.finetune import finetune
+from whatmatters.train.weighting import RolloutWindows, make_windows, weights
+from whatmatters.trajectory.fourier import FourierConfig
+
+__all__ = ["SweepResult", "run_id", "run_sweep"]
+
+log = logging.getLogger(__name__)
+
+
+def run_id(weighting: str, p: int, seed: int) -> str:
+    """Folder name of a run."""
+    return f"{weighting}_p{p}_s{seed}"
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Outcome of :func:`run_sweep`.
+
+    Attributes:
+        results: Every finished run's result (see ``result.json``).
+        base_eval: The base model's evaluation summary.
+        computed: Runs computed by this call (the others were already done).
+        wall_s: Wall time of this call, s.
+    """
+
+    results: list[dict[str, Any]]
+    base_eval: dict[str, Any]
+    computed: int
+    wall_s: float
+
+
+def _base_path(cfg: ExperimentConfig) -> str:
+    model = resolve_model(cfg.base)
+    if not isinstance(model, LearnedDynamics):
+        raise ValueError(f"experiment.base must be a learned checkpoint, got {cfg.base!r}")
+    return str(base_checkpoint()) if cfg.base == "base" else cfg.base
+
+
+def prepare_data(cfg: ExperimentConfig, out: Path, workers: int, progress: bool) -> Path:
+    """Collects the base model's episodes and their sensitivities (skipping finished bags)."""
+    data = out / "data"
+    seeds = environment_seeds("train")[: cfg.data_envs]
+    collect(cfg.base, seeds, data, replace(CollectConfig.from_yaml(), seconds=cfg.data_seconds), workers, progress)
+    compute_bag_dir(data, cfg.base, workers, progress=progress, skip_existing=True)
+    return data
+
+
+# ---------------------------------------------------------------- workers
+_STATE: dict[str, Any] = {}
+
+
+def _init_worker(cfg: ExperimentConfig, data: str, base: str) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)
+    _STATE.clear()
+    _STATE.update(cfg=cfg, base=base, windows={})
+    base_model = LearnedDynamics.load(base)
+    _STATE["data"] = load_transitions(data, base_model.nominal, base_model.cfg.window, sensitivities=True)
+    evaluator = Evaluator(base, MpcConfig.from_yaml(), SimConfig.from_yaml(), FourierConfig.from_yaml())
+    evaluator.use_model(base_model, "base")
+    _STATE["evaluator"] = evaluator
+
+
+def _windows(p: int) -> RolloutWindows:
+    cache = _STATE["windows"]
+    if p not in cache:
+        cache[p] = make_windows(_STATE["data"], p)
+    return cache[p]
+
+
+def _evaluate_model(model: LearnedDynamics, label: str) -> dict[str, Any]:
+    cfg: ExperimentConfig = _STATE["cfg"]
+    evaluator: Evaluator = _STATE["evaluator"]
+    evaluator.use_model(model, label)
+    seeds = environment_seeds(cfg.eval_set)[: cfg.eval_envs]
+    per_env = {str(s): evaluator.episode(s, cfg.eval_seconds).summary() for s in seeds}
+    j = np.array([v["j_track"] for v in per_env.values()])
+    return {
+        "j_track_mean": float(j.mean()),
+        "j_track_std": float(j.std()),
+        "j_track_per_env": {k: float(v["j_track"]) for k, v in per_env.items()},
+        "fallbacks": int(sum(int(v["fallbacks"]) for v in per_env.values())),
+    }
+
+
+def _run(weighting: str, p: int, seed: int, out: str) -> dict[str, Any]:
+    cfg: ExperimentConfig = _STATE["cfg"]
+    win = _windows(p)
+    mpc = MpcConfig.from_yaml()
+    s = weights(weighting, win, cfg.finetune.objective, np.asarray(mpc.q_weights + mpc.qd_weights))
+    folder = Path(out) / "runs" / run_id(weighting, p, seed)
+    start = time.perf_counter()
+    history = finetune(
+        _STATE["base"], win, s, folder, cfg.finetune, seed, _STATE["data"].dt, lambda m, e: _evaluate_model(m, f"{folder.name}@{e}")
+    )
+    result = {
+        "weighting": weighting,
+        "p": p,
+        "seed": seed,
+        "signature": run_signature(cfg),
+        "windows": len(win),
+        "epochs": history,
+        "wall_s": time.perf_counter() - start,
+    }
+    atomic_write_text(json.dumps(result, indent=1), folder / "result.json")
+    return result
+
+
+def run_signature(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What a finished run depends on besides its (weighting, p, seed): a run with another one is recomputed."""
+    d = cfg.to_dict()
+    return {k: d[k] for k in ("base", "data_envs", "data_seconds", "eval_set", "eval_envs", "eval_seconds", "finetune")}
+
+
+def _load_done(out: Path, cfg: ExperimentConfig) -> dict[tuple[str, int, int], dict[str, Any]]:
+    done = {}
+    signature = run_signature(cfg)
+    for key in cfg.runs():
+        path = out / "runs" / run_id(*key) / "result.json"
+        if not path.is_file():
+            continue
+        try:
+            result = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            log.warning("%s is damaged; the run is recomputed", path)
+            continue
+        if result.get("signature") != signature:
+            log.warning("%s was made with other settings; the run is recomputed", path)
+            continue
+        done[key] = result
+    return done
+
+
+def run_sweep(cfg: ExperimentConfig, out: str | Path, workers: int | None = None, progress: bool = True) -> SweepResult:
+    """Runs (or continues) the whole sweep.
+
+    Args:
+        cfg: The experiment.
+        out: Output folder (reused to resume).
+        workers: Worker processes (default ``cfg.workers``, 0: one per CPU).
+        progress: Progress bar with the estimated time left on stderr.
+    """
+    start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json.dumps(cfg.to_dict(), indent=1), out / "experiment.json")
+    workers = workers or cfg.workers or os.cpu_count() or 1
+    base = _base_path(cfg)
+    data = prepare_data(cfg, out, workers, progress)
+    base_eval_path = out / "base_eval.json"
+    if base_eval_path.is_file():
+        base_eval = json.loads(base_eval_path.read_text())
+    else:
+        seeds = environment_seeds(cfg.eval_set)[: cfg.eval_envs]
+        base_eval = evaluate(cfg.base, seeds, cfg.eval_seconds, workers).summary()
+        atomic_write_text(json.dumps(base_eval, indent=1), base_eval_path)
+    runs = cfg.runs()
+    done = _load_done(out, cfg)
+    todo = [r for r in runs if r not in done]
+    log.info("sweep %s: %d runs, %d done, %d to do", out, len(runs), len(done), len(todo))
+    bar = tqdm(total=len(runs), initial=len(done), desc="experiment", unit="run", disable=not progress)
+    if todo:
+        n_workers = max(1, min(workers, len(todo)))
+        if n_workers == 1:
+            _init_worker(cfg, str(data), base)
+            for key in todo:
+                done[key] = _run(*key, str(out))
+                bar.update()
+        else:
+            with ProcessPoolExecutor(n_workers, mp.get_context("spawn"), _init_worker, (cfg, str(data), base)) as pool:
+                futures = {pool.submit(_run, *key, str(out)): key for key in todo}
+                for fut in as_completed(futures):
+                    done[futures[fut]] = fut.result()
+                    bar.update()
+    bar.close()
+    results = [done[r] for r in runs]
+    return SweepResult(results, base_eval, len(todo), time.perf_counter() - start)
