@@ -10,7 +10,7 @@ from whatmatters.dynamics.registry import resolve_model
 from whatmatters.eval.evaluate import Evaluator
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.ocp import formulation_key
-from whatmatters.mpc.solver import AcadosMpcSolver
+from whatmatters.mpc.solver import AcadosMpcSolver, MpcBuildError
 from whatmatters.sim.simulator import SimConfig
 from whatmatters.trajectory.fourier import FourierConfig
 
@@ -57,3 +57,21 @@ def test_base_model_tracks_better_than_nominal():
     learned = Evaluator("base", *cfgs).episode(2001, 4.0)
     assert learned.fallbacks == 0
     assert learned.j_track < 0.7 * nominal.j_track
+
+
+def test_swap_model_uses_the_new_weights_without_a_rebuild(base, mpc_config, params, nominal):
+    other = resolve_model("base")
+    with torch.no_grad():
+        for p in other.residual.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    solver = AcadosMpcSolver(resolve_model("base"), mpc_config, params.torque_limits)
+    solver.swap_model(other)
+    assert solver.model is other
+    x0 = np.concatenate([Q_HOME + 0.03, np.zeros(7)])
+    solver.set_reference(np.tile(np.concatenate([Q_HOME, np.zeros(7)]), (solver.n + 1, 1)))
+    for _ in range(10):
+        res = solver.solve(x0)
+    assert res.ok
+    np.testing.assert_allclose(res.x[1], _rk4_learned(other, res.x[0], res.u[0], other.context), rtol=1e-8, atol=1e-8)
+    with pytest.raises(MpcBuildError, match="another formulation"):
+        solver.swap_model(nominal)
