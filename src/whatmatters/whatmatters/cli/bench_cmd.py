@@ -18,7 +18,7 @@ from whatmatters.data.bags import EpisodeRecord
 from whatmatters.data.dataset import transitions_from_episodes
 from whatmatters.dynamics.learned import LearnedDynamics
 from whatmatters.dynamics.nominal import nominal_model
-from whatmatters.dynamics.registry import base_checkpoint
+from whatmatters.dynamics.registry import base_checkpoint, resolve_model
 from whatmatters.eval.episode import run_episode
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.controller import MpcController
@@ -145,17 +145,45 @@ def bench_sensitivity(samples: int = 20) -> dict[str, float]:
     return out
 
 
+def bench_sensitivity_learned(samples: int = 20) -> dict[str, float]:
+    """S_hat per sample with the base learned model, the way the batch job computes it:
+    converged operating points step by step (acados), stage derivatives of all steps
+    in one torch batch."""
+    sim = PandaSim(SimConfig.from_yaml())
+    model = resolve_model("base")
+    cfg = MpcConfig.from_yaml()
+    computer = SensitivityComputer(model, cfg, sim.torque_limits, SensitivityConfig.from_yaml())
+    env = make_environment(BENCH_ENV)
+    reference = sample_fourier_trajectory(env.reference_seed, FourierConfig.from_yaml(), sim.params)
+    res = run_episode(MpcController(AcadosMpcSolver(model, cfg, sim.torque_limits), model.nominal), sim, env, reference, 0.02 * samples)
+    horizon = cfg.dt * np.arange(cfg.horizon + 1)
+    computer.compute(res.x[0], reference.state(horizon))  # warm-up
+    start = time.perf_counter()
+    points = [computer.operating_point(res.x[t], reference.state(t * cfg.dt + horizon), x_init=res.predictions[t]) for t in range(samples)]
+    mid = time.perf_counter()
+    done = computer.finish(points)
+    end = time.perf_counter()
+    if any(d is None for d in done):
+        raise RuntimeError("a benchmark sample's KKT system was singular")
+    return {
+        "sensitivity_ms_per_sample_learned": 1e3 * (end - start) / samples,
+        "sensitivity_ms_per_sample_learned_solver_part": 1e3 * (mid - start) / samples,
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs every benchmark and returns the figures."""
     out: dict[str, Any] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
-    log.info("bench 1/4: simulator realtime factor (%.0f s simulated, best of 3)", args.sim_seconds)
+    log.info("bench 1/5: simulator realtime factor (%.0f s simulated, best of 3)", args.sim_seconds)
     out["sim_realtime_factor"] = round(bench_simulator(args.sim_seconds), 1)
-    log.info("bench 2/4: MPC (nominal model, N = 12): %sclosed loop %.0f s", "" if args.skip_build else "fresh build, ", args.mpc_seconds)
+    log.info("bench 2/5: MPC (nominal model, N = 12): %sclosed loop %.0f s", "" if args.skip_build else "fresh build, ", args.mpc_seconds)
     out.update({k: round(v, 3) for k, v in bench_mpc(args.mpc_seconds, not args.skip_build).items()})
-    log.info("bench 3/4: MPC with the learned model (closed loop %.0f s) and pretraining throughput", args.mpc_seconds)
+    log.info("bench 3/5: MPC with the learned model (closed loop %.0f s) and pretraining throughput", args.mpc_seconds)
     times, rate = bench_learned(args.mpc_seconds)
     out.update({k: round(v, 3) for k, v in times.items()})
     out["train_samples_per_s"] = round(rate, 1)
-    log.info("bench 4/4: task sensitivities (nominal model, 20 samples) and mpc.pytorch")
+    log.info("bench 4/5: task sensitivities (nominal model, 20 samples) and mpc.pytorch")
     out.update({k: float(f"{v:.4g}") for k, v in bench_sensitivity().items()})
+    log.info("bench 5/5: task sensitivities with the learned model (20 samples, batched derivatives)")
+    out.update({k: float(f"{v:.4g}") for k, v in bench_sensitivity_learned().items()})
     return out

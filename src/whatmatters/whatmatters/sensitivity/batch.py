@@ -111,6 +111,7 @@ def _make_computer(model_spec: str) -> SensitivityComputer:
 def _init(model_spec: str) -> None:
     global _WORKER
     logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)  # one process per core
     _WORKER = _make_computer(model_spec)
 
 

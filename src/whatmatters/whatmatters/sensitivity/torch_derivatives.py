@@ -55,7 +55,7 @@ class TorchStageDerivatives:
 
     Stages of many samples are evaluated in one batch (chunks of ``chunk``
     samples): the per-operation overhead of the small rigid-body operations
-    dominates otherwise.
+    dominates otherwise; the autograd graph's memory grows linearly with the chunk.
 
     Args:
         model: Dynamics model with a float64 torch form (``rk4_step`` on tensors).
@@ -73,7 +73,7 @@ class TorchStageDerivatives:
         dt: float,
         horizon: int,
         torch_params: Callable[[np.ndarray], torch.Tensor | None] | None = None,
-        chunk: int = 40,
+        chunk: int = 16,
     ) -> None:
         self.model, self.dt, self.n, self.chunk = model, dt, horizon, chunk
         self.nx, self.nu = model.nx, model.nu
