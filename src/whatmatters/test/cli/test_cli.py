@@ -72,3 +72,15 @@ def test_missing_checkpoint_is_named(tmp_path, capsys):
 def test_pretrain_on_an_empty_folder_is_named(tmp_path, capsys):
     assert main(["pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "m.pt")]) == 2
     assert str(tmp_path) in capsys.readouterr().err
+
+
+def test_finetune_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "bags"
+    assert main(["collect", "--envs", "5", "--out", str(out), "--seconds", "0.4", "--workers", "1", "--json"]) == 0
+    capsys.readouterr()
+    ckpt = tmp_path / "ft.pt"
+    assert main(["finetune", "--data", str(out), "--out", str(ckpt), "--weighting", "stand", "--p", "2", "--epochs", "1", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["epochs"] == 1 and res["windows"] == 19 and ckpt.is_file()
+    assert main(["finetune", "--data", str(out), "--out", str(ckpt), "--weighting", "ours", "--json"]) == 2
+    assert "sensitivity.npz" in capsys.readouterr().err

@@ -9,10 +9,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from whatmatters.cli import bench_cmd, data_cmd, episode_cmd, experiment_cmd, sens_cmd, sim_cmd
+from whatmatters.cli import bench_cmd, data_cmd, episode_cmd, experiment_cmd, finetune_cmd, sens_cmd, sim_cmd
 from whatmatters.errors import WhatmattersError
 
-_COMMANDS = (sim_cmd, episode_cmd, data_cmd, sens_cmd, experiment_cmd, bench_cmd)
+_COMMANDS = (sim_cmd, episode_cmd, data_cmd, sens_cmd, finetune_cmd, experiment_cmd, bench_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
