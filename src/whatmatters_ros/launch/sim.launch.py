@@ -37,7 +37,7 @@ def generate_launch_description():
         Node(
             package=PACKAGE, executable="franka_sim", name="franka_sim", output="screen",
             parameters=[_config("franka_sim"), {"lockstep": lockstep, "env_seed": env_seed,
-                                                "episode_seconds": seconds, "wait_for_subscribers": 3, "start_delay": 1.0}],
+                                                "episode_seconds": seconds, "wait_for_nodes": "reference_publisher,mpc_controller,sensitivity_logger", "start_delay": 1.0}],
         ),
         Node(
             package=PACKAGE, executable="reference_publisher", name="reference_publisher", output="screen",

@@ -17,7 +17,7 @@ import pytest
 
 from whatmatters_ros.graph import ros_environment
 
-DOMAIN_ID = 110 + os.getpid() % 100  # not 0 (the default), not the runner's default range
+DOMAIN_ID = 215 + os.getpid() % 18  # ROS 2 safe range 215..232: not 0 (the default), not the runner default 1..100
 os.environ.update(ros_environment(DOMAIN_ID))
 
 

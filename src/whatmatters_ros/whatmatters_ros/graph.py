@@ -88,7 +88,7 @@ class SimGraph:
         sim_time = {"use_sim_time": True} if self.lockstep else {}
         out = {
             "franka_sim": {"lockstep": self.lockstep, "episode_seconds": self.seconds,
-                           "wait_for_subscribers": 3 if self.lockstep else 0, "start_delay": 1.5},
+                           "wait_for_nodes": ",".join(NODES[1:]), "start_delay": 1.5},
             "reference_publisher": {"lockstep": self.lockstep, **sim_time},
             "mpc_controller": {"lockstep": self.lockstep, **sim_time},
             "sensitivity_logger": {"lockstep": self.lockstep, "bag_dir": str(self.out / "bags"), **sim_time},

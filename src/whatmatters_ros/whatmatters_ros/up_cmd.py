@@ -56,8 +56,8 @@ def run_up(args: argparse.Namespace) -> dict[str, Any]:
     env_seed = sim.env_seed if args.env_seed is None else args.env_seed
     model = mpc.model if args.model is None else args.model
     domain = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 100
-    if not 0 <= domain <= 101:
-        raise ConfigError(f"--domain-id must be in 0..101, got {domain}")
+    if not (0 <= domain <= 101 or 215 <= domain <= 232):
+        raise ConfigError(f"--domain-id must be in 0..101 or 215..232 (ROS 2's safe ranges on Linux), got {domain}")
     out = args.out or Path("runs/ros") / time.strftime("%Y%m%d-%H%M%S")
     overrides = {
         "franka_sim": {"env_seed": env_seed},

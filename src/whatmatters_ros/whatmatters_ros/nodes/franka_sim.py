@@ -62,7 +62,7 @@ class FrankaSimParams(NodeParams):
     lockstep_timeout: float = param(1.0, "lock-step: advance with the safe hold after this much wall time without a command, s", lo=0.01, hi=60.0)
     hold_damping: tuple[float, ...] = param((20.0, 20.0, 20.0, 20.0, 5.0, 5.0, 2.0), "safe hold joint damping, Nm s/rad (7)", lo=0.0, hi=200.0)
     episode_seconds: float = param(0.0, "stop after this much simulated time, s (0: run until shut down)", lo=0.0)
-    wait_for_subscribers: int = param(0, "lock-step: start once /joint_states has this many subscribers", lo=0, hi=100)
+    wait_for_nodes: str = param("", "lock-step: start once these nodes (comma-separated names) subscribe to /joint_states")
     start_delay: float = param(0.0, "lock-step: wall time to wait after the subscribers appeared, s", lo=0.0, hi=60.0)
     diagnostics_period: float = param(1.0, "period of the /diagnostics status, s", lo=0.01, hi=60.0)
 
@@ -163,7 +163,9 @@ class FrankaSimNode(Node):
             return
         now = time.monotonic()
         if not self.started:
-            if self.count_subscribers(m.JOINT_STATES) < self.p.wait_for_subscribers:
+            wanted = {n.strip() for n in self.p.wait_for_nodes.split(",") if n.strip()}
+            present = {info.node_name for info in self.get_subscriptions_info_by_topic(m.JOINT_STATES)}
+            if not wanted <= present:
                 return
             self._ready_since = self._ready_since or now
             if now - self._ready_since < self.p.start_delay:
