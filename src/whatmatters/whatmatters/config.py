@@ -21,7 +21,7 @@ import yaml
 
 from whatmatters.errors import ConfigError
 
-__all__ = ["YamlConfig", "config_dir", "dataclass_from_mapping", "load_yaml", "require"]
+__all__ = ["YamlConfig", "config_dir", "dataclass_from_mapping", "load_node_parameters", "load_yaml", "require"]
 
 T = TypeVar("T")
 
@@ -83,6 +83,35 @@ def load_yaml(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at top level")
     return data
+
+
+def load_node_parameters(name_or_path: str | os.PathLike[str], node_name: str) -> dict[str, Any]:
+    """Reads a ROS 2 parameter file (``node_name: ros__parameters: {...}``) without ROS.
+
+    The node's own section wins over a ``/**`` wildcard section; both are merged.
+    The same files are the ROS nodes' parameters and the command line's defaults.
+
+    Args:
+        name_or_path: File name inside the config folder, or a path.
+        node_name: The node whose parameters are wanted (with or without a leading ``/``).
+
+    Returns:
+        The ``ros__parameters`` mapping (empty if the file has no section for the node).
+
+    Raises:
+        ConfigError: If the file cannot be read, or a section is not a mapping.
+    """
+    data = load_yaml(name_or_path)
+    out: dict[str, Any] = {}
+    for key in ("/**", node_name.lstrip("/"), "/" + node_name.lstrip("/")):
+        section = data.get(key)
+        if section is None:
+            continue
+        params = section.get("ros__parameters") if isinstance(section, dict) else None
+        if not isinstance(params, dict):
+            raise ConfigError(f"{name_or_path}: section '{key}' needs a 'ros__parameters' mapping")
+        out.update(params)
+    return out
 
 
 def require(mapping: dict[str, Any], key: str, source: str) -> Any:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import logging
 import sys
@@ -15,12 +17,23 @@ from whatmatters.errors import WhatmattersError
 _COMMANDS = (sim_cmd, episode_cmd, data_cmd, sens_cmd, finetune_cmd, experiment_cmd, bench_cmd)
 
 
+def _plugin_commands() -> list[Any]:
+    """Sub-commands of optional packages, found without importing ROS.
+
+    ``whatmatters up`` comes from ``whatmatters_ros`` and is offered only where
+    both it and ``rclpy`` are installed (the core never imports ROS itself).
+    """
+    if importlib.util.find_spec("rclpy") is None or importlib.util.find_spec("whatmatters_ros") is None:
+        return []
+    return [importlib.import_module("whatmatters_ros.up_cmd")]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with one sub-command per module in ``_COMMANDS``."""
+    """The argument parser with one sub-command per module in ``_COMMANDS`` (and plugins)."""
     parser = argparse.ArgumentParser(prog="whatmatters", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in _COMMANDS:
+    for module in (*_COMMANDS, *_plugin_commands()):
         module.add_parser(sub)
     return parser
 

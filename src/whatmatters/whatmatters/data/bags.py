@@ -119,6 +119,10 @@ class EpisodeBagWriter:
         conn = self._conns[topic]
         self._writer.write(conn, _ns(t), TYPESTORE.serialize_cdr(msg, conn.msgtype))
 
+    def write_raw(self, topic: str, t: float, data: bytes | memoryview) -> None:
+        """Writes an already CDR-serialized message (e.g. as received by a ROS node) at time ``t``."""
+        self._writer.write(self._conns[topic], _ns(t), data)
+
     def joint_state(self, t: float, q: np.ndarray, qd: np.ndarray, effort: np.ndarray) -> None:
         """Writes ``/joint_states``."""
         msg = TYPESTORE.types["sensor_msgs/msg/JointState"](

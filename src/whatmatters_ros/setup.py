@@ -1,0 +1,38 @@
+"""ament_python / pip package of the whatmatters ROS 2 nodes (thin adapters over the core)."""
+
+import os
+from glob import glob
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PACKAGE = "whatmatters_ros"
+HERE = Path(__file__).resolve().parent
+NODES = ("franka_sim", "reference_publisher", "mpc_controller", "sensitivity_logger")
+# One parameter file per node, in the repository's config/ (the CLI reads the same files).
+CONFIG = [os.path.relpath(HERE.parent.parent / "config" / f"{n}.yaml", HERE) for n in NODES]
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="ROS 2 nodes of whatmatters: simulator, reference, MPC, sensitivity logger",
+    license="Apache-2.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    package_data={PACKAGE: ["data/*.xml"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", sorted(glob("launch/*.launch.py"))),
+        (f"share/{PACKAGE}/config", CONFIG),
+    ],
+    python_requires=">=3.10",
+    install_requires=["whatmatters", "numpy", "rosbags"],
+    zip_safe=False,
+    maintainer="whatmatters developers",
+    maintainer_email="whatmatters@example.org",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [f"{n} = {PACKAGE}.nodes.{n}:main" for n in NODES]
+        + ["whatmatters_up = whatmatters_ros.up_cmd:main"],
+    },
+)

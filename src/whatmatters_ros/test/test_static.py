@@ -1,0 +1,151 @@
+"""Parameters, launch files, packaging and bag recovery: checks that need no running graph."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import importlib.util
+import subprocess
+import sys
+import types
+import xml.etree.ElementTree as ET
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from whatmatters.config import load_node_parameters
+from whatmatters.data.bags import EpisodeBagWriter, read_episode
+from whatmatters_ros.params import ROS_RESERVED, ParameterError
+from whatmatters_ros.recover import recover_bag
+
+pytest.importorskip("rclpy")
+from whatmatters_ros.nodes import franka_sim, mpc_controller, reference_publisher, sensitivity_logger  # noqa: E402
+
+PKG = Path(__file__).resolve().parents[1]
+ROOT = PKG.parents[1]
+PARAMS = {
+    "franka_sim": franka_sim.FrankaSimParams,
+    "reference_publisher": reference_publisher.ReferenceParams,
+    "mpc_controller": mpc_controller.MpcParams,
+    "sensitivity_logger": sensitivity_logger.LoggerParams,
+}
+
+
+@pytest.mark.parametrize("node", sorted(PARAMS))
+def test_yaml_files_are_the_defaults(node: str) -> None:
+    cls = PARAMS[node]
+    values = load_node_parameters(ROOT / "config" / f"{node}.yaml", node)
+    declared = {f.name for f in fields(cls)}
+    assert set(values) - ROS_RESERVED <= declared
+    params = cls.defaults()
+    for key, value in values.items():
+        got = getattr(params, key)
+        assert (list(got) if isinstance(got, tuple) else got) == value, key
+
+
+def test_wrong_type_and_range_name_the_key(tmp_path: Path) -> None:
+    bad_type = tmp_path / "t.yaml"
+    bad_type.write_text("franka_sim:\n  ros__parameters:\n    publish_rate_hz: fast\n")
+    with pytest.raises(ParameterError, match="publish_rate_hz"):
+        franka_sim.FrankaSimParams.defaults(bad_type)
+    with pytest.raises(ParameterError, match="command_timeout"):
+        franka_sim.FrankaSimParams.defaults(None, command_timeout=-1.0)
+    with pytest.raises(ParameterError, match="hold_damping"):
+        franka_sim.FrankaSimParams.defaults(None, hold_damping=[1.0, 2.0])
+    with pytest.raises(ParameterError, match="unknown key 'rate'"):
+        reference_publisher.ReferenceParams.defaults(None, rate=3.0)
+
+
+def test_node_stops_on_a_bad_parameter() -> None:
+    from whatmatters_ros.graph import node_command
+
+    proc = subprocess.run(node_command("franka_sim", {"publish_rate_hz": -5.0}), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "publish_rate_hz" in proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------------ launch files
+class _Recorder:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
+
+
+def _stub_launch(monkeypatch: pytest.MonkeyPatch, share: Path) -> None:
+    mods = {name: types.ModuleType(name) for name in (
+        "launch", "launch.actions", "launch.substitutions", "launch_ros", "launch_ros.actions",
+        "launch_ros.parameter_descriptions", "ament_index_python", "ament_index_python.packages")}
+    mods["launch"].LaunchDescription = lambda entities: list(entities)  # type: ignore[attr-defined]
+    mods["launch.actions"].DeclareLaunchArgument = _Recorder  # type: ignore[attr-defined]
+    mods["launch.substitutions"].LaunchConfiguration = lambda name: f"$({name})"  # type: ignore[attr-defined]
+    mods["launch_ros.actions"].Node = _Recorder  # type: ignore[attr-defined]
+    mods["launch_ros.parameter_descriptions"].ParameterValue = lambda value, value_type: value  # type: ignore[attr-defined]
+    mods["ament_index_python.packages"].get_package_share_directory = lambda pkg: str(share / pkg)  # type: ignore[attr-defined]
+    for name, mod in mods.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+
+
+@pytest.mark.parametrize("launch_file", ["sim.launch.py", "real.launch.py"])
+def test_launch_files(launch_file: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "whatmatters_ros").mkdir()
+    (tmp_path / "whatmatters_ros" / "config").symlink_to(ROOT / "config")
+    _stub_launch(monkeypatch, tmp_path)
+    path = PKG / "launch" / launch_file
+    ast.parse(path.read_text())
+    spec = importlib.util.spec_from_file_location("launch_under_test", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    entities = module.generate_launch_description()
+    arguments = {e.args[0] for e in entities if not e.kwargs.get("executable")}
+    nodes = [e for e in entities if e.kwargs.get("executable")]
+    scripts = {ep.name for ep in importlib.metadata.entry_points(group="console_scripts") if ep.value.startswith("whatmatters_ros")}
+    assert nodes
+    for node in nodes:
+        kw = node.kwargs
+        assert kw["package"] == "whatmatters_ros" and kw["executable"] in scripts
+        declared = {f.name for f in fields(PARAMS[kw["executable"]])} | ROS_RESERVED
+        for entry in kw["parameters"]:
+            if isinstance(entry, str):
+                assert Path(entry).is_file(), entry
+                assert set(load_node_parameters(entry, kw["name"])) <= declared
+            else:
+                assert set(entry) <= declared, set(entry) - declared
+                for value in entry.values():
+                    if isinstance(value, str) and value.startswith("$("):
+                        assert value[2:-1] in arguments, value
+    if launch_file == "real.launch.py":
+        assert all(kw["executable"] != "franka_sim" for kw in (n.kwargs for n in nodes))
+        assert all(("/effort_controller/commands", ["/", "$(controller)", "/commands"]) in n.kwargs["remappings"] for n in nodes)
+
+
+def test_package_manifest_and_data_files() -> None:
+    root = ET.parse(PKG / "package.xml").getroot()
+    assert root.get("format") == "3" and root.findtext("name") == "whatmatters_ros"
+    depends = {e.text for e in root.iter("exec_depend")}
+    assert {"whatmatters", "rclpy", "std_msgs", "sensor_msgs", "trajectory_msgs", "diagnostic_msgs", "std_srvs"} <= depends
+    assert (PKG / "resource" / "whatmatters_ros").is_file()
+    for node in PARAMS:
+        assert (ROOT / "config" / f"{node}.yaml").is_file()
+
+
+# ------------------------------------------------------------------ bag recovery
+def test_recover_truncated_bag(tmp_path: Path) -> None:
+    bag = tmp_path / "bag"
+    rng = np.random.default_rng(0)
+    with EpisodeBagWriter(bag) as w:
+        for k in range(1200):  # ~3 KB a step: several 1 MiB chunks
+            t = 0.02 * k
+            w.joint_state(t, rng.normal(size=7), rng.normal(size=7), np.zeros(7))
+            w.reference(t, rng.normal(size=(13, 14)), 0.02)
+            w.command(t, rng.normal(size=7))
+    mcap = next(bag.glob("*.mcap"))
+    data = mcap.read_bytes()
+    mcap.write_bytes(data[: int(len(data) * 0.6)])  # killed inside a chunk, before index and footer
+    (bag / "metadata.yaml").unlink()
+    out = tmp_path / "recovered"
+    n = recover_bag(bag, out)
+    ep = read_episode(out)
+    assert n > 600 and 300 < len(ep.x) < 1200
+    assert np.all(np.isfinite(ep.x)) and ep.tau.shape == (len(ep.x) - 1, 7)

@@ -1,0 +1,246 @@
+"""``mpc_controller``: the acados MPC (:class:`whatmatters.mpc.MpcController`) at 50 Hz.
+
+Subscribes to ``/joint_states`` and ``/reference``; publishes the torque on
+``/effort_controller/commands`` (Float64MultiArray, 7 values, Nm, always
+finite and inside the limits), the predicted states on ``/mpc/prediction``
+(JointTrajectory, N + 1 points) and ``/diagnostics`` (solve time, acados
+status, source of the torque, fallback counts, model version).
+
+* real time: a ``rate_hz`` timer solves from the latest joint state, with the
+  reference shifted to the state's stamp. A joint state older than
+  ``stale_timeout`` s (wall time) gives the safe hold (nominal gravity
+  compensation at the last known pose) and an ERROR diagnostic.
+* lock-step: every ``/joint_states`` message is answered with exactly one
+  command, computed with the reference of the same stamp (waiting up to
+  ``reference_wait`` s of wall time for it, then the latest one, shifted).
+
+``~/reload_model`` (std_srvs/Trigger) re-reads the ``model`` parameter (a
+checkpoint may have been overwritten, or the parameter set to a new path) and
+swaps the weights: they are runtime parameters of the compiled solver, so
+nothing is rebuilt. The checkpoint is loaded in a worker thread while the
+control loop goes on; the swap itself (writing the weights into the solver's
+stages, ~1 ms) happens in the executor thread between two control steps. A
+model of another architecture (or another ``exact`` environment) is refused.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.task import Future
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from whatmatters.dynamics.base import DynamicsModel
+from whatmatters.dynamics.nominal import nominal_model
+from whatmatters.dynamics.registry import resolve_model
+from whatmatters.errors import WhatmattersError
+from whatmatters.mpc.config import MpcConfig
+from whatmatters.mpc.controller import SOLVED, MpcController
+from whatmatters.mpc.solver import AcadosMpcSolver
+from whatmatters.robot.params import load_panda_params
+from whatmatters.sim.environments import make_environment
+from whatmatters_ros import messages as m
+from whatmatters_ros.params import NodeParams, declare_parameters, param
+from whatmatters_ros.runtime import exit_with, run_node
+
+__all__ = ["MpcControllerNode", "MpcParams", "main"]
+
+
+@dataclass(frozen=True)
+class MpcParams(NodeParams):
+    """Parameters of ``mpc_controller`` (``config/mpc_controller.yaml``)."""
+
+    node_name: ClassVar[str] = "mpc_controller"
+
+    model: str = param("nominal", "nominal, base, exact (needs env_seed) or a checkpoint path")
+    env_seed: int = param(-1, "environment for model 'exact' (-1: none)", lo=-1)
+    lockstep: bool = param(False, "answer every /joint_states message with exactly one command")
+    rate_hz: float = param(50.0, "real time: control rate, Hz", lo=1.0, hi=1000.0)
+    stale_timeout: float = param(0.1, "real time: joint states older than this give the safe hold, s", lo=0.001, hi=10.0)
+    reference_wait: float = param(0.5, "lock-step: wall time to wait for the reference of a state's stamp, s", lo=0.0, hi=10.0)
+    diagnostics_every: int = param(10, "publish /diagnostics every this many control steps", lo=1, hi=100000)
+
+
+class MpcControllerNode(Node):
+    """The controller node; see the module docstring."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("mpc_controller", **kwargs)
+        self.p = declare_parameters(self, MpcParams)
+        self.cfg = MpcConfig.from_yaml()
+        params = load_panda_params()
+        self.limits = params.torque_limits
+        model = self._resolve(self.p.model)
+        self.solver = AcadosMpcSolver(model, self.cfg, self.limits)
+        self.controller = MpcController(self.solver, nominal_model(params))
+        self.model_version = 1
+        self.state: tuple[int, np.ndarray, float] | None = None  # (stamp ns, x, wall time received)
+        self.pending: tuple[int, np.ndarray, float] | None = None  # lock-step: state awaiting its reference
+        self.refs = m.ReferenceBuffer(self.cfg.dt)
+        self.episode_stamp: int | None = None  # stamp of the last control step (a smaller one starts an episode)
+        self.steps = 0
+        self.stale_steps = 0
+        self.last_error = ""
+
+        self.pub_cmd = self.create_publisher(Float64MultiArray, m.COMMANDS, m.RELIABLE)
+        self.pub_pred = self.create_publisher(JointTrajectory, m.PREDICTION, m.RELIABLE)
+        self.pub_diag = self.create_publisher(m.DiagnosticArray, m.DIAGNOSTICS, 100)
+        self.create_subscription(JointState, m.JOINT_STATES, self._on_state, m.RELIABLE)
+        self.create_subscription(JointTrajectory, m.REFERENCE, self._on_reference, m.RELIABLE)
+        if self.p.lockstep:
+            self.create_timer(0.01, self._lockstep_watchdog)
+        else:
+            self.create_timer(1.0 / self.p.rate_hz, self._realtime_tick)
+        self.create_service(Trigger, "~/reload_model", self._reload)
+        self.get_logger().info(
+            f"model '{self.p.model}' ({model.n_params} runtime parameters), N = {self.cfg.horizon}, "
+            f"dt = {self.cfg.dt} s, {'lock-step' if self.p.lockstep else f'{self.p.rate_hz:g} Hz'}"
+        )
+
+    def _resolve(self, spec: str) -> DynamicsModel:
+        env = make_environment(self.p.env_seed) if spec == "exact" and self.p.env_seed >= 0 else None
+        return resolve_model(spec, env)
+
+    # ----------------------------------------------------------------- inputs
+    def _on_state(self, msg: JointState) -> None:
+        x = m.joint_state_to_x(msg)
+        if x is None:
+            self.get_logger().warning("joint state without panda_joint1..7 positions and velocities, or not finite; ignored", throttle_duration_sec=1.0)
+            return
+        self.state = (m.stamp_ns(msg.header.stamp), x, time.monotonic())
+        if self.p.lockstep:
+            self.pending = self.state
+            self._answer_pending(wait=True)
+
+    def _on_reference(self, msg: JointTrajectory) -> None:
+        x_ref = m.trajectory_to_array(msg)
+        if x_ref.shape != (self.cfg.horizon + 1, 14) or not np.all(np.isfinite(x_ref)):
+            self.get_logger().warning(f"reference with {len(msg.points)} points (need {self.cfg.horizon + 1}) or not finite; ignored", throttle_duration_sec=1.0)
+            return
+        self.refs.add(m.stamp_ns(msg.header.stamp), x_ref)
+        if self.p.lockstep:
+            self._answer_pending(wait=True)
+
+    # ---------------------------------------------------------------- control
+    def _answer_pending(self, wait: bool) -> None:
+        if self.pending is None:
+            return
+        ns, x, received = self.pending
+        if wait and self.refs.exact(ns) is None and time.monotonic() - received < self.p.reference_wait:
+            return
+        self.pending = None
+        self._control(ns, x)
+
+    def _lockstep_watchdog(self) -> None:
+        self._answer_pending(wait=True)
+
+    def _realtime_tick(self) -> None:
+        if self.state is None:
+            self._diagnose(m.ERROR, "no joint states received", force=True)
+            return
+        ns, x, received = self.state
+        age = time.monotonic() - received
+        if age > self.p.stale_timeout:
+            self.stale_steps += 1
+            tau = self.controller.hold(x[:7], np.zeros(7))  # gravity at the last known pose, no stale damping
+            self._publish_command(tau)
+            self._diagnose(m.ERROR, f"stale joint states ({age * 1e3:.0f} ms old): safe hold", force=True)
+            return
+        self._control(ns, x)
+
+    def _control(self, ns: int, x: np.ndarray) -> None:
+        x_ref = self.refs.at(ns)
+        if x_ref is None:
+            self._publish_command(self.controller.hold(x[:7], x[7:]))
+            self._diagnose(m.WARN, "no reference for this state: safe hold", force=True)
+            return
+        if self.episode_stamp is None or ns < self.episode_stamp:
+            self.controller.reset(x, x_ref)  # a new episode (or a restarted simulator)
+        self.episode_stamp = ns
+        out = self.controller(x, x_ref)
+        self._publish_command(out.tau)
+        self.steps += 1
+        if np.all(np.isfinite(out.prediction)):
+            self.pub_pred.publish(m.trajectory_msg(m.time_msg(ns * 1e-9), out.prediction, self.cfg.dt))
+        level = m.OK if out.source == SOLVED else m.WARN
+        values = {"solve_ms": f"{out.solve_ms:.3f}", "step_ms": f"{out.wall_ms:.3f}", "status": out.status, "source": out.source}
+        self._diagnose(level, out.source, force=out.source != SOLVED, extra=values)
+
+    def _publish_command(self, tau: np.ndarray) -> None:
+        tau = np.asarray(tau, dtype=float)
+        if tau.shape != (7,) or not np.all(np.isfinite(tau)):  # never send NaN: the controller guarantees it, check anyway
+            self.get_logger().error(f"controller returned an invalid torque {tau}; sending none")
+            return
+        self.pub_cmd.publish(m.float64_array(np.clip(tau, -self.limits, self.limits), ("joints",)))
+
+    def _diagnose(self, level: int, message: str, force: bool = False, extra: dict[str, object] | None = None) -> None:
+        if not force and self.steps % self.p.diagnostics_every:
+            return
+        st = self.controller.stats
+        values = {
+            **(extra or {}), "steps": self.steps, "failures": st.failures, "fallbacks": st.fallbacks,
+            "shifted_plan": st.shifted_plan, "gravity_hold": st.gravity_hold, "stale_holds": self.stale_steps,
+            "model": self.p.model, "model_version": self.model_version,
+        }
+        self.pub_diag.publish(m.diagnostic_array(self.get_clock().now().to_msg(), "mpc_controller", level, message, values))
+
+    # ----------------------------------------------------------------- reload
+    def _compatible(self, spec: str, model: DynamicsModel) -> None:
+        """Raises unless ``model`` generates the same solver code as the running one."""
+        old = self.solver.model
+        same = type(model) is type(old) and model.n_params == old.n_params
+        cfg_old, cfg_new = getattr(old, "cfg", None), getattr(model, "cfg", None)
+        if cfg_old is not None:  # learned: the architecture fixes the code, the weights are parameters
+            same = same and cfg_old.to_dict() == cfg_new.to_dict()
+        elif old.n_params == 0:  # rigid body: the numbers are in the code; only the same spec reloads
+            same = same and spec == self.p.model
+        if not same:
+            raise WhatmattersError(f"model '{spec}' needs another compiled solver than the running one; restart the node to use it")
+
+    def _load(self, spec: str, done: Future) -> None:
+        """Worker thread: resolves and checks the model, hands it to the executor."""
+        try:
+            model = self._resolve(spec)
+            self._compatible(spec, model)
+            done.set_result((model, model.parameter_values()))
+        except WhatmattersError as exc:
+            done.set_result(exc)
+
+    async def _reload(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        spec = str(self.get_parameter("model").value)
+        start = time.perf_counter()
+        done = Future()
+        threading.Thread(target=self._load, args=(spec, done), name="reload_model", daemon=True).start()
+        result = await done  # the executor keeps serving control steps meanwhile
+        if isinstance(result, Exception):
+            response.success, response.message = False, str(result)
+            self.get_logger().error(f"reload_model refused: {result}")
+            return response
+        model, values = result
+        self.solver.set_parameters(values)  # between two control steps: this runs in the executor thread
+        self.solver.model = model
+        if self.controller.tracker is not None:
+            self.controller.tracker.encoder = model.context_tracker().encoder  # the history window is kept
+        self.model_version += 1
+        ms = 1e3 * (time.perf_counter() - start)
+        response.success, response.message = True, f"model '{spec}' loaded as version {self.model_version} in {ms:.0f} ms"
+        self.get_logger().info(response.message)
+        self._diagnose(m.OK, "model reloaded", force=True)
+        return response
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console script ``mpc_controller``."""
+    exit_with(run_node(MpcControllerNode, args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,342 @@
+"""``sensitivity_logger``: records the graph into rosbag2 MCAP bags and computes S_hat online.
+
+Recording (:class:`whatmatters.data.bags.EpisodeBagWriter`, ``rosbags``): the
+core's topics (``/joint_states``, ``/effort_controller/commands``,
+``/reference``, ``/payload``) plus ``/mpc/prediction``, ``/mpc/sensitivity``
+and ``/diagnostics``, as received (CDR), so :func:`whatmatters.data.bags.read_episode`
+reads the bags. Stamped messages are logged at their header stamp; a command
+(no header) at the stamp of the joint state it answers (lock-step) or at
+reception (real time). A new bag starts with each episode (joint-state stamps
+going backwards) and when the current one passes ``max_bag_mb``. Bags are
+closed on shutdown (SIGINT/SIGTERM); after a SIGKILL the complete chunks of
+the last bag are recovered by :func:`whatmatters_ros.recover.recover_bag`.
+
+Sensitivities (:class:`whatmatters.sensitivity.SensitivityComputer`): for a
+control step, S_hat (N, 14) from the inputs the MPC used (the joint state, the
+reference of the same stamp and, for a learned model, the context from the
+same history), published on ``/mpc/sensitivity`` (Float64MultiArray, layout
+``horizon`` x ``state``) and recorded at the step's stamp. Steps are offered
+every ``decimation`` steps to one worker thread; a step arriving while the
+worker is busy is skipped and counted (a sample takes ~25 ms with the nominal
+model), and the achieved rate is reported on ``/diagnostics``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.serialization import serialize_message
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory
+
+from whatmatters.data.bags import TYPESTORE, TOPIC_TYPES, EpisodeBagWriter
+from whatmatters.dynamics.registry import resolve_model
+from whatmatters.mpc.config import MpcConfig
+from whatmatters.robot.params import load_panda_params
+from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig, SensitivityError
+from whatmatters_ros import messages as m
+from whatmatters_ros.params import NodeParams, declare_parameters, param
+from whatmatters_ros.runtime import exit_with, run_node
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EXTRA_TOPICS", "LoggerParams", "SensitivityLoggerNode", "main"]
+
+EXTRA_TOPICS = {
+    m.PREDICTION: "trajectory_msgs/msg/JointTrajectory",
+    m.SENSITIVITY: "std_msgs/msg/Float64MultiArray",
+    m.DIAGNOSTICS: "diagnostic_msgs/msg/DiagnosticArray",
+}
+
+ALL_TOPICS = {**TOPIC_TYPES, **EXTRA_TOPICS}
+
+
+def cdr(msg: Any, msgtype: str) -> bytes:
+    """CDR bytes of an rclpy message, as rosbags reads them.
+
+    rclpy's serializer can append padding past the message (16 bytes after a
+    JointTrajectory); rosbags rejects more than 3 trailing bytes, so the
+    bytes are cut where the message ends (measured by rosbags' own decoder).
+    """
+    raw = serialize_message(msg)
+    msgdef = TYPESTORE.get_msgdef(msgtype)
+    decode = msgdef.deserialize_cdr_le if raw[1] else msgdef.deserialize_cdr_be
+    _, end = decode(raw[4:], 0, msgdef.cls, TYPESTORE)
+    return raw[: 4 + end]
+
+
+@dataclass(frozen=True)
+class LoggerParams(NodeParams):
+    """Parameters of ``sensitivity_logger`` (``config/sensitivity_logger.yaml``)."""
+
+    node_name: ClassVar[str] = "sensitivity_logger"
+
+    bag_dir: str = param("runs/ros/bags", "folder of the bags (relative to the working directory)")
+    bag_prefix: str = param("episode", "bag folder names: <prefix>_<index>")
+    max_bag_mb: float = param(1024.0, "start a new bag past this size, MB (0: no limit)", lo=0.0)
+    model: str = param("nominal", "model of the MPC whose sensitivities are computed (nominal, base, checkpoint path)")
+    sensitivity: bool = param(True, "compute S_hat online")
+    decimation: int = param(1, "offer every this many control steps to the sensitivity worker", lo=1, hi=100000)
+    lockstep: bool = param(False, "stamp commands with the joint state they answer (lock-step graphs)")
+    report_period: float = param(1.0, "period of the /diagnostics report, s", lo=0.05, hi=600.0)
+
+
+class SensitivityLoggerNode(Node):
+    """The logger node; see the module docstring."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("sensitivity_logger", **kwargs)
+        self.p = declare_parameters(self, LoggerParams)
+        self.mpc = MpcConfig.from_yaml()
+        self.bag_lock = threading.Lock()
+        self.bag: EpisodeBagWriter | None = None
+        self.bags: list[Path] = []
+        self.payload: Any = None
+        self.last_state_ns: int | None = None
+        self.refs = m.ReferenceBuffer(self.mpc.dt)
+        self._new_episode()
+        self.counts = {"offered": 0, "skipped": 0, "samples": 0, "failed": 0, "messages": 0}
+        self.first_ns: int | None = None
+        self.computer: SensitivityComputer | None = None
+        self.tracker: Any = None
+        self.jobs: queue.Queue[tuple[int, np.ndarray, np.ndarray, np.ndarray] | None] = queue.Queue(maxsize=1)
+        self.busy = threading.Event()
+        self.worker: threading.Thread | None = None
+        if self.p.sensitivity:
+            model = resolve_model(self.p.model)
+            self.computer = SensitivityComputer(model, self.mpc, load_panda_params().torque_limits, SensitivityConfig.from_yaml())
+            tracker = model.context_tracker()
+            self.tracker = tracker
+            self.worker = threading.Thread(target=self._work, name="sensitivity", daemon=True)
+            self.worker.start()
+        self.pub_sens = self.create_publisher(Float64MultiArray, m.SENSITIVITY, m.RELIABLE)
+        self.pub_diag = self.create_publisher(m.DiagnosticArray, m.DIAGNOSTICS, 100)
+        # /joint_states first: with both ready, the executor takes a state before the command answering it
+        self.create_subscription(JointState, m.JOINT_STATES, self._on_state, m.RELIABLE)
+        self.create_subscription(Float64MultiArray, m.COMMANDS, self._on_command, m.RELIABLE)
+        self.create_subscription(JointTrajectory, m.REFERENCE, self._on_reference, m.RELIABLE)
+        self.create_subscription(m.Inertia, m.PAYLOAD, self._on_payload, m.LATCHED)
+        self.create_subscription(JointTrajectory, m.PREDICTION, lambda msg: self._record(m.PREDICTION, msg), m.RELIABLE)
+        self.create_subscription(m.DiagnosticArray, m.DIAGNOSTICS, self._on_diagnostics, 100)
+        self.create_timer(self.p.report_period, self._report)
+        self.get_logger().info(f"recording into {Path(self.p.bag_dir).resolve()}; sensitivities: {self.p.model if self.p.sensitivity else 'off'}")
+
+    # -------------------------------------------------------------- recording
+    def _open_bag(self) -> None:
+        folder = Path(self.p.bag_dir)
+        index = len(self.bags)
+        while (path := folder / f"{self.p.bag_prefix}_{index:04d}").exists():
+            index += 1
+        self.bag = EpisodeBagWriter(path, EXTRA_TOPICS)
+        self.bags.append(path)
+        self.get_logger().info(f"recording {path}")
+        if self.payload is not None:
+            self.bag.write_raw(m.PAYLOAD, 0.0, cdr(self.payload, ALL_TOPICS[m.PAYLOAD]))
+
+    def _close_bag(self) -> None:
+        if self.bag is not None:
+            self.bag.close()
+            log.info("closed %s", self.bags[-1])  # also at shutdown, when the ROS logger is gone
+            self.bag = None
+
+    def _record(self, topic: str, msg: Any, t: float | None = None) -> None:
+        if t is None:
+            header = getattr(msg, "header", None)
+            t = m.stamp_seconds(header.stamp) if header is not None else self.get_clock().now().nanoseconds * 1e-9
+        with self.bag_lock:
+            if self.bag is None:
+                self._open_bag()
+            self.bag.write_raw(topic, t, cdr(msg, ALL_TOPICS[topic]))  # type: ignore[union-attr]
+            self.counts["messages"] += 1
+
+    def _roll_if_large(self) -> None:
+        if self.p.max_bag_mb <= 0 or self.bag is None:
+            return
+        size = sum(f.stat().st_size for f in self.bags[-1].glob("*.mcap"))
+        if size > self.p.max_bag_mb * 1e6:
+            with self.bag_lock:
+                self._close_bag()
+                self._open_bag()
+
+    # ----------------------------------------------------------------- inputs
+    def _new_episode(self) -> None:
+        """Per-episode step bookkeeping: step index -> stamp, state, command."""
+        self.n_states = 0
+        self.stamps: dict[int, int] = {}
+        self.xs: dict[int, np.ndarray | None] = {}
+        self.index_of: dict[int, int] = {}  # stamp ns -> step index
+        self.taus: dict[int, np.ndarray] = {}
+        self.n_commands = 0
+        self.pending_commands: list[Float64MultiArray] = []
+        self.tracked = 0  # the context tracker has seen the transitions up to this step
+        self.waiting: tuple[int, np.ndarray] | None = None  # a sample waiting for the tracker
+
+    def _on_state(self, msg: JointState) -> None:
+        ns = m.stamp_ns(msg.header.stamp)
+        if self.last_state_ns is not None and ns < self.last_state_ns:
+            with self.bag_lock:  # a new episode: a new bag
+                self._close_bag()
+            self._new_episode()
+        self.first_ns = ns if self.first_ns is None or ns < self.first_ns else self.first_ns
+        self.last_state_ns = ns
+        self._record(m.JOINT_STATES, msg)
+        k = self.n_states
+        self.n_states += 1
+        x = m.joint_state_to_x(msg)
+        self.stamps[k], self.xs[k], self.index_of[ns] = ns, x, k
+        for old in [i for i in self.stamps if i < k - 100]:
+            self.index_of.pop(self.stamps.pop(old), None)
+            self.xs.pop(old, None)
+            self.taus.pop(old, None)
+        if k == 0 and self.tracker is not None and x is not None:
+            self.tracker.reset(x)
+        while self.pending_commands and self.n_commands < self.n_states:
+            self._assign_command(self.pending_commands.pop(0))
+        self._advance()
+        ref = self.refs.exact(ns) if self.p.lockstep else self.refs.at(ns)
+        if ref is not None and x is not None:
+            self._offer(k, ref)
+
+    def _on_reference(self, msg: JointTrajectory) -> None:
+        self._record(m.REFERENCE, msg)
+        x_ref = m.trajectory_to_array(msg)
+        if x_ref.shape != (self.mpc.horizon + 1, 14):
+            return
+        ns = m.stamp_ns(msg.header.stamp)
+        self.refs.add(ns, x_ref)
+        k = self.index_of.get(ns)
+        if self.p.lockstep and k is not None and self.xs.get(k) is not None:
+            self._offer(k, x_ref)
+
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        if not self.p.lockstep:  # real time: stamped at reception, for the latest state
+            self._record(m.COMMANDS, msg, self.get_clock().now().nanoseconds * 1e-9)
+            if self.n_states and len(msg.data) == 7:
+                self.taus[self.n_states - 1] = np.asarray(msg.data, dtype=float)
+                self._advance()
+        elif self.n_commands < self.n_states:
+            self._assign_command(msg)
+        else:  # its state is still in the queue: the k-th command answers the k-th state
+            self.pending_commands.append(msg)
+
+    def _assign_command(self, msg: Float64MultiArray) -> None:
+        k = self.n_commands
+        self.n_commands += 1
+        if k in self.stamps:
+            self._record(m.COMMANDS, msg, self.stamps[k] * 1e-9)
+        if len(msg.data) == 7:
+            self.taus[k] = np.asarray(msg.data, dtype=float)
+        self._advance()
+
+    def _advance(self) -> None:
+        """Feeds the context tracker every complete transition, then a sample that waited for it."""
+        if self.tracker is not None:
+            while self.tracked + 1 < self.n_states and self.tracked in self.taus:
+                x_prev, x = self.xs.get(self.tracked), self.xs.get(self.tracked + 1)
+                if x_prev is not None and x is not None:
+                    self.tracker.observe(x, self.taus[self.tracked], x_prev)
+                self.tracked += 1
+        if self.waiting is not None and (self.tracker is None or self.tracked >= self.waiting[0]):
+            k, ref = self.waiting
+            self.waiting = None
+            self._submit(k, ref)
+
+    def _on_payload(self, msg: Any) -> None:
+        self.payload = msg
+        self._record(m.PAYLOAD, msg, (self.last_state_ns or 0) * 1e-9)
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        if not any(s.name == "sensitivity_logger" for s in msg.status):  # our own are recorded when sent
+            self._record(m.DIAGNOSTICS, msg)
+
+    # ---------------------------------------------------------- sensitivities
+    def _offer(self, k: int, x_ref: np.ndarray) -> None:
+        if self.computer is None or k % self.p.decimation:
+            return
+        self.counts["offered"] += 1
+        if self.tracker is not None and self.tracked < k:
+            if self.waiting is not None:
+                self.counts["skipped"] += 1
+            self.waiting = (k, x_ref)  # the context needs the command of the previous step first
+            return
+        self._submit(k, x_ref)
+
+    def _submit(self, k: int, x_ref: np.ndarray) -> None:
+        x = self.xs.get(k)
+        if x is None or self.computer is None:
+            return
+        if self.busy.is_set() or self.jobs.full():
+            self.counts["skipped"] += 1
+            return
+        params = self.computer.model.parameter_values()
+        if self.tracker is not None:
+            start, z = self.tracker.context()
+            params[start : start + len(z)] = z
+        self.busy.set()
+        self.jobs.put_nowait((self.stamps[k], x, x_ref, params))
+
+    def _work(self) -> None:
+        warm: tuple[np.ndarray, np.ndarray] | None = None
+        while (job := self.jobs.get()) is not None:
+            ns, x, x_ref, params = job
+            try:
+                init = (None, None) if warm is None else (np.vstack([warm[0][1:], warm[0][-1:]]), np.vstack([warm[1][1:], warm[1][-1:]]))
+                s = self.computer.compute(x, x_ref, params, *init)  # type: ignore[union-attr]
+                warm = (s.x, s.u)
+                msg = m.float64_array(s.s_hat, ("horizon", "state"))
+                self.pub_sens.publish(msg)
+                self._record(m.SENSITIVITY, msg, ns * 1e-9)
+                self.counts["samples"] += 1
+            except (SensitivityError, np.linalg.LinAlgError) as exc:
+                warm = None
+                self.counts["failed"] += 1
+                self.get_logger().warning(f"sensitivity at t = {ns * 1e-9:.3f} s failed: {exc}", throttle_duration_sec=1.0)
+            finally:
+                self.busy.clear()
+
+    # -------------------------------------------------------------- reporting
+    def rate_hz(self) -> float:
+        """Sensitivity samples per second of recorded (joint-state) time."""
+        if self.first_ns is None or self.last_state_ns is None or self.last_state_ns <= self.first_ns:
+            return 0.0
+        return self.counts["samples"] / ((self.last_state_ns - self.first_ns) * 1e-9)
+
+    def _report(self) -> None:
+        self._roll_if_large()
+        values = {**self.counts, "rate_hz": f"{self.rate_hz():.2f}", "bag": str(self.bags[-1]) if self.bags else ""}
+        msg = m.diagnostic_array(self.get_clock().now().to_msg(), "sensitivity_logger", m.OK, "recording", values)
+        self.pub_diag.publish(msg)
+        if self.bag is not None:
+            self._record(m.DIAGNOSTICS, msg)
+
+    def close(self) -> None:
+        """Stops the worker and closes the bag (called once at shutdown)."""
+        if self.worker is not None:
+            try:
+                while True:
+                    self.jobs.get_nowait()
+            except queue.Empty:
+                pass
+            self.jobs.put(None)
+            self.worker.join(timeout=5.0)
+        with self.bag_lock:
+            self._close_bag()
+        log.info("sensitivities: %s, %.2f Hz of recorded time", self.counts, self.rate_hz())
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console script ``sensitivity_logger``."""
+    exit_with(run_node(SensitivityLoggerNode, args))
+
+
+if __name__ == "__main__":
+    main()
