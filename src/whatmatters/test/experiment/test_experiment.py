@@ -72,6 +72,19 @@ def test_a_finished_sweep_is_not_recomputed_and_a_damaged_run_is(sweep, capsys):
     assert out["computed"] == 1 and out["runs"] == 12
 
 
+def test_report_only_labels_a_partial_sweep(sweep, capsys):
+    root, args = sweep
+    (root / "out" / "runs" / "ones_p1_s0" / "result.json").unlink()
+    capsys.readouterr()
+    assert main([*args, "--report-only"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["computed"] == 0 and out["runs"] == 11
+    md = (root / "docs" / "results.md").read_text()
+    assert "Partial sweep: 11 of 12 runs finished" in md
+    fig = json.loads((root / "docs" / "results" / "fig2.json").read_text())
+    assert "1" not in fig["final"]["ones"] and fig["final"]["ones"]["4"]["runs"] == 1
+
+
 def test_best5_takes_the_five_lowest_evaluations():
     def run(w, js):
         return {"weighting": w, "p": 1, "seed": 0, "epochs": [{"j_track_mean": j, "train_loss": 0.0} for j in js]}

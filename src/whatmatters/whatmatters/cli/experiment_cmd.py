@@ -11,7 +11,8 @@ from typing import Any
 
 from whatmatters.experiment.config import load_experiment_config
 from whatmatters.experiment.report import write_report
-from whatmatters.experiment.sweep import run_sweep
+from whatmatters.errors import ConfigError
+from whatmatters.experiment.sweep import finished_runs, run_sweep
 from whatmatters.io import atomic_write_text
 
 
@@ -21,9 +22,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--config", default=None, help="experiment YAML (default config/experiment.yaml)")
     p.add_argument("--quick", action="store_true", help="the reduced sweep of the YAML's quick: section (~10 min)")
     p.add_argument("--out", default=None, help="output folder, reused to resume (default runs/experiment[_quick])")
+    p.add_argument("--data", default=None, help="data folder (default <out>/data; share one between sweeps with the same data settings)")
     p.add_argument("--docs", default=None, help="also write fig2.json, fig2.png, results.md under this docs folder "
                    "(results/, figures/; default: docs for the full sweep, none for --quick)")
     p.add_argument("--eval-set", choices=("eval", "validation"), default=None, help="override the evaluation set (validation: for choosing settings)")
+    p.add_argument("--report-only", action="store_true", help="write the report from the runs finished so far (computes nothing)")
     p.add_argument("--workers", type=int, default=0, help="worker processes (0: config, then one per CPU)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run_experiment)
@@ -32,11 +35,13 @@ def add_parser(sub: Any) -> None:
 def _command(args: argparse.Namespace) -> str:
     """The command line that reproduces this sweep (printed into results.md)."""
     parts = ["whatmatters", "experiment"]
-    for flag, value in (("--config", args.config), ("--out", args.out), ("--docs", args.docs), ("--eval-set", args.eval_set)):
+    for flag, value in (("--config", args.config), ("--out", args.out), ("--data", args.data), ("--docs", args.docs), ("--eval-set", args.eval_set)):
         if value:
             parts += [flag, shlex.quote(str(value))]
     if args.quick:
         parts.append("--quick")
+    if args.report_only:
+        parts.append("--report-only")
     return " ".join(parts)
 
 
@@ -49,11 +54,20 @@ def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
         cfg = replace(cfg, eval_set=args.eval_set)
     out = Path(args.out or ("runs/experiment_quick" if args.quick else "runs/experiment"))
     sitting = time.perf_counter()
-    res = run_sweep(cfg, out, args.workers or None)
     timing_path = out / "timing.json"
-    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {"sittings": []}
-    timing["sittings"].append({"wall_s": res.wall_s, "computed_runs": res.computed, "ended": time.strftime("%Y-%m-%d %H:%M:%S")})
-    atomic_write_text(json.dumps(timing, indent=1), timing_path)
+    if args.report_only:
+        try:
+            res = finished_runs(cfg, out)
+        except FileNotFoundError as exc:
+            raise ConfigError(str(exc)) from exc
+        timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {"sittings": []}
+    else:
+        res = run_sweep(cfg, out, args.workers or None, data=args.data)
+        timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {"sittings": []}
+        timing["sittings"].append({"wall_s": res.wall_s, "computed_runs": res.computed, "ended": time.strftime("%Y-%m-%d %H:%M:%S")})
+        atomic_write_text(json.dumps(timing, indent=1), timing_path)
+    if not res.results:
+        raise ConfigError(f"no finished run in {out} yet")
     total_s = sum(s["wall_s"] for s in timing["sittings"])
     windows = sorted({r["windows"] for r in res.results})
     meta = {

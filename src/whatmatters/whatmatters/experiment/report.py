@@ -36,15 +36,14 @@ def _all(run: dict[str, Any]) -> list[float]:
 def fig2_data(results: list[dict[str, Any]], weightings: list[str], rollouts: list[int], best: int = 5) -> dict[str, Any]:
     """The ``fig2.json`` mapping (see module docstring).
 
-    Raises:
-        ValueError: If a p has no finished ``stand`` run to normalise by.
+    A p without a finished ``stand`` run (a partial sweep) has no entries.
     """
     final: dict[str, dict[str, Any]] = {w: {} for w in weightings}
     best5: dict[str, dict[str, Any]] = {w: {} for w in weightings}
     for p in rollouts:
         by_w = {w: [r for r in results if r["weighting"] == w and r["p"] == p] for w in weightings}
         if not by_w["stand"]:
-            raise ValueError(f"no finished 'stand' run at p={p} to normalise by")
+            continue
         stand_final = float(np.mean([_final(r) for r in by_w["stand"]]))
         stand_best = float(np.mean(sorted(v for r in by_w["stand"] for v in _all(r))[:best]))
         for w, runs in by_w.items():
@@ -124,6 +123,11 @@ def results_markdown(fig: dict[str, Any], meta: dict[str, Any], weightings: list
         "",
         f"Produced by `{meta['command']}` (written by the command itself; do not edit).",
         "",
+        *(
+            [f"**Partial sweep: {meta['runs_done']} of {meta['runs_total']} runs finished.** The sweep resumes where it stopped with the same command without `--report-only`.", ""]
+            if meta["runs_done"] < meta["runs_total"]
+            else []
+        ),
         f"- Machine: {meta['machine']}",
         f"- Wall time of the sweep: {meta['wall_h']:.2f} h in total over its sittings (this sitting {meta['sitting_s'] / 3600:.2f} h); runs finished: {meta['runs_done']} of {meta['runs_total']}",
         f"- Data: {cfg['data_envs']} training environments x {cfg['data_seconds']} s with the base model ({meta['windows']}), S_hat for every step",

@@ -44,7 +44,7 @@ from whatmatters.train.finetune import finetune
 from whatmatters.train.weighting import RolloutWindows, make_windows, weights
 from whatmatters.trajectory.fourier import FourierConfig
 
-__all__ = ["SweepResult", "run_id", "run_sweep"]
+__all__ = ["SweepResult", "finished_runs", "run_id", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,8 @@ def _base_path(cfg: ExperimentConfig) -> str:
     return str(base_checkpoint()) if cfg.base == "base" else cfg.base
 
 
-def prepare_data(cfg: ExperimentConfig, out: Path, workers: int, progress: bool) -> Path:
-    """Collects the base model's episodes and their sensitivities (skipping finished bags)."""
-    data = out / "data"
+def prepare_data(cfg: ExperimentConfig, data: Path, workers: int, progress: bool) -> Path:
+    """Collects the base model's episodes and their sensitivities into ``data`` (skipping finished bags)."""
     seeds = environment_seeds("train")[: cfg.data_envs]
     collect(cfg.base, seeds, data, replace(CollectConfig.from_yaml(), seconds=cfg.data_seconds), workers, progress)
     compute_bag_dir(data, cfg.base, workers, progress=progress, skip_existing=True)
@@ -173,7 +172,23 @@ def _load_done(out: Path, cfg: ExperimentConfig) -> dict[tuple[str, int, int], d
     return done
 
 
-def run_sweep(cfg: ExperimentConfig, out: str | Path, workers: int | None = None, progress: bool = True) -> SweepResult:
+def finished_runs(cfg: ExperimentConfig, out: str | Path) -> SweepResult:
+    """The runs already finished in ``out`` (nothing is computed), for a report of a partial sweep.
+
+    Raises:
+        FileNotFoundError: If the sweep has no base evaluation yet.
+    """
+    out = Path(out)
+    path = out / "base_eval.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: the sweep in {out} has not started")
+    done = _load_done(out, cfg)
+    return SweepResult([done[r] for r in cfg.runs() if r in done], json.loads(path.read_text()), 0, 0.0)
+
+
+def run_sweep(
+    cfg: ExperimentConfig, out: str | Path, workers: int | None = None, progress: bool = True, data: str | Path | None = None
+) -> SweepResult:
     """Runs (or continues) the whole sweep.
 
     Args:
@@ -181,6 +196,8 @@ def run_sweep(cfg: ExperimentConfig, out: str | Path, workers: int | None = None
         out: Output folder (reused to resume).
         workers: Worker processes (default ``cfg.workers``, 0: one per CPU).
         progress: Progress bar with the estimated time left on stderr.
+        data: Data folder (default ``<out>/data``); another sweep's data
+            folder can be shared when the data settings are the same.
     """
     start = time.perf_counter()
     out = Path(out)
@@ -188,7 +205,7 @@ def run_sweep(cfg: ExperimentConfig, out: str | Path, workers: int | None = None
     atomic_write_text(json.dumps(cfg.to_dict(), indent=1), out / "experiment.json")
     workers = workers or cfg.workers or os.cpu_count() or 1
     base = _base_path(cfg)
-    data = prepare_data(cfg, out, workers, progress)
+    data = prepare_data(cfg, Path(data) if data else out / "data", workers, progress)
     base_eval_path = out / "base_eval.json"
     if base_eval_path.is_file():
         base_eval = json.loads(base_eval_path.read_text())
