@@ -53,3 +53,30 @@ def nominal_solver(nominal, params, mpc_config):
     from whatmatters.mpc.solver import AcadosMpcSolver
 
     return AcadosMpcSolver(nominal, mpc_config, params.torque_limits)
+
+
+def known_model_episodes(params: PandaParams, seed: int, episodes: int, steps: int) -> list:
+    """Episodes of a known model (2 kg payload, armature 0.1, damping 1.0) under PD-like random torques.
+
+    Returns:
+        ``EpisodeRecord`` list (no bags behind them), each with ``steps`` transitions at 50 Hz.
+    """
+    from pathlib import Path
+
+    from whatmatters.data.bags import EpisodeRecord
+    from whatmatters.dynamics.nominal import exact_model
+    from whatmatters.robot.payload import Payload
+
+    rng = np.random.default_rng(seed)
+    truth = exact_model(Payload(2.0, (0.05, 0.0, 0.1)), 0.1, 1.0, params)
+    out = []
+    for e in range(episodes):
+        x = np.zeros((steps + 1, 14))
+        x[0, :7] = np.array([0.0, -0.4, 0.0, -2.4, 0.0, 2.2, -0.785]) + rng.uniform(-0.2, 0.2, 7)
+        tau = np.empty((steps, 7))
+        for t in range(steps):
+            g = truth.gravity(torch.tensor(x[t : t + 1, :7])).numpy()[0]
+            tau[t] = g - 5.0 * x[t, 7:] + rng.normal(0, 2.0, 7)
+            x[t + 1] = truth.rk4_step(torch.tensor(x[t : t + 1]), torch.tensor(tau[t : t + 1]), 0.02).numpy()[0]
+        out.append(EpisodeRecord(Path(f"ep{e}"), 0.02 * np.arange(steps + 1), x, tau, np.zeros((steps + 1, 14))))
+    return out

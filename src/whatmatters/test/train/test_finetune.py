@@ -13,37 +13,20 @@ from whatmatters.dynamics.learned import LearnedDynamics
 from whatmatters.dynamics.nominal import exact_model
 from whatmatters.dynamics.registry import base_checkpoint
 from whatmatters.robot.payload import Payload
-from whatmatters.train.finetune import FinetuneConfig, finetune, rollout_loss
+from whatmatters.train.finetune import FinetuneConfig, finetune, rollout_loss, tensors
 from whatmatters.train.weighting import make_windows, weights
+
+from ..conftest import known_model_episodes
 
 
 @pytest.fixture(scope="module")
 def windows(nominal, params):
     """4-step windows of a known model (2 kg payload, armature, damping) under random torques."""
-    rng = np.random.default_rng(7)
-    truth = exact_model(Payload(2.0, (0.05, 0.0, 0.1)), 0.1, 1.0, params)
-    episodes = []
-    for e in range(2):
-        x = np.zeros((41, 14))
-        x[0, :7] = np.array([0.0, -0.4, 0.0, -2.4, 0.0, 2.2, -0.785]) + rng.uniform(-0.2, 0.2, 7)
-        tau = np.empty((40, 7))
-        for t in range(40):
-            g = truth.gravity(torch.tensor(x[t : t + 1, :7])).numpy()[0]
-            tau[t] = g - 5.0 * x[t, 7:] + rng.normal(0, 2.0, 7)
-            x[t + 1] = truth.rk4_step(torch.tensor(x[t : t + 1]), torch.tensor(tau[t : t + 1]), 0.02).numpy()[0]
-        episodes.append(EpisodeRecord(Path(f"ep{e}"), 0.02 * np.arange(41), x, tau, np.zeros((41, 14))))
-    return make_windows(transitions_from_episodes(episodes, nominal, 15), 4)
+    return make_windows(transitions_from_episodes(known_model_episodes(params, 7, 2, 40), nominal, 15), 4)
 
 
-def _batch(win, s, model=None):
-    f = torch.float64
-    return {
-        "x0": torch.as_tensor(win.x0, dtype=f),
-        "u": torch.as_tensor(win.u, dtype=f),
-        "x_true": torch.as_tensor(win.x_true, dtype=f),
-        "history": torch.as_tensor(win.history, dtype=f),
-        "s": torch.as_tensor(s, dtype=f),
-    }
+def _batch(win, s):
+    return tensors(win, s, torch.float64)
 
 
 def test_loss_is_zero_on_the_models_own_rollout_and_quadratic_in_s(windows):

@@ -15,23 +15,13 @@ from whatmatters.robot.payload import Payload
 from whatmatters.train import pretrain as pretrain_mod
 from whatmatters.train.pretrain import PretrainConfig, pretrain
 
+from ..conftest import known_model_episodes
+
 
 @pytest.fixture(scope="module")
 def data(nominal, params):
     """Transitions of a known model (payload, armature, damping) under random torques."""
-    rng = np.random.default_rng(5)
-    truth = exact_model(Payload(2.0, (0.05, 0.0, 0.1)), 0.1, 1.0, params)
-    episodes = []
-    for e in range(4):
-        x = np.zeros((81, 14))
-        x[0, :7] = np.array([0.0, -0.4, 0.0, -2.4, 0.0, 2.2, -0.785]) + rng.uniform(-0.2, 0.2, 7)
-        tau = np.empty((80, 7))
-        for t in range(80):
-            g = truth.gravity(torch.tensor(x[t : t + 1, :7])).numpy()[0]
-            tau[t] = g - 5.0 * x[t, 7:] + rng.normal(0, 2.0, 7)
-            x[t + 1] = truth.rk4_step(torch.tensor(x[t : t + 1]), torch.tensor(tau[t : t + 1]), 0.02).numpy()[0]
-        episodes.append(EpisodeRecord(Path(f"ep{e}"), 0.02 * np.arange(81), x, tau, np.zeros((81, 14))))
-    return transitions_from_episodes(episodes, nominal, 15)
+    return transitions_from_episodes(known_model_episodes(params, 5, 4, 80), nominal, 15)
 
 
 CFG = PretrainConfig(epochs=6, batch_size=64, lr=3e-3, seed=1, val_fraction=0.25)

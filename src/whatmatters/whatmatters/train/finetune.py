@@ -32,7 +32,7 @@ from whatmatters.errors import ConfigError
 from whatmatters.io import atomic_torch_save
 from whatmatters.train.weighting import OBJECTIVES, RolloutWindows
 
-__all__ = ["FinetuneConfig", "finetune", "rollout_loss"]
+__all__ = ["FinetuneConfig", "finetune", "rollout_loss", "tensors"]
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,9 @@ def rollout_loss(model: LearnedDynamics, batch: dict[str, torch.Tensor], dt: flo
     return ((s * (x_hat - batch["x_true"])) ** 2).sum(dim=(1, 2)).mean() / (x_hat.shape[1] * n_obj)
 
 
-def _tensors(win: RolloutWindows, s: np.ndarray) -> dict[str, torch.Tensor]:
-    f = torch.float32
+def tensors(win: RolloutWindows, s: np.ndarray, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """The windows and weights as the tensors :func:`rollout_loss` takes (keys x0, u, x_true, history, s)."""
+    f = dtype
     return {
         "x0": torch.as_tensor(win.x0, dtype=f),
         "u": torch.as_tensor(win.u, dtype=f),
@@ -133,7 +134,7 @@ def finetune(
             log.info("resuming %s after epoch %d", out_dir, len(history))
         else:
             log.warning("ignoring %s: it belongs to other settings", state_path)
-    data = _tensors(win, s)
+    data = tensors(win, s)
     per_sample = s.shape[0] > 1
     n = len(win)
     for epoch in range(len(history), cfg.epochs):
