@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from whatmatters.data.bags import EpisodeRecord
 from whatmatters.data.dataset import transitions_from_episodes
 from whatmatters.dynamics.learned import LearnedDynamics
-from whatmatters.dynamics.nominal import exact_model
 from whatmatters.dynamics.registry import base_checkpoint
-from whatmatters.robot.payload import Payload
 from whatmatters.train.finetune import FinetuneConfig, finetune, rollout_loss, tensors
 from whatmatters.train.weighting import make_windows, weights
 

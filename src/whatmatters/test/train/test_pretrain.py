@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from whatmatters.data.bags import EpisodeRecord
 from whatmatters.data.dataset import transitions_from_episodes
 from whatmatters.dynamics.learned import LearnedDynamics
-from whatmatters.dynamics.nominal import exact_model
-from whatmatters.robot.payload import Payload
 from whatmatters.train import pretrain as pretrain_mod
 from whatmatters.train.pretrain import PretrainConfig, pretrain
 
