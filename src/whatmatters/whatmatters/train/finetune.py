@@ -54,7 +54,7 @@ class FinetuneConfig(YamlConfig):
 
     epochs: int = 10
     batch_size: int = 512
-    lr: float = 1e-4
+    lr: float = 1e-3
     weight_decay: float = 0.0
     objective: str = "position"
     train_encoder: bool = True
