@@ -20,7 +20,8 @@ import logging
 import multiprocessing as mp
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import queue as queue_mod
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -90,11 +91,11 @@ def prepare_data(cfg: ExperimentConfig, data: Path, workers: int, progress: bool
 _STATE: dict[str, Any] = {}
 
 
-def _init_worker(cfg: ExperimentConfig, data: str, base: str) -> None:
+def _init_worker(cfg: ExperimentConfig, data: str, base: str, queue: Any = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     _STATE.clear()
-    _STATE.update(cfg=cfg, base=base, windows={})
+    _STATE.update(cfg=cfg, base=base, windows={}, queue=queue)
     base_model = LearnedDynamics.load(base)
     _STATE["data"] = load_transitions(data, base_model.nominal, base_model.cfg.window, sensitivities=True)
     evaluator = Evaluator(base, MpcConfig.from_yaml(), SimConfig.from_yaml(), FourierConfig.from_yaml())
@@ -131,9 +132,14 @@ def _run(weighting: str, p: int, seed: int, out: str) -> dict[str, Any]:
     s = weights(weighting, win, cfg.finetune.objective, np.asarray(mpc.q_weights + mpc.qd_weights))
     folder = Path(out) / "runs" / run_id(weighting, p, seed)
     start = time.perf_counter()
-    history = finetune(
-        _STATE["base"], win, s, folder, cfg.finetune, seed, _STATE["data"].dt, lambda m, e: _evaluate_model(m, f"{folder.name}@{e}")
-    )
+
+    def on_epoch(model: LearnedDynamics, epoch: int) -> dict[str, Any]:
+        res = _evaluate_model(model, f"{folder.name}@{epoch}")
+        if _STATE.get("queue") is not None:
+            _STATE["queue"].put((folder.name, epoch, res["j_track_mean"]))
+        return res
+
+    history = finetune(_STATE["base"], win, s, folder, cfg.finetune, seed, _STATE["data"].dt, on_epoch)
     result = {
         "weighting": weighting,
         "p": p,
@@ -151,6 +157,24 @@ def run_signature(cfg: ExperimentConfig) -> dict[str, Any]:
     """What a finished run depends on besides its (weighting, p, seed): a run with another one is recomputed."""
     d = cfg.to_dict()
     return {k: d[k] for k in ("base", "data_envs", "data_seconds", "eval_set", "eval_envs", "eval_seconds", "finetune")}
+
+
+class _ListQueue:
+    """In-process stand-in for the workers' progress queue: reports at once."""
+
+    def __init__(self, report: Any) -> None:
+        self.report = report
+
+    def put(self, msg: tuple[str, int, float]) -> None:
+        self.report(msg)
+
+
+def _drain(queue: Any, report: Any) -> None:
+    while True:
+        try:
+            report(queue.get_nowait())
+        except queue_mod.Empty:
+            return
 
 
 def _load_done(out: Path, cfg: ExperimentConfig) -> dict[tuple[str, int, int], dict[str, Any]]:
@@ -217,20 +241,37 @@ def run_sweep(
     done = _load_done(out, cfg)
     todo = [r for r in runs if r not in done]
     log.info("sweep %s: %d runs, %d done, %d to do", out, len(runs), len(done), len(todo))
-    bar = tqdm(total=len(runs), initial=len(done), desc="experiment", unit="run", disable=not progress)
+    # progress in epochs (each one a closed-loop evaluation), the unit the time estimate needs
+    epochs = cfg.finetune.epochs
+    bar = tqdm(total=len(runs) * epochs, initial=len(done) * epochs, desc="experiment", unit="epoch", disable=not progress)
+    finished = len(done)
+
+    def report(msg: tuple[str, int, float]) -> None:
+        bar.update()
+        bar.set_postfix_str(f"runs {finished}/{len(runs)}, {msg[0]} epoch {msg[1]}: J {msg[2]:.4g}")
+
     if todo:
         n_workers = max(1, min(workers, len(todo)))
         if n_workers == 1:
-            _init_worker(cfg, str(data), base)
+            queue: Any = _ListQueue(report)
+            _init_worker(cfg, str(data), base, queue)
             for key in todo:
                 done[key] = _run(*key, str(out))
-                bar.update()
+                finished += 1
         else:
-            with ProcessPoolExecutor(n_workers, mp.get_context("spawn"), _init_worker, (cfg, str(data), base)) as pool:
-                futures = {pool.submit(_run, *key, str(out)): key for key in todo}
-                for fut in as_completed(futures):
-                    done[futures[fut]] = fut.result()
-                    bar.update()
+            ctx = mp.get_context("spawn")
+            with ctx.Manager() as manager:
+                queue = manager.Queue()
+                with ProcessPoolExecutor(n_workers, ctx, _init_worker, (cfg, str(data), base, queue)) as pool:
+                    futures = {pool.submit(_run, *key, str(out)): key for key in todo}
+                    pending = set(futures)
+                    while pending:
+                        finished_now, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                        _drain(queue, report)
+                        for fut in finished_now:
+                            done[futures[fut]] = fut.result()
+                            finished += 1
+                    _drain(queue, report)
     bar.close()
     results = [done[r] for r in runs]
     return SweepResult(results, base_eval, len(todo), time.perf_counter() - start)
