@@ -118,6 +118,9 @@ def test_launch_files(launch_file: str, tmp_path: Path, monkeypatch: pytest.Monk
     if launch_file == "real.launch.py":
         assert all(kw["executable"] != "franka_sim" for kw in (n.kwargs for n in nodes))
         assert all(("/effort_controller/commands", ["/", "$(controller)", "/commands"]) in n.kwargs["remappings"] for n in nodes)
+        for node in nodes:  # libfranka adds gravity: the MPC must send, and the logger record, accordingly
+            if node.kwargs["executable"] in ("mpc_controller", "sensitivity_logger"):
+                assert any(isinstance(e, dict) and e.get("command_excludes_gravity") is True for e in node.kwargs["parameters"])
 
 
 def test_package_manifest_and_data_files() -> None:

@@ -6,7 +6,11 @@ core's topics (``/joint_states``, ``/effort_controller/commands``,
 and ``/diagnostics``, as received (CDR), so :func:`whatmatters.data.bags.read_episode`
 reads the bags. Stamped messages are logged at their header stamp; a command
 (no header) at the stamp of the joint state it answers (lock-step) or at
-reception (real time). A new bag starts with each episode (joint-state stamps
+reception (real time). With ``command_excludes_gravity`` (real robot: the
+MPC's command on the wire excludes gravity, which libfranka adds) the step's
+torque is taken from ``/mpc/torque`` (the MPC's clamped total torque) instead
+and recorded under ``/effort_controller/commands``: in every bag that topic
+holds the total joint torque of the step, the torque the core trains on. A new bag starts with each episode (joint-state stamps
 going backwards) and when the current one passes ``max_bag_mb``. Bags are
 closed on shutdown (SIGINT/SIGTERM); after a SIGKILL the complete chunks of
 the last bag are recovered by :func:`whatmatters_ros.recover.recover_bag`.
@@ -88,6 +92,7 @@ class LoggerParams(NodeParams):
     decimation: int = param(1, "offer every this many control steps to the sensitivity worker", lo=1, hi=100000)
     lockstep: bool = param(False, "stamp commands with the joint state they answer (lock-step graphs)")
     report_period: float = param(1.0, "period of the /diagnostics report, s", lo=0.05, hi=600.0)
+    command_excludes_gravity: bool = param(False, "real robot: record the MPC's total torque (/mpc/torque) as the step's command")
 
 
 class SensitivityLoggerNode(Node):
@@ -122,7 +127,8 @@ class SensitivityLoggerNode(Node):
         self.pub_diag = self.create_publisher(m.DiagnosticArray, m.DIAGNOSTICS, 100)
         # /joint_states first: with both ready, the executor takes a state before the command answering it
         self.create_subscription(JointState, m.JOINT_STATES, self._on_state, m.RELIABLE)
-        self.create_subscription(Float64MultiArray, m.COMMANDS, self._on_command, m.RELIABLE)
+        torque_topic = m.TORQUE if self.p.command_excludes_gravity else m.COMMANDS  # the total torque of each step
+        self.create_subscription(Float64MultiArray, torque_topic, self._on_command, m.RELIABLE)
         self.create_subscription(JointTrajectory, m.REFERENCE, self._on_reference, m.RELIABLE)
         self.create_subscription(m.Inertia, m.PAYLOAD, self._on_payload, m.LATCHED)
         self.create_subscription(JointTrajectory, m.PREDICTION, lambda msg: self._record(m.PREDICTION, msg), m.RELIABLE)
