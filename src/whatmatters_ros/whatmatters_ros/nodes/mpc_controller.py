@@ -99,6 +99,7 @@ class MpcControllerNode(Node):
         self.solver = AcadosMpcSolver(model, self.cfg, self.limits)
         self.controller = MpcController(self.solver, nominal_model(params))
         self.model_version = 1
+        self.model_spec = self.p.model  # the model loaded now (reload_model re-reads the parameter)
         self.state: tuple[int, np.ndarray, float] | None = None  # (stamp ns, x, wall time received)
         self.pending: tuple[int, np.ndarray, float] | None = None  # lock-step: state awaiting its reference
         self.refs = m.ReferenceBuffer(self.cfg.dt)
@@ -221,7 +222,7 @@ class MpcControllerNode(Node):
         values = {
             **(extra or {}), "steps": self.steps, "failures": st.failures, "fallbacks": st.fallbacks,
             "shifted_plan": st.shifted_plan, "gravity_hold": st.gravity_hold, "stale_holds": self.stale_steps,
-            "model": self.p.model, "model_version": self.model_version,
+            "model": self.model_spec, "model_version": self.model_version,
         }
         self.pub_diag.publish(m.diagnostic_array(self.get_clock().now().to_msg(), "mpc_controller", level, message, values))
 
@@ -234,7 +235,7 @@ class MpcControllerNode(Node):
         if cfg_old is not None:  # learned: the architecture fixes the code, the weights are parameters
             same = same and cfg_old.to_dict() == cfg_new.to_dict()
         elif old.n_params == 0:  # rigid body: the numbers are in the code; only the same spec reloads
-            same = same and spec == self.p.model
+            same = same and spec == self.model_spec
         if not same:
             raise WhatmattersError(f"model '{spec}' needs another compiled solver than the running one; restart the node to use it")
 
@@ -263,6 +264,7 @@ class MpcControllerNode(Node):
         if self.controller.tracker is not None:
             self.controller.tracker.encoder = model.context_tracker().encoder  # the history window is kept
         self.model_version += 1
+        self.model_spec = spec
         ms = 1e3 * (time.perf_counter() - start)
         response.success, response.message = True, f"model '{spec}' loaded as version {self.model_version} in {ms:.0f} ms"
         self.get_logger().info(response.message)
