@@ -76,7 +76,7 @@ def test_bag_has_all_topics_and_rates(lockstep_run: dict[str, Any]) -> None:
     expected = int(round(SECONDS / 0.02))
     assert s["expected_commands"] == expected
     assert s["commands"] >= 0.95 * expected and s["command_rate_hz"] >= 0.95 * 50.0
-    assert s["sensitivities"] > 0 and s["sensitivity_rate_hz"] > 0
+    assert s["sensitivities"] >= 0.95 * expected and s["sensitivity_rate_hz"] >= 0.95 * 50.0  # lock-step waits for the logger
     ep = read_episode(bag, (m.SENSITIVITY,))
     assert ep.x.shape == (expected + 1, 14) and ep.tau.shape == (expected, 7)
     assert np.all(np.isfinite(ep.tau)) and np.all(np.abs(ep.tau) <= np.array([87.0] * 4 + [12.0] * 3))

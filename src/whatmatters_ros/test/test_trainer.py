@@ -54,21 +54,27 @@ def test_trainer_trains_skips_damaged_bag_and_reloads_the_mpc(start_node: Any, t
     test_node.create_subscription(String, "/trainer/status", lambda msg: statuses.append(json.loads(msg.data)), 10)
     test_node.create_subscription(m.DiagnosticArray, m.DIAGNOSTICS, diags.append, 100)
     start_node("mpc_controller", {"lockstep": True, "use_sim_time": False, "model": "base"})
+    start_node("sensitivity_logger", {"lockstep": True, "use_sim_time": False, "model": "base", "bag_dir": str(tmp_path / "logged"),
+                                      "report_period": 0.2})
     ckpt = tmp_path / "out" / "model.pt"
     trainer = start_node("trainer", {"bag_dir": str(bags), "checkpoint": str(ckpt), "weighting": "ours", "rollout": 2,
                                      "epochs": 2, "min_bags": 3, "poll_period": 0.5, "max_rounds": 1, "service_timeout": 120.0})
 
-    def mpc_version() -> tuple[int, str]:
+    def reported(node: str) -> dict[str, str]:
         for d in reversed(diags):
             for st in d.status:
-                if st.name == "mpc_controller":
-                    kv = {k.key: k.value for k in st.values}
-                    return int(kv["model_version"]), kv["model"]
-        return 0, ""
+                if st.name == node:
+                    return {k.key: k.value for k in st.values}
+        return {}
+
+    def mpc_version() -> tuple[int, str]:
+        kv = reported("mpc_controller")
+        return (int(kv["model_version"]), kv["model"]) if kv else (0, "")
 
     assert test_node.spin_until(lambda: trainer.poll() is not None and mpc_version()[0] == 2, 300.0), (
         trainer.log_path.read_text()[-3000:])  # type: ignore[attr-defined]
     assert trainer.returncode == 0
+    assert test_node.spin_until(lambda: reported("sensitivity_logger").get("model_version") == "2", 120.0)  # the logger follows
     assert mpc_version() == (2, str(ckpt.resolve()))
     log = trainer.log_path.read_text()  # type: ignore[attr-defined]
     assert "episode_0001" in log and "skipped damaged bag" in log

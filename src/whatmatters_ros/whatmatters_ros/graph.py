@@ -87,7 +87,8 @@ class SimGraph:
         """Parameters set on top of the YAML files."""
         sim_time = {"use_sim_time": True} if self.lockstep else {}
         out = {
-            "franka_sim": {"lockstep": self.lockstep, "episode_seconds": self.seconds,
+            # lock-step: the simulator also waits for the logger, so every step gets its S_hat
+            "franka_sim": {"lockstep": self.lockstep, "episode_seconds": self.seconds, "wait_for_sensitivity": self.lockstep,
                            "wait_for_nodes": ",".join(NODES[1:]), "start_delay": 1.5},
             "reference_publisher": {"lockstep": self.lockstep, **sim_time},
             "mpc_controller": {"lockstep": self.lockstep, **sim_time},
