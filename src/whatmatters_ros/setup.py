@@ -33,6 +33,6 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [f"{n} = {PACKAGE}.nodes.{n}:main" for n in NODES]
-        + ["whatmatters_up = whatmatters_ros.up_cmd:main"],
+        + ["whatmatters_up = whatmatters_ros.up_cmd:main", "whatmatters_demo = whatmatters_ros.demo:main"],
     },
 )
