@@ -40,11 +40,11 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# The main job end to end through the ROS 2 graph (docs/ros.md, "make demo"): lock-step episodes with
+# the base model on training environments -> bags with S_hat -> trainer node (ours) -> reload_model on the
+# running MPC -> the evaluation environment again; prints before/after J_track, bags, checkpoint, figures.
 demo: $(STAMP)
-	$(VENV)/bin/whatmatters sim --env-seed 2000 --seconds 10
-	$(VENV)/bin/whatmatters episode --model nominal --env-seed 2000 --seconds 10
-	# the shipped pretrained learned model on the same environment (first use compiles its solver, ~2 min)
-	$(VENV)/bin/whatmatters episode --model base --env-seed 2000 --seconds 10
+	$(VENV)/bin/whatmatters_demo
 
 bench: $(STAMP)
 	$(VENV)/bin/whatmatters bench --json

@@ -8,14 +8,14 @@ from setuptools import find_packages, setup
 
 PACKAGE = "whatmatters_ros"
 HERE = Path(__file__).resolve().parent
-NODES = ("franka_sim", "reference_publisher", "mpc_controller", "sensitivity_logger")
+NODES = ("franka_sim", "reference_publisher", "mpc_controller", "sensitivity_logger", "trainer")
 # One parameter file per node, in the repository's config/ (the CLI reads the same files).
 CONFIG = [os.path.relpath(HERE.parent.parent / "config" / f"{n}.yaml", HERE) for n in NODES]
 
 setup(
     name=PACKAGE,
     version="0.1.0",
-    description="ROS 2 nodes of whatmatters: simulator, reference, MPC, sensitivity logger",
+    description="ROS 2 nodes of whatmatters: simulator, reference, MPC, sensitivity logger, trainer",
     license="Apache-2.0",
     packages=find_packages(exclude=["test", "test.*"]),
     package_data={PACKAGE: ["data/*.xml"]},
@@ -33,6 +33,6 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [f"{n} = {PACKAGE}.nodes.{n}:main" for n in NODES]
-        + ["whatmatters_up = whatmatters_ros.up_cmd:main"],
+        + ["whatmatters_up = whatmatters_ros.up_cmd:main", "whatmatters_demo = whatmatters_ros.demo:main"],
     },
 )

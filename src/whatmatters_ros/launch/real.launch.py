@@ -14,7 +14,9 @@ then, with the robot at rest at the reference's start pose:
 
 The MPC publishes std_msgs/Float64MultiArray on /<controller>/commands (remapped
 from /effort_controller/commands) and reads /joint_states (fr3_* or panda_*
-joint names). Real time only: no /clock, no lock-step. See docs/ros.md.
+joint names). libfranka adds gravity compensation to every torque command, so the
+MPC runs with command_excludes_gravity: the command is clip(tau) - g_nom(q), the total
+torque goes to /mpc/torque and the logger records that one. Real time only: no /clock, no lock-step. See docs/ros.md.
 """
 
 import os
@@ -50,10 +52,10 @@ def generate_launch_description():
         ),
         Node(
             package=PACKAGE, executable="mpc_controller", name="mpc_controller", output="screen",
-            parameters=[_config("mpc_controller"), {"lockstep": False, "model": model}], remappings=remaps,
+            parameters=[_config("mpc_controller"), {"lockstep": False, "model": model, "command_excludes_gravity": True}], remappings=remaps,
         ),
         Node(
             package=PACKAGE, executable="sensitivity_logger", name="sensitivity_logger", output="screen",
-            parameters=[_config("sensitivity_logger"), {"lockstep": False, "model": model}], remappings=remaps,
+            parameters=[_config("sensitivity_logger"), {"lockstep": False, "model": model, "command_excludes_gravity": True}], remappings=remaps,
         ),
     ])

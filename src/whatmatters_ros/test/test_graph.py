@@ -76,7 +76,7 @@ def test_bag_has_all_topics_and_rates(lockstep_run: dict[str, Any]) -> None:
     expected = int(round(SECONDS / 0.02))
     assert s["expected_commands"] == expected
     assert s["commands"] >= 0.95 * expected and s["command_rate_hz"] >= 0.95 * 50.0
-    assert s["sensitivities"] > 0 and s["sensitivity_rate_hz"] > 0
+    assert s["sensitivities"] >= 0.95 * expected and s["sensitivity_rate_hz"] >= 0.95 * 50.0  # lock-step waits for the logger
     ep = read_episode(bag, (m.SENSITIVITY,))
     assert ep.x.shape == (expected + 1, 14) and ep.tau.shape == (expected, 7)
     assert np.all(np.isfinite(ep.tau)) and np.all(np.abs(ep.tau) <= np.array([87.0] * 4 + [12.0] * 3))
@@ -216,3 +216,43 @@ def test_reload_model_swaps_weights_without_a_missed_cycle(start_node: Any, test
     assert "version 2" in future.result().message
     assert len(answers) == k  # every state answered exactly once
     assert not np.allclose(answers[19], answers[-1], atol=1e-6)  # same state and reference, new weights
+
+
+def test_real_robot_command_excludes_gravity_and_bag_keeps_total(start_node: Any, test_node: Any, tmp_path: Path) -> None:
+    """clip(tau) - g_nom(q) on the wire, the clamped total on /mpc/torque, the total in the bag."""
+    from whatmatters.control.hold import HoldController
+    from whatmatters.dynamics.nominal import nominal_model
+
+    limits = np.array([87.0] * 4 + [12.0] * 3)
+    flags = {"lockstep": True, "use_sim_time": False, "command_excludes_gravity": True}
+    start_node("mpc_controller", flags)
+    logger = start_node("sensitivity_logger", {**flags, "sensitivity": False, "bag_dir": str(tmp_path / "bags")})
+    cmds: list[np.ndarray] = []
+    totals: list[np.ndarray] = []
+    test_node.create_subscription(Float64MultiArray, m.COMMANDS, lambda msg: cmds.append(np.array(msg.data)), m.RELIABLE)
+    test_node.create_subscription(Float64MultiArray, m.TORQUE, lambda msg: totals.append(np.array(msg.data)), m.RELIABLE)
+    pub_js = test_node.create_publisher(JointState, m.JOINT_STATES, m.RELIABLE)
+    pub_ref = test_node.create_publisher(m.JointTrajectory, m.REFERENCE, m.RELIABLE)
+    assert test_node.spin_until(lambda: pub_js.get_subscription_count() >= 2 and pub_ref.get_subscription_count() >= 2, 60.0)
+    test_node.spin_until(lambda: False, 1.0)
+    rng = np.random.default_rng(7)
+    qs = []
+    for k in range(15):  # a reference 0.6 rad away: the MPC saturates joints at their limits
+        q = Q_HOME + rng.uniform(-0.2, 0.2, 7)
+        qs.append(q)
+        stamp = m.time_msg(0.02 * k)
+        pub_ref.publish(_reference_msg(stamp, Q_HOME + 0.6))
+        pub_js.publish(m.joint_state_msg(stamp, q, np.zeros(7), np.zeros(7)))
+        assert test_node.spin_until(lambda: len(cmds) == k + 1 and len(totals) == k + 1, 10.0), f"state {k} not answered"
+    gravity = HoldController(nominal_model(), None, limits).gravity
+    total, cmd = np.array(totals), np.array(cmds)
+    assert np.all(np.isfinite(cmd)) and np.all(np.abs(total) <= limits)
+    assert np.any(np.isclose(np.abs(total), limits)), "no joint saturated: the clamping order is untested"
+    np.testing.assert_allclose(cmd, total - np.array([gravity(q) for q in qs]), atol=1e-9)
+    assert not np.allclose(cmd, total)
+    test_node.spin_until(lambda: False, 0.5)
+    logger.send_signal(signal.SIGINT)
+    assert logger.wait(20) == 0
+    ep = read_episode(next((tmp_path / "bags").iterdir()))
+    np.testing.assert_allclose(ep.tau, total[: len(ep.tau)], atol=1e-12)  # the total torque, not the wire command
+    assert len(ep.tau) == 14

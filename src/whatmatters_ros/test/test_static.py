@@ -22,7 +22,7 @@ from whatmatters_ros.params import ROS_RESERVED, ParameterError
 from whatmatters_ros.recover import recover_bag
 
 pytest.importorskip("rclpy")
-from whatmatters_ros.nodes import franka_sim, mpc_controller, reference_publisher, sensitivity_logger  # noqa: E402
+from whatmatters_ros.nodes import franka_sim, mpc_controller, reference_publisher, sensitivity_logger, trainer  # noqa: E402
 
 PKG = Path(__file__).resolve().parents[1]
 ROOT = PKG.parents[1]
@@ -31,6 +31,7 @@ PARAMS = {
     "reference_publisher": reference_publisher.ReferenceParams,
     "mpc_controller": mpc_controller.MpcParams,
     "sensitivity_logger": sensitivity_logger.LoggerParams,
+    "trainer": trainer.TrainerParams,
 }
 
 
@@ -87,7 +88,7 @@ def _stub_launch(monkeypatch: pytest.MonkeyPatch, share: Path) -> None:
         monkeypatch.setitem(sys.modules, name, mod)
 
 
-@pytest.mark.parametrize("launch_file", ["sim.launch.py", "real.launch.py"])
+@pytest.mark.parametrize("launch_file", ["sim.launch.py", "real.launch.py", "train.launch.py"])
 def test_launch_files(launch_file: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "whatmatters_ros").mkdir()
     (tmp_path / "whatmatters_ros" / "config").symlink_to(ROOT / "config")
@@ -115,9 +116,16 @@ def test_launch_files(launch_file: str, tmp_path: Path, monkeypatch: pytest.Monk
                 for value in entry.values():
                     if isinstance(value, str) and value.startswith("$("):
                         assert value[2:-1] in arguments, value
+    if launch_file == "train.launch.py":  # the trainer watches what the logger records and reloads the MPC
+        defaults = {e.args[0]: e.kwargs["default_value"] for e in entities if not e.kwargs.get("executable")}
+        assert defaults["bag_dir"] == sensitivity_logger.LoggerParams.defaults().bag_dir
+        assert defaults["mpc_node"] == "/" + mpc_controller.MpcParams.node_name
     if launch_file == "real.launch.py":
         assert all(kw["executable"] != "franka_sim" for kw in (n.kwargs for n in nodes))
         assert all(("/effort_controller/commands", ["/", "$(controller)", "/commands"]) in n.kwargs["remappings"] for n in nodes)
+        for node in nodes:  # libfranka adds gravity: the MPC must send, and the logger record, accordingly
+            if node.kwargs["executable"] in ("mpc_controller", "sensitivity_logger"):
+                assert any(isinstance(e, dict) and e.get("command_excludes_gravity") is True for e in node.kwargs["parameters"])
 
 
 def test_package_manifest_and_data_files() -> None:

@@ -73,6 +73,8 @@ class SimGraph:
         lockstep: Lock-step clock (else real time).
         domain_id: ROS_DOMAIN_ID of the graph.
         overrides: Extra parameters per node (``{"mpc_controller": {"model": "base"}}``).
+        nodes: Which nodes this graph starts (of :data:`NODES` and ``trainer``);
+            others may run in another graph on the same domain.
     """
 
     out: Path
@@ -80,6 +82,7 @@ class SimGraph:
     lockstep: bool = True
     domain_id: int = 42
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    nodes: tuple[str, ...] = NODES
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
@@ -87,15 +90,17 @@ class SimGraph:
         """Parameters set on top of the YAML files."""
         sim_time = {"use_sim_time": True} if self.lockstep else {}
         out = {
-            "franka_sim": {"lockstep": self.lockstep, "episode_seconds": self.seconds,
+            # lock-step: the simulator also waits for the logger, so every step gets its S_hat
+            "franka_sim": {"lockstep": self.lockstep, "episode_seconds": self.seconds, "wait_for_sensitivity": self.lockstep,
                            "wait_for_nodes": ",".join(NODES[1:]), "start_delay": 1.5},
             "reference_publisher": {"lockstep": self.lockstep, **sim_time},
             "mpc_controller": {"lockstep": self.lockstep, **sim_time},
             "sensitivity_logger": {"lockstep": self.lockstep, "bag_dir": str(self.out / "bags"), **sim_time},
+            "trainer": {},
         }
         for node, extra in self.overrides.items():
             out[node].update(extra)
-        return out
+        return {node: out[node] for node in self.nodes}
 
     def start(self) -> None:
         """Starts every node process (logs in ``out/logs``)."""
@@ -113,16 +118,24 @@ class SimGraph:
         Raises:
             GraphError: If a node exits early or the simulator does not finish in time.
         """
+        self.wait_node("franka_sim", timeout)
+
+    def wait_node(self, name: str, timeout: float) -> None:
+        """Waits for node ``name`` to exit by itself with status 0 (the simulator's episode, the trainer's rounds).
+
+        Raises:
+            GraphError: If another node exits early, or ``name`` fails or does not finish in time.
+        """
         deadline = time.monotonic() + timeout
-        while self.procs["franka_sim"].poll() is None:
+        while self.procs[name].poll() is None:
             for node, proc in self.procs.items():
-                if proc.poll() is not None and node != "franka_sim":
+                if proc.poll() is not None and node != name:
                     raise GraphError(f"{node} exited with {proc.returncode}; see {self.out / 'logs' / (node + '.log')}")
             if time.monotonic() > deadline:
-                raise GraphError(f"franka_sim did not finish within {timeout:.0f} s; see {self.out / 'logs'}")
+                raise GraphError(f"{name} did not finish within {timeout:.0f} s; see {self.out / 'logs'}")
             time.sleep(0.05)
-        if self.procs["franka_sim"].returncode != 0:
-            raise GraphError(f"franka_sim exited with {self.procs['franka_sim'].returncode}; see {self.out / 'logs' / 'franka_sim.log'}")
+        if self.procs[name].returncode != 0:
+            raise GraphError(f"{name} exited with {self.procs[name].returncode}; see {self.out / 'logs' / (name + '.log')}")
 
     def stop(self, grace: float = 1.0, timeout: float = 15.0) -> dict[str, int | None]:
         """SIGINT to every node still running (after ``grace`` s), SIGKILL past ``timeout``; exit codes."""

@@ -24,11 +24,12 @@ from whatmatters.robot.payload import Payload
 
 __all__ = [
     "CLOCK", "COMMANDS", "DIAGNOSTICS", "ERROR", "OK", "WARN", "JOINT_NAMES", "JOINT_STATES", "LATCHED", "PAYLOAD", "PREDICTION",
-    "RELIABLE", "REFERENCE", "SENSITIVITY", "ReferenceBuffer", "diagnostic_array", "float64_array", "inertia_msg", "joint_state_msg",
+    "RELIABLE", "REFERENCE", "SENSITIVITY", "TORQUE", "ReferenceBuffer", "diagnostic_array", "float64_array", "inertia_msg", "joint_state_msg",
     "joint_state_to_x", "stamp_seconds", "time_msg", "trajectory_msg", "trajectory_to_array",
 ]
 
 PREDICTION = "/mpc/prediction"
+TORQUE = "/mpc/torque"  # total joint torque of a step when the command excludes gravity (real robot)
 SENSITIVITY = "/mpc/sensitivity"
 DIAGNOSTICS = "/diagnostics"
 CLOCK = "/clock"

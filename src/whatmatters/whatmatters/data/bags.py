@@ -30,7 +30,7 @@ from rosbags.typesys import Stores, get_typestore
 from whatmatters.errors import WhatmattersError
 from whatmatters.robot.payload import Payload
 
-__all__ = ["BagError", "EpisodeBagWriter", "EpisodeRecord", "read_bag_dir", "read_episode"]
+__all__ = ["BagError", "EpisodeBagWriter", "EpisodeRecord", "find_bags", "read_bag_dir", "read_bags", "read_episode"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ JOINT_STATES = "/joint_states"
 COMMANDS = "/effort_controller/commands"
 REFERENCE = "/reference"
 PAYLOAD = "/payload"
+SENSITIVITY = "/mpc/sensitivity"  # S_hat per control step (the ROS logger's topic), Float64MultiArray (N, nx)
 TOPIC_TYPES = {
     JOINT_STATES: "sensor_msgs/msg/JointState",
     COMMANDS: "std_msgs/msg/Float64MultiArray",
@@ -182,7 +183,8 @@ class EpisodeRecord:
         x_ref_horizon: The reference over the MPC horizon sent at each step,
             shape (T + 1, N + 1, 14) (NaN where missing).
         payload: Ground-truth payload, if recorded.
-        extra: Other topics: name -> array stacked over steps.
+        extra: Other topics: name -> array stacked over the steps that have one.
+        extra_steps: The step index of each row of ``extra[name]``, (rows,).
     """
 
     path: Path
@@ -193,6 +195,7 @@ class EpisodeRecord:
     x_ref_horizon: np.ndarray | None = None
     payload: Payload | None = None
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    extra_steps: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def dt(self) -> float:
@@ -265,7 +268,42 @@ def read_episode(path: str | Path, extra_topics: tuple[str, ...] = ()) -> Episod
     x_ref = x_ref_h[:, 0]
     t = np.array([times[k] for k in range(n_states)])
     extra = {topic: np.array([v[k] for k in sorted(v)]) for topic, v in extras.items() if v}
-    return EpisodeRecord(path, t, x, tau, x_ref, x_ref_h, payload, extra)
+    extra_steps = {topic: np.array(sorted(v), dtype=int) for topic, v in extras.items() if v}
+    return EpisodeRecord(path, t, x, tau, x_ref, x_ref_h, payload, extra, extra_steps)
+
+
+def find_bags(folder: str | Path, complete_only: bool = False) -> list[Path]:
+    """The bag folders below ``folder``, sorted.
+
+    Args:
+        folder: Folder to search.
+        complete_only: Only closed bags (with ``metadata.yaml``); else also
+            folders holding only ``*.mcap`` (bags still being written, or killed).
+
+    Raises:
+        BagError: If the folder does not exist.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BagError(f"data folder {folder} does not exist")
+    closed = {p.parent for p in folder.rglob("metadata.yaml")}
+    return sorted(closed if complete_only else closed | {p.parent for p in folder.rglob("*.mcap")})
+
+
+def read_bags(bags: list[Path], extra_topics: tuple[str, ...] = ()) -> tuple[list[EpisodeRecord], list[tuple[Path, str]]]:
+    """Reads the given bags; damaged ones are skipped with a warning naming them.
+
+    Returns:
+        The episodes read, and ``(path, reason)`` for every bag skipped.
+    """
+    episodes, skipped = [], []
+    for bag in bags:
+        try:
+            episodes.append(read_episode(bag, extra_topics))
+        except BagError as exc:
+            log.warning("skipping %s", exc)
+            skipped.append((Path(bag), str(exc)))
+    return episodes, skipped
 
 
 def read_bag_dir(folder: str | Path, extra_topics: tuple[str, ...] = ()) -> tuple[list[EpisodeRecord], list[tuple[Path, str]]]:
@@ -277,17 +315,7 @@ def read_bag_dir(folder: str | Path, extra_topics: tuple[str, ...] = ()) -> tupl
     Raises:
         BagError: If the folder does not exist or holds no bag at all.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise BagError(f"data folder {folder} does not exist")
-    bags = sorted({p.parent for p in folder.rglob("*.mcap")} | {p.parent for p in folder.rglob("metadata.yaml")})
+    bags = find_bags(folder)
     if not bags:
         raise BagError(f"no bags (folders with metadata.yaml or *.mcap) under {folder}")
-    episodes, skipped = [], []
-    for bag in bags:
-        try:
-            episodes.append(read_episode(bag, extra_topics))
-        except BagError as exc:
-            log.warning("skipping %s", exc)
-            skipped.append((bag, str(exc)))
-    return episodes, skipped
+    return read_bags(bags, extra_topics)

@@ -9,16 +9,17 @@ environment seed / step index (for multi-step windows and analysis).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from whatmatters.data.bags import EpisodeRecord, read_bag_dir
+from whatmatters.data.bags import SENSITIVITY, EpisodeRecord, find_bags, read_bags
 from whatmatters.dynamics.context import history_features, history_windows
 from whatmatters.dynamics.rigid_body import RigidBodyDynamics
 
-__all__ = ["TransitionDataset", "load_transitions"]
+__all__ = ["TransitionDataset", "episode_sensitivities", "load_transitions"]
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,10 @@ class TransitionDataset:
         step: Step index t within its episode, (S,).
         dt: Control period, s.
         sources: The bag of each episode.
-        s_hat: Task sensitivities per sample from the bags' sidecars,
-            (S, N, nx), NaN where a sample has none (None if not loaded).
+        s_hat: Task sensitivities per sample from the bags' sidecars or
+            their ``/mpc/sensitivity`` topic, (S, N, nx), NaN where a sample
+            has none (None if not loaded).
+        skipped: ``(bag, reason)`` of every damaged bag left out.
     """
 
     x: np.ndarray
@@ -49,6 +52,7 @@ class TransitionDataset:
     dt: float
     sources: list[Path]
     s_hat: np.ndarray | None = None
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -57,7 +61,8 @@ class TransitionDataset:
         """The samples where ``mask`` is true."""
         s_hat = None if self.s_hat is None else self.s_hat[mask]
         return TransitionDataset(
-            self.x[mask], self.u[mask], self.x_next[mask], self.windows[mask], self.episode[mask], self.step[mask], self.dt, self.sources, s_hat
+            self.x[mask], self.u[mask], self.x_next[mask], self.windows[mask], self.episode[mask], self.step[mask], self.dt, self.sources, s_hat,
+            self.skipped,
         )
 
     def split_by_episode(self, fraction: float, seed: int) -> tuple[TransitionDataset, TransitionDataset]:
@@ -96,38 +101,63 @@ def transitions_from_episodes(episodes: list[EpisodeRecord], nominal: RigidBodyD
     return TransitionDataset(**arrays, dt=dt, sources=[ep.path for ep in episodes])
 
 
+def episode_sensitivities(ep: EpisodeRecord) -> np.ndarray:
+    """S_hat of every step of an episode, (T, N, nx), NaN where a step has none.
+
+    From the bag's ``sensitivity.npz`` sidecar (``whatmatters sensitivities``)
+    if there is one, else from the bag's ``/mpc/sensitivity`` topic (recorded
+    online by the ROS logger; ``ep`` must have been read with that topic).
+
+    Raises:
+        ValueError: If the bag has neither (the message names it).
+    """
+    steps = len(ep.tau)
+    path = ep.path / "sensitivity.npz"
+    if path.is_file():
+        with np.load(path) as side:
+            s_hat = side["s_hat"]
+        full = np.full((steps, *s_hat.shape[1:]), np.nan)
+        full[: len(s_hat)] = s_hat[:steps]
+        return full
+    if SENSITIVITY in ep.extra:
+        values, index = ep.extra[SENSITIVITY], ep.extra_steps[SENSITIVITY]
+        full = np.full((steps, *values.shape[1:]), np.nan)
+        inside = (index >= 0) & (index < steps)  # the sample of the last state answers no recorded step
+        full[index[inside]] = values[inside]
+        return full
+    raise ValueError(f"bag {ep.path} has no {path.name} and no {SENSITIVITY} topic; run 'whatmatters sensitivities' on it")
+
+
 def load_transitions(
-    folder: str | Path, nominal: RigidBodyDynamics, window: int, sensitivities: bool = False
+    folder: str | Path,
+    nominal: RigidBodyDynamics,
+    window: int,
+    sensitivities: bool = False,
+    bags: Sequence[str | Path] | None = None,
 ) -> TransitionDataset:
     """Reads every bag in a folder (damaged ones skipped with a warning) into transitions.
 
     Args:
-        folder: Folder of bags.
+        folder: Folder of bags (only named in messages when ``bags`` is given).
         nominal: Nominal model (history features).
         window: History window W.
-        sensitivities: Also load each bag's ``sensitivity.npz`` sidecar into
-            ``s_hat`` (steps without one are NaN).
+        sensitivities: Also load each bag's S_hat into ``s_hat``
+            (:func:`episode_sensitivities`: sidecar, else the bag's topic;
+            steps without one are NaN).
+        bags: Read these bag folders instead of every bag below ``folder``.
 
     Raises:
         ValueError: If no bag is readable, or ``sensitivities`` is asked for and
-            a bag has no sidecar (the message names it).
+            a bag has neither a sidecar nor the topic (the message names it).
     """
-    episodes, skipped = read_bag_dir(folder)
+    paths = [Path(b) for b in bags] if bags is not None else find_bags(folder)
+    episodes, skipped = read_bags(paths, (SENSITIVITY,) if sensitivities else ())
     if skipped:
-        log.warning("%d of %d bags skipped in %s", len(skipped), len(skipped) + len(episodes), folder)
+        log.warning("%d of %d bags skipped in %s: %s", len(skipped), len(paths), folder, ", ".join(str(b) for b, _ in skipped))
     if not episodes:
         raise ValueError(f"no readable bag in {folder}")
     data = transitions_from_episodes(episodes, nominal, window)
+    data.skipped = skipped
     if sensitivities:
-        maps = []
-        for ep in episodes:
-            path = ep.path / "sensitivity.npz"
-            if not path.is_file():
-                raise ValueError(f"bag {ep.path} has no {path.name}; run 'whatmatters sensitivities --data {folder}'")
-            with np.load(path) as side:
-                s_hat = side["s_hat"]
-            full = np.full((len(ep.tau), *s_hat.shape[1:]), np.nan)
-            full[: len(s_hat)] = s_hat[: len(ep.tau)]
-            maps.append(full)
-        data.s_hat = np.concatenate(maps)
+        data.s_hat = np.concatenate([episode_sensitivities(ep) for ep in episodes])
     return data

@@ -16,7 +16,13 @@ Clock modes:
 * lock-step (``lockstep: true``): publishes ``/clock`` and the state at
   simulation time ``t``, then advances one ``control_period`` per received
   command; if none arrives within ``lockstep_timeout`` s of wall time it
-  advances with the safe hold. Nodes run with ``use_sim_time``.
+  advances with the safe hold. Nodes run with ``use_sim_time``. With
+  ``wait_for_sensitivity`` it also waits for the sensitivity logger: it
+  advances past state k only once ``/mpc/sensitivity`` has brought the
+  samples of states 0..k - ``sensitivity_lag`` (the lag lets the logger
+  finish its samples in batches), and at the end of the episode for all of
+  them; after ``sensitivity_timeout`` s of wall time it advances anyway
+  (counted as ``sensitivity_timeouts``).
 
 The environment (payload and reference start pose) comes from ``env_seed``:
 the robot starts at rest at the reference's start, as in the core's episodes.
@@ -60,6 +66,9 @@ class FrankaSimParams(NodeParams):
     control_period: float = param(0.02, "lock-step: simulated time per command, s", lo=0.002, hi=1.0)
     command_timeout: float = param(0.1, "real time: safe hold after this long without a valid command, s", lo=0.001, hi=10.0)
     lockstep_timeout: float = param(1.0, "lock-step: advance with the safe hold after this much wall time without a command, s", lo=0.01, hi=60.0)
+    wait_for_sensitivity: bool = param(False, "lock-step: also wait for the sensitivity logger's /mpc/sensitivity")
+    sensitivity_lag: int = param(32, "lock-step: steps the sensitivities may be behind (>= the logger's batch)", lo=0, hi=100000)
+    sensitivity_timeout: float = param(60.0, "lock-step: wall time to wait for the sensitivities before advancing anyway, s", lo=0.01, hi=3600.0)
     hold_damping: tuple[float, ...] = param((20.0, 20.0, 20.0, 20.0, 5.0, 5.0, 2.0), "safe hold joint damping, Nm s/rad (7)", lo=0.0, hi=200.0)
     episode_seconds: float = param(0.0, "stop after this much simulated time, s (0: run until shut down)", lo=0.0)
     wait_for_nodes: str = param("", "lock-step: start once these nodes (comma-separated names) subscribe to /joint_states")
@@ -89,7 +98,9 @@ class FrankaSimNode(Node):
         self.effort = np.zeros(7)  # torque applied during the last period
         self.command: np.ndarray | None = None
         self.command_wall = -math.inf  # time.monotonic() of the last valid command
-        self.counts = {"commands": 0, "rejected": 0, "hold_steps": 0, "steps": 0}
+        self.counts = {"commands": 0, "rejected": 0, "hold_steps": 0, "steps": 0, "sensitivities": 0, "sensitivity_timeouts": 0}
+        self.answered = False  # lock-step: the command for the current state arrived
+        self.ending = False  # lock-step: episode over, waiting for the last sensitivities
         self.holding = False
         self.started = not self.p.lockstep
         self._ready_since: float | None = None
@@ -100,6 +111,8 @@ class FrankaSimNode(Node):
         self.pub_diag = self.create_publisher(m.DiagnosticArray, m.DIAGNOSTICS, 100)
         self.pub_clock = self.create_publisher(Clock, m.CLOCK, m.RELIABLE) if self.p.lockstep else None
         self.create_subscription(Float64MultiArray, m.COMMANDS, self._on_command, m.RELIABLE)
+        if self.p.lockstep and self.p.wait_for_sensitivity:
+            self.create_subscription(Float64MultiArray, m.SENSITIVITY, self._on_sensitivity, m.RELIABLE)
         self.pub_payload.publish(m.inertia_msg(self.env.payload))
         if self.p.lockstep:
             self.create_timer(0.01, self._lockstep_watchdog)
@@ -124,8 +137,35 @@ class FrankaSimNode(Node):
         else:
             self.command, self.command_wall = tau, time.monotonic()
             self.counts["commands"] += 1
-        if self.p.lockstep and self.started and not self.done:
-            self._step(self.command)  # one period per received command (last valid one held)
+        if self.p.lockstep:
+            self.answered = True
+            self._try_advance()
+
+    def _on_sensitivity(self, _msg: Float64MultiArray) -> None:
+        self.counts["sensitivities"] += 1
+        self._try_advance()
+
+    def _sensitivities_ready(self) -> bool:
+        """Lock-step: the samples of states 0..k - lag are in (k: the current state)."""
+        if not self.p.wait_for_sensitivity:
+            return True
+        if self.ending:
+            return self.counts["sensitivities"] >= self.counts["steps"]
+        return self.counts["sensitivities"] >= self.counts["steps"] + 1 - self.p.sensitivity_lag
+
+    def _try_advance(self) -> None:
+        """Lock-step: one period per received command (last valid one held), once the logger is close enough."""
+        if self.ending and self._sensitivities_ready():
+            self._finish_episode()
+        if not self.started or self.done or self.ending or not self.answered or not self._sensitivities_ready():
+            return
+        self._step(self.command)
+
+    def _finish_episode(self) -> None:
+        self.ending = False
+        self.get_logger().info(f"episode of {self.sim.time:.2f} s done: {self.counts}")
+        self._publish_diagnostics()
+        self.done = True
 
     def _safe_hold(self, reason: str) -> np.ndarray:
         if not self.holding:
@@ -146,9 +186,9 @@ class FrankaSimNode(Node):
         self.counts["steps"] += 1
         self._publish_state()
         if self.p.episode_seconds > 0 and self.sim.time >= self.p.episode_seconds - 1e-9:
-            self.get_logger().info(f"episode of {self.sim.time:.2f} s done: {self.counts}")
-            self._publish_diagnostics()
-            self.done = True
+            self.ending = True
+            if self._sensitivities_ready():
+                self._finish_episode()
 
     # ---------------------------------------------------------------- clocks
     def _realtime_tick(self) -> None:
@@ -173,7 +213,14 @@ class FrankaSimNode(Node):
             self.started = True
             self.get_logger().info("lock-step started")
             self._publish_state()
-        elif now - self._waiting_since > self.p.lockstep_timeout:
+        elif (self.ending or self.answered) and now - self._waiting_since > self.p.sensitivity_timeout:
+            self.counts["sensitivity_timeouts"] += 1
+            self.get_logger().warning(f"no sensitivities for {self.p.sensitivity_timeout:g} s of wall time: advancing without them")
+            if self.ending:
+                self._finish_episode()
+            else:
+                self._step(self.command)
+        elif not self.answered and not self.ending and now - self._waiting_since > self.p.lockstep_timeout:
             self.command = None  # the controller is silent: hold until it speaks again
             self._step(None, f"no command for {self.p.lockstep_timeout:g} s of wall time")
 
@@ -184,6 +231,7 @@ class FrankaSimNode(Node):
         else:
             stamp = self.get_clock().now().to_msg()
         d = self.sim.data
+        self.answered = False
         self.pub_state.publish(m.joint_state_msg(stamp, d.qpos, d.qvel, self.effort))
         self._waiting_since = time.monotonic()
 

@@ -14,6 +14,22 @@ status, source of the torque, fallback counts, model version).
   command, computed with the reference of the same stamp (waiting up to
   ``reference_wait`` s of wall time for it, then the latest one, shifted).
 
+Real robot (``command_excludes_gravity: true``, set by ``real.launch.py``):
+libfranka / franka_ros2 add the robot's gravity compensation to every torque
+command themselves, so the command must exclude gravity. The order is fixed:
+
+1. the controller's full joint torque ``tau`` (MPC solution or fallback);
+2. clamped to the torque limits: ``tau_total = clip(tau, -limit, limit)``
+   (the limit check applies to the *total* torque the joints will see);
+3. published on ``/mpc/torque`` (Float64MultiArray, Nm): the total torque,
+   which the logger records as the step's torque for training;
+4. ``command = tau_total - g_nom(q)`` with the nominal model's gravity at the
+   measured q of the state the step answers, published on
+   ``/effort_controller/commands``.
+
+With the default (``false``, the simulator) the command is ``tau_total`` and
+``/mpc/torque`` is not published.
+
 ``~/reload_model`` (std_srvs/Trigger) re-reads the ``model`` parameter (a
 checkpoint may have been overwritten, or the parameter set to a new path) and
 swaps the weights: they are runtime parameters of the compiled solver, so
@@ -67,6 +83,7 @@ class MpcParams(NodeParams):
     stale_timeout: float = param(0.1, "real time: joint states older than this give the safe hold, s", lo=0.001, hi=10.0)
     reference_wait: float = param(0.5, "lock-step: wall time to wait for the reference of a state's stamp, s", lo=0.0, hi=10.0)
     diagnostics_every: int = param(10, "publish /diagnostics every this many control steps", lo=1, hi=100000)
+    command_excludes_gravity: bool = param(False, "real robot: publish clip(tau) - g_nom(q) (libfranka adds gravity); total torque on /mpc/torque")
 
 
 class MpcControllerNode(Node):
@@ -82,6 +99,7 @@ class MpcControllerNode(Node):
         self.solver = AcadosMpcSolver(model, self.cfg, self.limits)
         self.controller = MpcController(self.solver, nominal_model(params))
         self.model_version = 1
+        self.model_spec = self.p.model  # the model loaded now (reload_model re-reads the parameter)
         self.state: tuple[int, np.ndarray, float] | None = None  # (stamp ns, x, wall time received)
         self.pending: tuple[int, np.ndarray, float] | None = None  # lock-step: state awaiting its reference
         self.refs = m.ReferenceBuffer(self.cfg.dt)
@@ -91,6 +109,7 @@ class MpcControllerNode(Node):
         self.last_error = ""
 
         self.pub_cmd = self.create_publisher(Float64MultiArray, m.COMMANDS, m.RELIABLE)
+        self.pub_total = self.create_publisher(Float64MultiArray, m.TORQUE, m.RELIABLE) if self.p.command_excludes_gravity else None
         self.pub_pred = self.create_publisher(JointTrajectory, m.PREDICTION, m.RELIABLE)
         self.pub_diag = self.create_publisher(m.DiagnosticArray, m.DIAGNOSTICS, 100)
         self.create_subscription(JointState, m.JOINT_STATES, self._on_state, m.RELIABLE)
@@ -151,7 +170,7 @@ class MpcControllerNode(Node):
         if age > self.p.stale_timeout:
             self.stale_steps += 1
             tau = self.controller.hold(x[:7], np.zeros(7))  # gravity at the last known pose, no stale damping
-            self._publish_command(tau)
+            self._publish_command(tau, x[:7])
             self._diagnose(m.ERROR, f"stale joint states ({age * 1e3:.0f} ms old): safe hold", force=True)
             return
         self._control(ns, x)
@@ -159,14 +178,14 @@ class MpcControllerNode(Node):
     def _control(self, ns: int, x: np.ndarray) -> None:
         x_ref = self.refs.at(ns)
         if x_ref is None:
-            self._publish_command(self.controller.hold(x[:7], x[7:]))
+            self._publish_command(self.controller.hold(x[:7], x[7:]), x[:7])
             self._diagnose(m.WARN, "no reference for this state: safe hold", force=True)
             return
         if self.episode_stamp is None or ns < self.episode_stamp:
             self.controller.reset(x, x_ref)  # a new episode (or a restarted simulator)
         self.episode_stamp = ns
         out = self.controller(x, x_ref)
-        self._publish_command(out.tau)
+        self._publish_command(out.tau, x[:7])
         self.steps += 1
         if np.all(np.isfinite(out.prediction)):
             self.pub_pred.publish(m.trajectory_msg(m.time_msg(ns * 1e-9), out.prediction, self.cfg.dt))
@@ -174,12 +193,27 @@ class MpcControllerNode(Node):
         values = {"solve_ms": f"{out.solve_ms:.3f}", "step_ms": f"{out.wall_ms:.3f}", "status": out.status, "source": out.source}
         self._diagnose(level, out.source, force=out.source != SOLVED, extra=values)
 
-    def _publish_command(self, tau: np.ndarray) -> None:
+    def _publish_command(self, tau: np.ndarray, q: np.ndarray) -> None:
+        """Clamps the total torque, publishes it (gravity excluded on a real robot; see the module docstring).
+
+        Args:
+            tau: Full joint torque of the step, Nm, (7,).
+            q: Measured joint positions of the state the step answers, rad, (7,).
+        """
         tau = np.asarray(tau, dtype=float)
         if tau.shape != (7,) or not np.all(np.isfinite(tau)):  # never send NaN: the controller guarantees it, check anyway
             self.get_logger().error(f"controller returned an invalid torque {tau}; sending none")
             return
-        self.pub_cmd.publish(m.float64_array(np.clip(tau, -self.limits, self.limits), ("joints",)))
+        total = np.clip(tau, -self.limits, self.limits)
+        command = total
+        if self.pub_total is not None:
+            gravity = self.controller.hold.gravity(q)
+            if not np.all(np.isfinite(gravity)):
+                self.get_logger().error(f"nominal gravity at q = {q} is not finite; sending none")
+                return
+            command = total - gravity
+            self.pub_total.publish(m.float64_array(total, ("joints",)))
+        self.pub_cmd.publish(m.float64_array(command, ("joints",)))
 
     def _diagnose(self, level: int, message: str, force: bool = False, extra: dict[str, object] | None = None) -> None:
         if not force and self.steps % self.p.diagnostics_every:
@@ -188,7 +222,7 @@ class MpcControllerNode(Node):
         values = {
             **(extra or {}), "steps": self.steps, "failures": st.failures, "fallbacks": st.fallbacks,
             "shifted_plan": st.shifted_plan, "gravity_hold": st.gravity_hold, "stale_holds": self.stale_steps,
-            "model": self.p.model, "model_version": self.model_version,
+            "model": self.model_spec, "model_version": self.model_version,
         }
         self.pub_diag.publish(m.diagnostic_array(self.get_clock().now().to_msg(), "mpc_controller", level, message, values))
 
@@ -201,7 +235,7 @@ class MpcControllerNode(Node):
         if cfg_old is not None:  # learned: the architecture fixes the code, the weights are parameters
             same = same and cfg_old.to_dict() == cfg_new.to_dict()
         elif old.n_params == 0:  # rigid body: the numbers are in the code; only the same spec reloads
-            same = same and spec == self.p.model
+            same = same and spec == self.model_spec
         if not same:
             raise WhatmattersError(f"model '{spec}' needs another compiled solver than the running one; restart the node to use it")
 
@@ -230,6 +264,7 @@ class MpcControllerNode(Node):
         if self.controller.tracker is not None:
             self.controller.tracker.encoder = model.context_tracker().encoder  # the history window is kept
         self.model_version += 1
+        self.model_spec = spec
         ms = 1e3 * (time.perf_counter() - start)
         response.success, response.message = True, f"model '{spec}' loaded as version {self.model_version} in {ms:.0f} ms"
         self.get_logger().info(response.message)

@@ -6,25 +6,39 @@ core's topics (``/joint_states``, ``/effort_controller/commands``,
 and ``/diagnostics``, as received (CDR), so :func:`whatmatters.data.bags.read_episode`
 reads the bags. Stamped messages are logged at their header stamp; a command
 (no header) at the stamp of the joint state it answers (lock-step) or at
-reception (real time). A new bag starts with each episode (joint-state stamps
+reception (real time). With ``command_excludes_gravity`` (real robot: the
+MPC's command on the wire excludes gravity, which libfranka adds) the step's
+torque is taken from ``/mpc/torque`` (the MPC's clamped total torque) instead
+and recorded under ``/effort_controller/commands``: in every bag that topic
+holds the total joint torque of the step, the torque the core trains on. A new bag starts with each episode (joint-state stamps
 going backwards) and when the current one passes ``max_bag_mb``. Bags are
 closed on shutdown (SIGINT/SIGTERM); after a SIGKILL the complete chunks of
 the last bag are recovered by :func:`whatmatters_ros.recover.recover_bag`.
 
-Sensitivities (:class:`whatmatters.sensitivity.SensitivityComputer`): for a
-control step, S_hat (N, 14) from the inputs the MPC used (the joint state, the
-reference of the same stamp and, for a learned model, the context from the
-same history), published on ``/mpc/sensitivity`` (Float64MultiArray, layout
-``horizon`` x ``state``) and recorded at the step's stamp. Steps are offered
-every ``decimation`` steps to one worker thread; a step arriving while the
-worker is busy is skipped and counted (a sample takes ~25 ms with the nominal
-model), and the achieved rate is reported on ``/diagnostics``.
+Sensitivities (:class:`whatmatters_ros.sensitivity_worker.SensitivityWorker`):
+for a control step, S_hat (N, 14) from the inputs the MPC used (the joint
+state, the reference of the same stamp and, for a learned model, the context
+from the same history), published on ``/mpc/sensitivity`` (Float64MultiArray,
+layout ``horizon`` x ``state``) and recorded at the step's stamp. Operating
+points are computed online, one per step, and finished ``batch`` at a time.
+
+* lock-step: every step is queued (none skipped); the simulator
+  (``wait_for_sensitivity``) advances only when the sensitivities are at most
+  ``sensitivity_lag`` steps behind, so every step gets one. A step whose
+  S_hat fails is published as NaN (so the simulator's count advances) and not
+  recorded.
+* real time: every ``decimation``-th step is offered; one arriving while the
+  worker is busy is skipped and counted. The achieved rate (samples per
+  second of recorded time) is on ``/diagnostics`` (``rate_hz``).
+
+The logger follows the MPC's model: when ``/diagnostics`` of ``mpc_controller``
+report a new ``model_version`` (after ``~/reload_model``), the reported model
+is loaded in a thread and used for the steps after it.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -42,10 +56,12 @@ from whatmatters.data.bags import TYPESTORE, TOPIC_TYPES, EpisodeBagWriter
 from whatmatters.dynamics.registry import resolve_model
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.robot.params import load_panda_params
-from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig, SensitivityError
+from whatmatters.errors import WhatmattersError
+from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig
 from whatmatters_ros import messages as m
 from whatmatters_ros.params import NodeParams, declare_parameters, param
 from whatmatters_ros.runtime import exit_with, run_node
+from whatmatters_ros.sensitivity_worker import SensitivityJob, SensitivityWorker
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +101,13 @@ class LoggerParams(NodeParams):
     max_bag_mb: float = param(1024.0, "start a new bag past this size, MB (0: no limit)", lo=0.0)
     model: str = param("nominal", "model of the MPC whose sensitivities are computed (nominal, base, checkpoint path)")
     sensitivity: bool = param(True, "compute S_hat online")
-    decimation: int = param(1, "offer every this many control steps to the sensitivity worker", lo=1, hi=100000)
+    decimation: int = param(1, "real time: offer every this many control steps to the sensitivity worker", lo=1, hi=100000)
+    batch: int = param(16, "operating points finished together (stage derivatives batched)", lo=1, hi=1024)
+    flush_after: float = param(0.2, "finish a partial batch after this long without a new step, s (wall)", lo=0.001, hi=60.0)
+    max_bag_seconds: float = param(0.0, "start a new bag past this much recorded time, s (0: one bag per episode)", lo=0.0)
     lockstep: bool = param(False, "stamp commands with the joint state they answer (lock-step graphs)")
     report_period: float = param(1.0, "period of the /diagnostics report, s", lo=0.05, hi=600.0)
+    command_excludes_gravity: bool = param(False, "real robot: record the MPC's total torque (/mpc/torque) as the step's command")
 
 
 class SensitivityLoggerNode(Node):
@@ -104,31 +124,31 @@ class SensitivityLoggerNode(Node):
         self.last_state_ns: int | None = None
         self.refs = m.ReferenceBuffer(self.mpc.dt)
         self._new_episode()
-        self.counts = {"offered": 0, "skipped": 0, "samples": 0, "failed": 0, "messages": 0}
+        self.counts = {"messages": 0, "late": 0, "model_version": 1}
         self.first_ns: int | None = None
-        self.computer: SensitivityComputer | None = None
+        self.model: Any = None
         self.tracker: Any = None
-        self.jobs: queue.Queue[tuple[int, np.ndarray, np.ndarray, np.ndarray] | None] = queue.Queue(maxsize=1)
-        self.busy = threading.Event()
-        self.worker: threading.Thread | None = None
+        self.worker: SensitivityWorker | None = None
+        self.loading: tuple[int, Any] | None = None  # (MPC model version, its computer once loaded)
         if self.p.sensitivity:
-            model = resolve_model(self.p.model)
-            self.computer = SensitivityComputer(model, self.mpc, load_panda_params().torque_limits, SensitivityConfig.from_yaml())
-            tracker = model.context_tracker()
-            self.tracker = tracker
-            self.worker = threading.Thread(target=self._work, name="sensitivity", daemon=True)
-            self.worker.start()
+            self.model = resolve_model(self.p.model)
+            self.tracker = self.model.context_tracker()
+            self.worker = SensitivityWorker(self._computer(self.model), self._on_result, self.p.batch, self.p.flush_after, self.p.lockstep)
         self.pub_sens = self.create_publisher(Float64MultiArray, m.SENSITIVITY, m.RELIABLE)
         self.pub_diag = self.create_publisher(m.DiagnosticArray, m.DIAGNOSTICS, 100)
         # /joint_states first: with both ready, the executor takes a state before the command answering it
         self.create_subscription(JointState, m.JOINT_STATES, self._on_state, m.RELIABLE)
-        self.create_subscription(Float64MultiArray, m.COMMANDS, self._on_command, m.RELIABLE)
+        torque_topic = m.TORQUE if self.p.command_excludes_gravity else m.COMMANDS  # the total torque of each step
+        self.create_subscription(Float64MultiArray, torque_topic, self._on_command, m.RELIABLE)
         self.create_subscription(JointTrajectory, m.REFERENCE, self._on_reference, m.RELIABLE)
         self.create_subscription(m.Inertia, m.PAYLOAD, self._on_payload, m.LATCHED)
         self.create_subscription(JointTrajectory, m.PREDICTION, lambda msg: self._record(m.PREDICTION, msg), m.RELIABLE)
         self.create_subscription(m.DiagnosticArray, m.DIAGNOSTICS, self._on_diagnostics, 100)
         self.create_timer(self.p.report_period, self._report)
         self.get_logger().info(f"recording into {Path(self.p.bag_dir).resolve()}; sensitivities: {self.p.model if self.p.sensitivity else 'off'}")
+
+    def _computer(self, model: Any) -> SensitivityComputer:
+        return SensitivityComputer(model, self.mpc, load_panda_params().torque_limits, SensitivityConfig.from_yaml())
 
     # -------------------------------------------------------------- recording
     def _open_bag(self) -> None:
@@ -138,6 +158,7 @@ class SensitivityLoggerNode(Node):
             index += 1
         self.bag = EpisodeBagWriter(path, EXTRA_TOPICS)
         self.bags.append(path)
+        self.bag_start_ns: int | None = None
         self.get_logger().info(f"recording {path}")
         if self.payload is not None:
             self.bag.write_raw(m.PAYLOAD, 0.0, cdr(self.payload, ALL_TOPICS[m.PAYLOAD]))
@@ -186,9 +207,15 @@ class SensitivityLoggerNode(Node):
             with self.bag_lock:  # a new episode: a new bag
                 self._close_bag()
             self._new_episode()
+        elif self.bag is not None and self.p.max_bag_seconds > 0 and self.bag_start_ns is not None \
+                and ns - self.bag_start_ns >= self.p.max_bag_seconds * 1e9:
+            with self.bag_lock:  # bag full (the episode and the context history go on)
+                self._close_bag()
         self.first_ns = ns if self.first_ns is None or ns < self.first_ns else self.first_ns
         self.last_state_ns = ns
         self._record(m.JOINT_STATES, msg)
+        if self.bag_start_ns is None:
+            self.bag_start_ns = ns
         k = self.n_states
         self.n_states += 1
         x = m.joint_state_to_x(msg)
@@ -257,80 +284,98 @@ class SensitivityLoggerNode(Node):
     def _on_diagnostics(self, msg: Any) -> None:
         if not any(s.name == "sensitivity_logger" for s in msg.status):  # our own are recorded when sent
             self._record(m.DIAGNOSTICS, msg)
+        for status in msg.status:
+            if status.name == "mpc_controller" and self.worker is not None:
+                values = {kv.key: kv.value for kv in status.values}
+                version = int(values.get("model_version", 0))
+                if version > self.counts["model_version"] and (self.loading is None or self.loading[0] < version):
+                    self.loading = (version, None)
+                    threading.Thread(target=self._load, args=(version, values.get("model", "")), name="reload", daemon=True).start()
+
+    def _load(self, version: int, spec: str) -> None:
+        """Thread: the MPC's new model and its sensitivity computer (swapped in by :meth:`_swap_model`)."""
+        try:
+            model = resolve_model(spec)
+            self.loading = (version, (model, self._computer(model)))
+        except (WhatmattersError, OSError) as exc:
+            self.loading = None
+            self.get_logger().error(f"cannot follow the MPC's model version {version} ('{spec}'): {exc}")
+
+    def _swap_model(self) -> None:
+        """Executor thread, between two steps: the loaded model takes over."""
+        if self.loading is None or self.loading[1] is None or self.worker is None:
+            return
+        version, (model, computer) = self.loading
+        self.loading = None
+        self.model = model
+        if self.tracker is not None:
+            self.tracker.encoder = model.context_tracker().encoder  # the history window is kept
+        self.worker.swap(computer)
+        self.counts["model_version"] = version
+        self.get_logger().info(f"sensitivities now from the MPC's model version {version}")
 
     # ---------------------------------------------------------- sensitivities
     def _offer(self, k: int, x_ref: np.ndarray) -> None:
-        if self.computer is None or k % self.p.decimation:
+        if self.worker is None or (not self.p.lockstep and k % self.p.decimation):
             return
-        self.counts["offered"] += 1
         if self.tracker is not None and self.tracked < k:
             if self.waiting is not None:
-                self.counts["skipped"] += 1
+                self.worker.counts["skipped"] += 1
             self.waiting = (k, x_ref)  # the context needs the command of the previous step first
             return
         self._submit(k, x_ref)
 
     def _submit(self, k: int, x_ref: np.ndarray) -> None:
         x = self.xs.get(k)
-        if x is None or self.computer is None:
+        if x is None or self.worker is None:
             return
-        if self.busy.is_set() or self.jobs.full():
-            self.counts["skipped"] += 1
-            return
-        params = self.computer.model.parameter_values()
+        self._swap_model()
+        params = self.model.parameter_values()
         if self.tracker is not None:
             start, z = self.tracker.context()
             params[start : start + len(z)] = z
-        self.busy.set()
-        self.jobs.put_nowait((self.stamps[k], x, x_ref, params))
+        self.worker.submit(SensitivityJob(len(self.bags), self.stamps[k], x, x_ref, params))
 
-    def _work(self) -> None:
-        warm: tuple[np.ndarray, np.ndarray] | None = None
-        while (job := self.jobs.get()) is not None:
-            ns, x, x_ref, params = job
-            try:
-                init = (None, None) if warm is None else (np.vstack([warm[0][1:], warm[0][-1:]]), np.vstack([warm[1][1:], warm[1][-1:]]))
-                s = self.computer.compute(x, x_ref, params, *init)  # type: ignore[union-attr]
-                warm = (s.x, s.u)
-                msg = m.float64_array(s.s_hat, ("horizon", "state"))
-                self.pub_sens.publish(msg)
-                self._record(m.SENSITIVITY, msg, ns * 1e-9)
-                self.counts["samples"] += 1
-            except (SensitivityError, np.linalg.LinAlgError) as exc:
-                warm = None
-                self.counts["failed"] += 1
-                self.get_logger().warning(f"sensitivity at t = {ns * 1e-9:.3f} s failed: {exc}", throttle_duration_sec=1.0)
-            finally:
-                self.busy.clear()
+    def _on_result(self, tag: int, ns: int, s_hat: np.ndarray | None) -> None:
+        """Worker thread: publishes a step's S_hat (NaN if it failed) and records it in its own bag."""
+        values = np.full((self.mpc.horizon, 14), np.nan) if s_hat is None else s_hat
+        msg = m.float64_array(values, ("horizon", "state"))
+        self.pub_sens.publish(msg)
+        if s_hat is None:
+            return
+        with self.bag_lock:
+            if tag != len(self.bags) or self.bag is None:
+                self.counts["late"] += 1  # its bag is closed already
+                return
+            self.bag.write_raw(m.SENSITIVITY, ns * 1e-9, cdr(msg, ALL_TOPICS[m.SENSITIVITY]))
+            self.counts["messages"] += 1
 
     # -------------------------------------------------------------- reporting
     def rate_hz(self) -> float:
         """Sensitivity samples per second of recorded (joint-state) time."""
         if self.first_ns is None or self.last_state_ns is None or self.last_state_ns <= self.first_ns:
             return 0.0
-        return self.counts["samples"] / ((self.last_state_ns - self.first_ns) * 1e-9)
+        samples = self.worker.counts["samples"] if self.worker is not None else 0
+        return samples / ((self.last_state_ns - self.first_ns) * 1e-9)
 
     def _report(self) -> None:
         self._roll_if_large()
-        values = {**self.counts, "rate_hz": f"{self.rate_hz():.2f}", "bag": str(self.bags[-1]) if self.bags else ""}
+        self._swap_model()  # also without steps (a model loaded between episodes)
+        work = {**self.worker.counts, "backlog": self.worker.backlog} if self.worker is not None else {}
+        values = {**self.counts, **work, "rate_hz": f"{self.rate_hz():.2f}", "bag": str(self.bags[-1]) if self.bags else ""}
         msg = m.diagnostic_array(self.get_clock().now().to_msg(), "sensitivity_logger", m.OK, "recording", values)
         self.pub_diag.publish(msg)
         if self.bag is not None:
             self._record(m.DIAGNOSTICS, msg)
 
     def close(self) -> None:
-        """Stops the worker and closes the bag (called once at shutdown)."""
+        """Finishes the queued sensitivities (lock-step) or drops them, then closes the bag (once, at shutdown)."""
         if self.worker is not None:
-            try:
-                while True:
-                    self.jobs.get_nowait()
-            except queue.Empty:
-                pass
-            self.jobs.put(None)
-            self.worker.join(timeout=5.0)
+            self.worker.close(drain=self.p.lockstep)
         with self.bag_lock:
             self._close_bag()
-        log.info("sensitivities: %s, %.2f Hz of recorded time", self.counts, self.rate_hz())
+        counts = {**self.counts, **(self.worker.counts if self.worker is not None else {})}
+        log.info("sensitivities: %s, %.2f Hz of recorded time", counts, self.rate_hz())
 
 
 def main(args: list[str] | None = None) -> None:

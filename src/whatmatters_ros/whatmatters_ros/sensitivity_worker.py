@@ -1,0 +1,164 @@
+"""The sensitivity logger's worker thread: operating points online, finished in batches.
+
+A control step's S_hat has two parts (:class:`whatmatters.sensitivity.SensitivityComputer`):
+the operating point (acados: converged SQP and the u0* +- eps re-solves, ~0.1 s
+for the learned model, ~20 ms for the nominal one) and the stage derivatives
+(:meth:`SensitivityComputer.finish`), which batch well: ~1 s for one learned
+point alone, ~0.25 s a point in batches of 16. The worker therefore computes
+each step's operating point as it comes (warm-started from the previous one)
+and finishes them ``batch`` at a time, or as soon as no new step arrives for
+``flush_after`` s (end of an episode, lock-step waiting for it).
+
+Steps are queued without limit (``queue_all``, lock-step: every step is
+computed, the simulator waits for them) or offered only while the worker is
+idle (real time: a step arriving while it is busy is skipped and counted).
+Results are handed to ``on_result(tag, stamp_ns, s_hat | None)`` in step order
+from the worker thread; None means the step failed (no converged operating
+point, singular KKT system). A new model (:meth:`swap`) takes effect between
+two queued steps. No ROS in this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from whatmatters.sensitivity.compute import OperatingPoint, SensitivityComputer, SensitivityError
+
+__all__ = ["SensitivityJob", "SensitivityWorker"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SensitivityJob:
+    """One control step to compute.
+
+    Attributes:
+        tag: Caller's label (the bag it belongs to), passed back with the result.
+        stamp_ns: The step's stamp, ns.
+        x: Measured state, (nx,).
+        x_ref: Reference over the horizon, (N + 1, nx).
+        params: Model parameters with the step's context, (n_params,).
+    """
+
+    tag: int
+    stamp_ns: int
+    x: np.ndarray
+    x_ref: np.ndarray
+    params: np.ndarray
+
+
+ResultCallback = Callable[[int, int, "np.ndarray | None"], None]
+
+
+class SensitivityWorker:
+    """Computes S_hat for queued steps in one thread.
+
+    Args:
+        computer: The model's sensitivity computer.
+        on_result: Called with ``(tag, stamp_ns, s_hat (N, nx) or None)`` per step, in order.
+        batch: Operating points finished together (>= 1).
+        flush_after: Finish a partial batch after this long without a new step, s.
+        queue_all: Queue every step (lock-step) instead of skipping steps while busy.
+    """
+
+    def __init__(self, computer: SensitivityComputer, on_result: ResultCallback, batch: int, flush_after: float, queue_all: bool) -> None:
+        self.computer = computer
+        self.on_result = on_result
+        self.batch, self.flush_after, self.queue_all = max(1, batch), flush_after, queue_all
+        self.counts = {"offered": 0, "skipped": 0, "samples": 0, "failed": 0}
+        self._jobs: queue.Queue[SensitivityJob | SensitivityComputer | None] = queue.Queue()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._warm: tuple[np.ndarray, np.ndarray] | None = None
+        self._thread = threading.Thread(target=self._run, name="sensitivity", daemon=True)
+        self._thread.start()
+
+    @property
+    def backlog(self) -> int:
+        """Steps queued and not yet started."""
+        return self._jobs.qsize()
+
+    def submit(self, job: SensitivityJob) -> bool:
+        """Queues a step; False if it was skipped (real time, worker busy)."""
+        self.counts["offered"] += 1
+        if not self.queue_all and (not self._idle.is_set() or not self._jobs.empty()):
+            self.counts["skipped"] += 1
+            return False
+        self._idle.clear()
+        self._jobs.put(job)
+        return True
+
+    def swap(self, computer: SensitivityComputer) -> None:
+        """Uses ``computer`` for the steps queued after this call."""
+        self._jobs.put(computer)
+
+    def close(self, drain: bool) -> None:
+        """Stops the thread: after the queued steps (``drain``) or after the current one."""
+        if not drain:
+            try:
+                while True:
+                    self._jobs.get_nowait()
+            except queue.Empty:
+                pass
+        self._jobs.put(None)
+        self._thread.join(timeout=60.0 if drain else 10.0)
+
+    # ----------------------------------------------------------------- thread
+    def _run(self) -> None:
+        pending: list[tuple[int, int, OperatingPoint | None]] = []
+        while True:
+            try:
+                item = self._jobs.get(timeout=self.flush_after if pending else None)
+            except queue.Empty:
+                self._finish(pending)
+                self._idle.set()
+                continue
+            if item is None or isinstance(item, SensitivityComputer):
+                self._finish(pending)
+                if item is None:
+                    return
+                self.computer, self._warm = item, None
+                continue
+            pending.append((item.tag, item.stamp_ns, self._operating_point(item)))
+            if len(pending) >= self.batch:
+                self._finish(pending)
+            if self._jobs.empty() and not pending:
+                self._idle.set()
+            elif not self.queue_all and self._jobs.empty():
+                self._idle.set()  # real time: take the next step while the batch fills
+
+    def _operating_point(self, job: SensitivityJob) -> OperatingPoint | None:
+        init = (None, None)
+        if self._warm is not None:
+            x, u = self._warm
+            init = (np.vstack([x[1:], x[-1:]]), np.vstack([u[1:], u[-1:]]))
+        try:
+            point = self.computer.operating_point(job.x, job.x_ref, job.params, *init)
+        except (SensitivityError, np.linalg.LinAlgError) as exc:
+            self._warm = None
+            log.warning("sensitivity at t = %.3f s failed: %s", job.stamp_ns * 1e-9, exc)
+            return None
+        self._warm = (point.x, point.u)
+        return point
+
+    def _finish(self, pending: list[tuple[int, int, OperatingPoint | None]]) -> None:
+        if not pending:
+            return
+        points = [pt for _, _, pt in pending if pt is not None]
+        try:
+            samples = iter(self.computer.finish(points) if points else [])
+        except (SensitivityError, np.linalg.LinAlgError, RuntimeError) as exc:
+            log.warning("finishing %d sensitivities failed: %s", len(points), exc)
+            samples = iter([None] * len(points))
+        for tag, ns, pt in pending:
+            sample = next(samples) if pt is not None else None
+            self.counts["samples" if sample is not None else "failed"] += 1
+            self.on_result(tag, ns, None if sample is None else sample.s_hat)
+        pending.clear()
