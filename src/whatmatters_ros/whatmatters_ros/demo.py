@@ -55,13 +55,14 @@ def _episode(out: Path, domain: int, env_seed: int, seconds: float, bag_dir: Pat
     }
     graph = SimGraph(out, seconds, True, domain, overrides, **({"nodes": nodes} if nodes else {}))
     graph.start()
+    codes: dict[str, int | None] = {}
     try:
         graph.wait_sim(timeout)
     finally:
-        graph.stop()
+        codes = graph.stop()
     bags = sorted(bag_dir.glob(f"env{env_seed}_*/metadata.yaml"))
     if not bags:
-        raise WhatmattersError(f"no closed bag for env {env_seed} under {bag_dir}; see {out / 'logs'}")
+        raise WhatmattersError(f"no closed bag for env {env_seed} under {bag_dir} (node exit codes {codes}); see {out / 'logs'}")
     return bags[-1].parent
 
 

@@ -53,15 +53,22 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> 
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
         finally:
+            _close(node)  # first: files (bags) are closed before any ROS teardown can fail
             executor.shutdown(timeout_sec=1.0)
     finally:
         if node is not None:
-            close = getattr(node, "close", None)
-            if close is not None:
-                close()
+            _close(node)
             node.destroy_node()
         rclpy.try_shutdown()
     return status
+
+
+def _close(node: Any) -> None:
+    """Calls the node's ``close()`` once (a no-op for nodes without one, or the second time)."""
+    close = getattr(node, "close", None)
+    if close is not None and not getattr(node, "_wm_closed", False):
+        node._wm_closed = True
+        close()
 
 
 def exit_with(status: int) -> None:
