@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--workers", type=int, default=0, help="worker processes (0: config, then one per CPU)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run_experiment)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -62,10 +67,18 @@ def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
             raise ConfigError(str(exc)) from exc
         timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {"sittings": []}
     else:
-        res = run_sweep(cfg, out, args.workers or None, data=args.data)
-        timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {"sittings": []}
-        timing["sittings"].append({"wall_s": res.wall_s, "computed_runs": res.computed, "ended": time.strftime("%Y-%m-%d %H:%M:%S")})
-        atomic_write_text(json.dumps(timing, indent=1), timing_path)
+        previous = signal.signal(signal.SIGTERM, _terminate)  # a stopped sweep still records its sitting
+        outcome = "interrupted"
+        try:
+            res = run_sweep(cfg, out, args.workers or None, data=args.data)
+            outcome = "finished"
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {"sittings": []}
+            timing["sittings"].append(
+                {"wall_s": time.perf_counter() - sitting, "outcome": outcome, "ended": time.strftime("%Y-%m-%d %H:%M:%S")}
+            )
+            atomic_write_text(json.dumps(timing, indent=1), timing_path)
     if not res.results:
         raise ConfigError(f"no finished run in {out} yet")
     total_s = sum(s["wall_s"] for s in timing["sittings"])

@@ -60,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WhatmattersError as exc:
         print(f"whatmatters {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"whatmatters {args.command}: interrupted (finished work is kept; resumable commands continue from it)", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -265,12 +265,21 @@ def run_sweep(
                 with ProcessPoolExecutor(n_workers, ctx, _init_worker, (cfg, str(data), base, queue)) as pool:
                     futures = {pool.submit(_run, *key, str(out)): key for key in todo}
                     pending = set(futures)
-                    while pending:
-                        finished_now, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-                        _drain(queue, report)
-                        for fut in finished_now:
-                            done[futures[fut]] = fut.result()
-                            finished += 1
+                    try:
+                        while pending:
+                            finished_now, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                            _drain(queue, report)
+                            for fut in finished_now:
+                                done[futures[fut]] = fut.result()
+                                finished += 1
+                    except BaseException:
+                        # interrupted: stop the workers now (their finished epochs are saved) instead of
+                        # waiting for their runs to end, which is what leaving the pool would do
+                        procs = list((getattr(pool, "_processes", None) or {}).values())
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        for proc in procs:
+                            proc.terminate()
+                        raise
                     _drain(queue, report)
     bar.close()
     results = [done[r] for r in runs]
