@@ -34,6 +34,7 @@ from whatmatters.data.collect import CollectConfig, collect
 from whatmatters.data.dataset import load_transitions
 from whatmatters.dynamics.learned import LearnedDynamics
 from whatmatters.dynamics.registry import base_checkpoint, resolve_model
+from whatmatters.errors import ConfigError
 from whatmatters.eval.evaluate import Evaluator, evaluate
 from whatmatters.experiment.config import ExperimentConfig
 from whatmatters.io import atomic_write_text
@@ -75,7 +76,7 @@ class SweepResult:
 def _base_path(cfg: ExperimentConfig) -> str:
     model = resolve_model(cfg.base)
     if not isinstance(model, LearnedDynamics):
-        raise ValueError(f"experiment.base must be a learned checkpoint, got {cfg.base!r}")
+        raise ConfigError(f"experiment.base must be a learned checkpoint (base or a .pt path), got {cfg.base!r}")
     return str(base_checkpoint()) if cfg.base == "base" else cfg.base
 
 
