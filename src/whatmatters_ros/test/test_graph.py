@@ -31,7 +31,7 @@ from whatmatters.eval.episode import tracking_cost  # noqa: E402
 from whatmatters.mpc.config import MpcConfig  # noqa: E402
 from whatmatters_ros import messages as m  # noqa: E402
 from whatmatters_ros.graph import node_command  # noqa: E402
-from whatmatters_ros.recover import recover_bag  # noqa: E402
+from whatmatters_ros.recover import complete_chunk_count, recover_bag  # noqa: E402
 
 SECONDS = 5.0
 ALL_TOPICS = {m.JOINT_STATES, m.COMMANDS, m.REFERENCE, m.PAYLOAD, m.PREDICTION, m.SENSITIVITY, m.DIAGNOSTICS}
@@ -51,12 +51,13 @@ def lockstep_run(tmp_path_factory: pytest.TempPathFactory, domain_id: int) -> di
     runner = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed_at = 0
     while runner.poll() is None and victim.poll() is None:
-        size = sum(f.stat().st_size for f in killed_dir.glob("*/*.mcap"))
-        if size > 500_000:  # the first complete chunk (~1 MiB; the file grows chunk by chunk) is on disk
+        files = list(killed_dir.glob("*/*.mcap"))
+        # the file grows in buffered pieces: its size says nothing; kill once a whole chunk (~1 MiB) parses
+        if files and complete_chunk_count(files[0]) >= 1:
             victim.send_signal(signal.SIGKILL)
-            killed_at = size
+            killed_at = files[0].stat().st_size
             break
-        time.sleep(0.02)
+        time.sleep(0.05)
     stdout, stderr = runner.communicate(timeout=200)
     if victim.poll() is None:  # never reached a complete chunk: stop it, the test below fails
         victim.send_signal(signal.SIGINT)

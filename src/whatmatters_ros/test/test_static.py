@@ -19,7 +19,7 @@ import pytest
 from whatmatters.config import load_node_parameters
 from whatmatters.data.bags import EpisodeBagWriter, read_episode
 from whatmatters_ros.params import ROS_RESERVED, ParameterError
-from whatmatters_ros.recover import recover_bag
+from whatmatters_ros.recover import complete_chunk_count, recover_bag
 
 pytest.importorskip("rclpy")
 from whatmatters_ros.nodes import franka_sim, mpc_controller, reference_publisher, sensitivity_logger, trainer  # noqa: E402
@@ -157,3 +157,22 @@ def test_recover_truncated_bag(tmp_path: Path) -> None:
     ep = read_episode(out)
     assert n > 600 and 300 < len(ep.x) < 1200
     assert np.all(np.isfinite(ep.x)) and ep.tau.shape == (len(ep.x) - 1, 7)
+
+
+def test_complete_chunk_count_counts_only_whole_chunks(tmp_path: Path) -> None:
+    bag = tmp_path / "bag"
+    rng = np.random.default_rng(1)
+    with EpisodeBagWriter(bag) as w:
+        for k in range(800):
+            w.reference(0.02 * k, rng.normal(size=(13, 14)), 0.02)
+    data = next(bag.glob("*.mcap")).read_bytes()
+    pos = 8  # after the magic: records of opcode (u8), length (u64), body until the first chunk (0x06)
+    while data[pos] != 0x06:
+        pos += 9 + int.from_bytes(data[pos + 1 : pos + 9], "little")
+    end = pos + 9 + int.from_bytes(data[pos + 1 : pos + 9], "little")
+    assert end < len(data)  # more follows the first chunk
+    cut = tmp_path / "cut.mcap"
+    for size, expected in ((pos + 100, 0), (end - 1, 0), (end, 1), (8, 0)):
+        cut.write_bytes(data[:size])
+        assert complete_chunk_count(cut) == expected, size
+    assert complete_chunk_count(tmp_path / "missing.mcap") == 0

@@ -20,7 +20,7 @@ from rosbags.rosbag2.storage_mcap import decompress
 
 from whatmatters.data.bags import TYPESTORE, BagError
 
-__all__ = ["recover_bag"]
+__all__ = ["complete_chunk_count", "recover_bag"]
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +32,11 @@ def _string(buf: bytes, pos: int) -> tuple[str, int]:
     return buf[pos + 4 : pos + 4 + n].decode(), pos + 4 + n
 
 
-def _chunk_records(data: bytes) -> list[tuple[int, bytes]]:
-    """``(opcode, body)`` of every record inside the complete chunks of an MCAP file's bytes."""
+def _chunk_records(data: bytes) -> tuple[list[tuple[int, bytes]], int]:
+    """``(opcode, body)`` of every record inside the complete chunks of an MCAP file's bytes, and their number."""
     if not data.startswith(MAGIC):
         raise BagError("not an MCAP file (bad magic)")
-    pos, out = len(MAGIC), []
+    pos, out, chunks = len(MAGIC), [], 0
     while pos + 9 <= len(data):
         op = data[pos]
         (length,) = struct.unpack_from("<Q", data, pos + 1)
@@ -63,7 +63,23 @@ def _chunk_records(data: bytes) -> list[tuple[int, bytes]]:
             (ilen,) = struct.unpack_from("<Q", inner, q + 1)
             out.append((iop, inner[q + 9 : q + 9 + ilen]))
             q += 9 + ilen
-    return out
+        chunks += 1
+    return out, chunks
+
+
+def complete_chunk_count(mcap_file: str | Path) -> int:
+    """Number of complete, intact chunks in an MCAP file, as :func:`recover_bag` would read them.
+
+    Args:
+        mcap_file: An MCAP file that may still be being written, or whose writer was killed.
+
+    Returns:
+        How many chunks are complete on disk now (0 for a missing or unreadable file).
+    """
+    try:
+        return _chunk_records(Path(mcap_file).read_bytes())[1]
+    except (OSError, BagError, struct.error):
+        return 0
 
 
 def recover_bag(src: str | Path, dst: str | Path) -> int:
@@ -84,7 +100,7 @@ def recover_bag(src: str | Path, dst: str | Path) -> int:
     if not files:
         raise BagError(f"bag {src}: no .mcap file")
     try:
-        records = _chunk_records(files[0].read_bytes())
+        records, _ = _chunk_records(files[0].read_bytes())
     except (BagError, struct.error) as exc:
         raise BagError(f"bag {src}: {exc}") from exc
     schemas: dict[int, str] = {}
