@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import casadi as ca
 import numpy as np
@@ -59,7 +60,7 @@ def _rk4_numeric(model: DynamicsModel, x: np.ndarray, u: np.ndarray, p: np.ndarr
 
 
 def test_predictions_are_the_models_rk4_map(nominal, nominal_solver):
-    """acados' ERK (4 stages, 1 step) is exactly DynamicsModel.rk4_step."""
+    """acados' predictions (the default chained DISCRETE RK4) are exactly DynamicsModel.rk4_step."""
     x0 = np.concatenate([Q_HOME + 0.02, 0.1 * np.ones(7)])
     nominal_solver.set_reference(_reference(nominal_solver.n))
     for _ in range(10):  # RTI: each call is one SQP iteration; iterate to a feasible point
@@ -68,6 +69,23 @@ def test_predictions_are_the_models_rk4_map(nominal, nominal_solver):
     np.testing.assert_allclose(res.x[0], x0, atol=1e-12)
     for k in range(nominal_solver.n):
         np.testing.assert_allclose(res.x[k + 1], _rk4_numeric(nominal, res.x[k], res.u[k]), rtol=1e-9, atol=1e-9)
+
+
+def test_chained_discrete_and_erk_give_the_same_iterates(nominal, mpc_config, params):
+    """Two implementations of the same RK4 map and Jacobian: identical SQP_RTI iterates to round-off."""
+    assert mpc_config.integrator == "discrete_rk4"
+    disc = AcadosMpcSolver(nominal, mpc_config, params.torque_limits)
+    erk = AcadosMpcSolver(nominal, replace(mpc_config, integrator="erk"), params.torque_limits)
+    assert erk.key != disc.key
+    x0 = np.concatenate([Q_HOME + 0.05, 0.2 * np.ones(7)])
+    for solver in (erk, disc):
+        solver.set_reference(_reference(solver.n))
+        solver.initialize(np.tile(x0, (solver.n + 1, 1)), np.zeros((solver.n, 7)))
+    for _ in range(5):
+        a, b = erk.solve(x0), disc.solve(x0)
+        assert a.ok and b.ok
+        np.testing.assert_allclose(b.u, a.u, rtol=0, atol=1e-9 * np.abs(a.u).max())
+        np.testing.assert_allclose(b.x, a.x, rtol=0, atol=1e-11)
 
 
 def test_fixed_first_input_is_respected(nominal_solver, params):

@@ -14,6 +14,7 @@ __all__ = ["MpcConfig"]
 
 _NLP = ("SQP_RTI", "SQP")
 _HESS = ("GAUSS_NEWTON", "EXACT")
+_INTEGRATORS = ("discrete_rk4", "erk")
 _QP = ("PARTIAL_CONDENSING_HPIPM", "FULL_CONDENSING_HPIPM", "FULL_CONDENSING_QPOASES")
 
 
@@ -41,6 +42,11 @@ class MpcConfig(YamlConfig):
         fallback_gravity_after: Consecutive failures before gravity compensation.
         compile_flags: C compiler flags for the model functions (the compiled
             solver is cached per machine, so ``-march=native`` is safe).
+        integrator: How acados gets the RK4 map and its Jacobian: ``discrete_rk4``
+            (DISCRETE dynamics, Jacobian chained over the four stages from
+            df/d(x, u); see :mod:`whatmatters.mpc.discrete`) or ``erk`` (acados'
+            ERK integrator, 4 stages, 1 step: the same map, forward
+            sensitivities in all 21 directions, slower).
     """
 
     yaml_file: ClassVar[str] = "mpc.yaml"
@@ -61,6 +67,7 @@ class MpcConfig(YamlConfig):
     qp_max_iter: int = 50
     fallback_gravity_after: int = 5
     compile_flags: str = "-O3 -march=native"
+    integrator: str = "discrete_rk4"
 
     def __post_init__(self) -> None:
         if self.horizon < 1 or self.dt <= 0:
@@ -77,6 +84,8 @@ class MpcConfig(YamlConfig):
             raise ConfigError(f"mpc: 'nlp_solver' must be one of {_NLP}, got '{self.nlp_solver}'")
         if self.hessian not in _HESS:
             raise ConfigError(f"mpc: 'hessian' must be one of {_HESS}, got '{self.hessian}'")
+        if self.integrator not in _INTEGRATORS:
+            raise ConfigError(f"mpc: 'integrator' must be one of {_INTEGRATORS}, got '{self.integrator}'")
         if self.qp_solver not in _QP:
             raise ConfigError(f"mpc: 'qp_solver' must be one of {_QP}, got '{self.qp_solver}'")
         if self.hpipm_mode not in ("SPEED", "SPEED_ABS", "BALANCE", "ROBUST"):

@@ -5,12 +5,12 @@ The problem (``x = [q, qd]`` (14), ``u = tau`` (7), N stages of ``dt``)::
     min  sum_{k<N} |x_k - x_ref,k|_Q^2 + |u_k|_R^2  +  |x_N - x_ref,N|_{Q_N}^2
     s.t. x_{k+1} = RK4(x_k, u_k; p),  x_0 = measured state,  |u_k| <= tau_max
 
-* Dynamics: the model's continuous form ``xdot = f(x, u, p)`` integrated by
-  acados' ERK integrator with 4 stages and 1 step per interval, which is the
-  classical RK4 map of :meth:`DynamicsModel.rk4_step` (checked in the tests).
-  acados then needs only f and its forward sensitivities: a much smaller
-  generated code than the expanded RK4 expression (measured: ~20 s vs ~80 s
-  to compile, same solve time).
+* Dynamics: the classical RK4 map of :meth:`DynamicsModel.rk4_step` (one
+  step per interval; checked in the tests), by default as acados DISCRETE
+  dynamics whose Jacobian is chained over the four stages from df/d(x, u)
+  (:mod:`whatmatters.mpc.discrete`), or (``integrator: erk``) through acados'
+  ERK integrator with 4 stages and 1 step, which propagates forward
+  sensitivities of f in all 21 directions (the same map, slower).
 * Runtime, not rebuild: the model parameters ``p`` (learned weights, context)
   are acados stage parameters; the reference ``yref`` and the weights ``W``
   are set per stage at run time; so are the torque bounds.
@@ -24,19 +24,23 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import platform
 from typing import Any
 
 import casadi as ca
 import numpy as np
 
-from whatmatters.dynamics.base import DynamicsModel
+from whatmatters.dynamics.base import DynamicsModel, rk4
 from whatmatters.mpc.acados_env import configure_acados_environment, import_acados_template
 from whatmatters.mpc.config import MpcConfig
+from whatmatters.mpc.discrete import UnsupportedAcados, acados_solver_module
 
-__all__ = ["build_ocp", "formulation_key", "model_expressions"]
+__all__ = ["build_ocp", "discrete_rk4", "formulation_key", "model_expressions"]
 
-_BUILDER_VERSION = "1"
+log = logging.getLogger(__name__)
+
+_BUILDER_VERSION = "2"
 
 
 def model_expressions(model: DynamicsModel) -> tuple[ca.SX, ca.SX, ca.SX, ca.SX]:
@@ -68,6 +72,18 @@ def _acados_id() -> str:
     checkout or venv shares compiled solvers, a different build does not."""
     lib = configure_acados_environment().lib_dir / "libacados.so"
     return hashlib.sha256(lib.read_bytes()).hexdigest()
+
+
+def discrete_rk4(cfg: MpcConfig) -> bool:
+    """Whether the OCP uses the chained DISCRETE RK4 (config, and this acados supports it)."""
+    if cfg.integrator != "discrete_rk4":
+        return False
+    try:
+        acados_solver_module()
+    except UnsupportedAcados as exc:
+        log.warning("integrator discrete_rk4 unavailable (%s); using acados' ERK (the same RK4 map, slower)", exc)
+        return False
+    return True
 
 
 def formulation_key(model: DynamicsModel, cfg: MpcConfig, torque_limits: np.ndarray) -> str:
@@ -144,9 +160,14 @@ def build_ocp(
 
     opts = ocp.solver_options
     opts.tf = n * cfg.dt
-    opts.integrator_type = "ERK"
-    opts.sim_method_num_stages = 4  # classical RK4 ...
-    opts.sim_method_num_steps = 1  # ... one step per interval
+    if discrete_rk4(cfg):
+        opts.integrator_type = "DISCRETE"  # phi and its Jacobian: mpc.discrete
+        f_fun = ca.Function("f", [x, u, p], [f_expl])  # a call: the model's CasADi form needs symbolic inputs
+        acm.disc_dyn_expr = rk4(lambda s: f_fun(s, u, p), x, cfg.dt)
+    else:
+        opts.integrator_type = "ERK"
+        opts.sim_method_num_stages = 4  # classical RK4 ...
+        opts.sim_method_num_steps = 1  # ... one step per interval
     opts.nlp_solver_type = cfg.nlp_solver
     opts.hessian_approx = cfg.hessian
     opts.qp_solver = cfg.qp_solver

@@ -27,6 +27,7 @@ from whatmatters.errors import WhatmattersError
 from whatmatters.io import cache_root, file_lock
 from whatmatters.mpc.acados_env import import_acados_template
 from whatmatters.mpc.config import MpcConfig
+from whatmatters.mpc.discrete import chained_discrete_codegen, rk4_functions
 from whatmatters.mpc.ocp import build_ocp, formulation_key
 
 __all__ = ["AcadosMpcSolver", "MpcBuildError", "SolveResult", "cache_root"]
@@ -188,8 +189,10 @@ class AcadosMpcSolver:
             ocp = build_ocp(self.model, self.cfg, self.torque_limits, name)
             ocp.code_export_directory = str(folder / "c_generated_code")
             start = time.perf_counter()
+            discrete = ocp.solver_options.integrator_type == "DISCRETE"
             try:
-                solver = at.AcadosOcpSolver(ocp, json_file=str(json_file), verbose=False)
+                with chained_discrete_codegen(rk4_functions(self.model, self.cfg.dt, name)) if discrete else contextlib.nullcontext():
+                    solver = at.AcadosOcpSolver(ocp, json_file=str(json_file), verbose=False)
             except Exception as exc:  # acados raises bare Exceptions and OSErrors
                 raise MpcBuildError(f"building acados solver in {folder} failed: {exc}") from exc
             self.build_seconds = time.perf_counter() - start
