@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from whatmatters.sensitivity.compute import OperatingPoint, SensitivityComputer, SensitivityError
+from whatmatters.sensitivity.compute import OperatingPoint, SensitivityComputer, SensitivityError, shifted
 
 __all__ = ["SensitivityJob", "SensitivityWorker"]
 
@@ -135,10 +135,7 @@ class SensitivityWorker:
                 self._idle.set()  # real time: take the next step while the batch fills
 
     def _operating_point(self, job: SensitivityJob) -> OperatingPoint | None:
-        init = (None, None)
-        if self._warm is not None:
-            x, u = self._warm
-            init = (np.vstack([x[1:], x[-1:]]), np.vstack([u[1:], u[-1:]]))
+        init = (None, None) if self._warm is None else shifted(*self._warm)
         try:
             point = self.computer.operating_point(job.x, job.x_ref, job.params, *init)
         except (SensitivityError, np.linalg.LinAlgError) as exc:

@@ -23,7 +23,7 @@ from whatmatters.eval.episode import run_episode
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.controller import MpcController
 from whatmatters.mpc.solver import AcadosMpcSolver
-from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig
+from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig, shifted
 from whatmatters.sensitivity.kkt import active_set, dynamics_multipliers, first_input_sensitivity
 from whatmatters.sensitivity.mpc_pytorch import du0_de_mpc_pytorch
 from whatmatters.sim.environments import make_environment
@@ -114,15 +114,19 @@ def bench_sensitivity(samples: int = 20) -> dict[str, float]:
     reference = sample_fourier_trajectory(env.reference_seed, FourierConfig.from_yaml(), sim.params)
     res = run_episode(MpcController(AcadosMpcSolver(model, cfg, sim.torque_limits), model), sim, env, reference, 0.02 * samples)
     horizon = cfg.dt * np.arange(cfg.horizon + 1)
-    computer.compute(res.x[0], reference.state(horizon))  # warm-up (loads compiled code)
+    prev = computer.compute(res.x[0], reference.state(horizon), x_init=res.predictions[0])  # warm-up (loads compiled code)
     start = time.perf_counter()
-    points = [computer.compute(res.x[t], reference.state(t * cfg.dt + horizon), x_init=res.predictions[t]) for t in range(samples)]
+    points = []
+    for t in range(1, samples + 1):  # as the logger and the batch job: from the previous operating point, shifted
+        x_init, u_init = shifted(prev.x, prev.u)
+        prev = computer.compute(res.x[t], reference.state(t * cfg.dt + horizon), x_init=x_init, u_init=u_init)
+        points.append(prev)
     out = {"sensitivity_ms_per_sample": 1e3 * (time.perf_counter() - start) / samples}
     # du0/de from the converged point: ours (exact derivatives + Riccati) vs mpc.pytorch (LQR layer, given A, B)
     ours_s = theirs_s = 0.0
     diff_gn = diff_exact = scale = 0.0
     n = cfg.horizon
-    for t, s in enumerate(points):
+    for t, s in enumerate(points, start=1):
         x_ref = reference.state(t * cfg.dt + horizon)
         t0 = time.perf_counter()
         f, a, b = computer.derivatives.jacobians(s.x[:n], s.u, np.zeros(0))
@@ -157,9 +161,12 @@ def bench_sensitivity_learned(samples: int = 20) -> dict[str, float]:
     reference = sample_fourier_trajectory(env.reference_seed, FourierConfig.from_yaml(), sim.params)
     res = run_episode(MpcController(AcadosMpcSolver(model, cfg, sim.torque_limits), model.nominal), sim, env, reference, 0.02 * samples)
     horizon = cfg.dt * np.arange(cfg.horizon + 1)
-    computer.compute(res.x[0], reference.state(horizon))  # warm-up
+    warm = computer.compute(res.x[0], reference.state(horizon), x_init=res.predictions[0])  # warm-up
     start = time.perf_counter()
-    points = [computer.operating_point(res.x[t], reference.state(t * cfg.dt + horizon), x_init=res.predictions[t]) for t in range(samples)]
+    points, init = [], shifted(warm.x, warm.u)
+    for t in range(1, samples + 1):  # the batch job's order: each from the previous operating point, shifted
+        points.append(computer.operating_point(res.x[t], reference.state(t * cfg.dt + horizon), None, *init))
+        init = shifted(points[-1].x, points[-1].u)
     mid = time.perf_counter()
     done = computer.finish(points)
     end = time.perf_counter()

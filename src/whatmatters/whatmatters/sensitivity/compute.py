@@ -33,9 +33,22 @@ from whatmatters.sensitivity.derivatives import COMPILE_LIMIT, StageDerivatives,
 from whatmatters.sensitivity.kkt import active_set, dynamics_multipliers, first_input_sensitivity
 from whatmatters.sensitivity.torch_derivatives import TorchStageDerivatives
 
-__all__ = ["OperatingPoint", "SensitivityComputer", "SensitivityConfig", "SensitivityError", "SensitivitySample"]
+__all__ = ["OperatingPoint", "SensitivityComputer", "SensitivityConfig", "SensitivityError", "SensitivitySample", "shifted"]
 
 log = logging.getLogger(__name__)
+
+
+def shifted(x: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A converged solution shifted by one stage (last stage repeated): the next step's SQP start.
+
+    Args:
+        x: States, (N + 1, nx).
+        u: Inputs, (N, nu).
+
+    Returns:
+        ``(x_init (N + 1, nx), u_init (N, nu))``.
+    """
+    return np.vstack([x[1:], x[-1:]]), np.vstack([u[1:], u[-1:]])
 
 
 class SensitivityError(WhatmattersError, RuntimeError):
