@@ -7,7 +7,7 @@ import pytest
 from whatmatters.cli.main import main
 from whatmatters.data.bags import read_episode
 from whatmatters.data.collect import CollectConfig, collect
-from whatmatters.sensitivity.batch import STATE_LABELS, compute_episode, load_sidecar
+from whatmatters.sensitivity.batch import STATE_LABELS, compute_episode, factor_statistics, load_sidecar
 from whatmatters.sensitivity.compute import SensitivityComputer
 
 
@@ -55,3 +55,27 @@ def test_dataset_builder_reads_the_sidecars(bags, nominal):
     first = data.step == 0
     np.testing.assert_array_equal(data.s_hat[first & (data.episode == 0)][0], load_sidecar(bags / "env_0011")["s_hat"][0])
     assert np.isnan(data.s_hat[data.step >= 2]).all()  # steps beyond --max-steps have none
+
+
+def test_factor_statistics_of_synthetic_sidecars(tmp_path):
+    rng = np.random.default_rng(4)
+    effs, rows = [], []
+    for i, steps in enumerate((5, 7)):
+        bag = tmp_path / f"env_{i}"
+        bag.mkdir()
+        eff = rng.uniform(0.1, 1.0, (steps, 7))
+        du = rng.normal(size=(steps, 7, 12, 14))
+        du[0, 5] = 0.0  # joint 6 at a bound in the first step of each bag
+        ok = np.ones(steps, dtype=bool)
+        ok[-1] = False  # a step that did not converge is not counted
+        np.savez(bag / "sensitivity.npz", dj_du0_eff=eff, du0_de=du, ok=ok, s_hat=np.zeros((steps, 12, 14)))
+        effs.append(eff[ok])
+        rows.append(du[ok])
+    st = factor_statistics(tmp_path)
+    eff = np.concatenate(effs)
+    np.testing.assert_allclose(st["eff_mean"], eff.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(st["eff_cv"], eff.std(0) / eff.mean(0), rtol=1e-12)
+    assert st["at_bound"][5] == pytest.approx(2 / 10) and st["at_bound"][0] == 0.0
+    first = np.abs(np.concatenate(rows)[:, :, 0, :7])
+    assert st["du0_de_cv_median"][0] == pytest.approx(np.median(first.std(0) / first.mean(0)))
+    assert factor_statistics(tmp_path / "env_0" / "none") == {}

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from whatmatters.data.dataset import TransitionDataset
-from whatmatters.train.weighting import make_windows, objective_mask, weights
+from whatmatters.train.weighting import make_windows, objective_mask, weight_statistics, weights
 
 
 def _dataset(rng: np.random.Generator, lengths=(6, 5), s_hat: bool = True) -> TransitionDataset:
@@ -81,3 +81,19 @@ def test_missing_inputs_are_named(rng):
         weights("bogus", win, "position")
     with pytest.raises(ValueError, match="objective"):
         objective_mask("torque")
+
+
+def test_weight_statistics_closed_form_cases(rng):
+    equal = np.ones((200, 4, 14))
+    st = weight_statistics(equal)
+    assert st["ess_fraction"] == pytest.approx(1.0) and st["p99_over_mean"] == pytest.approx(1.0)
+    assert st["top1_share"] == pytest.approx(2 / 200) and st["cosine_to_mean"] == pytest.approx(1.0)
+    scaled = equal * rng.uniform(0.5, 2.0, size=(200, 1, 1))  # only the scale differs per window
+    assert weight_statistics(scaled)["cosine_to_mean"] == pytest.approx(1.0)
+    one = np.zeros((100, 1, 14))
+    one[7, 0, 3] = 5.0  # one window holds all the weight
+    st = weight_statistics(one)
+    assert st["ess_fraction"] == pytest.approx(1 / 100) and st["top1_share"] == pytest.approx(1.0)
+    two = np.zeros((2, 1, 2))
+    two[0, 0, 0] = two[1, 0, 1] = 1.0  # orthogonal patterns: cosine 1/sqrt(2) with their mean
+    assert weight_statistics(two)["cosine_to_mean"] == pytest.approx(1 / np.sqrt(2))

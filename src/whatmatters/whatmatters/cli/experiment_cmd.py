@@ -13,7 +13,8 @@ from typing import Any
 from whatmatters.experiment.config import load_experiment_config
 from whatmatters.experiment.report import write_report
 from whatmatters.errors import ConfigError
-from whatmatters.experiment.sweep import finished_runs, run_sweep
+from whatmatters.experiment.sweep import finished_runs, ours_statistics, run_sweep
+from whatmatters.sensitivity.batch import factor_statistics
 from whatmatters.io import atomic_write_text
 
 
@@ -82,6 +83,7 @@ def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
     if not res.results:
         raise ConfigError(f"no finished run in {out} yet")
     total_s = sum(s["wall_s"] for s in timing["sittings"])
+    data = Path(args.data) if args.data else out / "data"
     windows = sorted({r["windows"] for r in res.results})
     meta = {
         "command": _command(args),
@@ -92,6 +94,8 @@ def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
         "runs_total": len(cfg.runs()),
         "windows": "windows per p: " + ", ".join(str(w) for w in windows),
         "base_j": float(res.base_eval["j_track_mean"]),
+        "ours_weights": ours_statistics(cfg, data),
+        "factors": factor_statistics(data),
     }
     w, p = list(cfg.weightings), list(cfg.rollouts)
     targets = [(out / "report" / "fig2.json", out / "report" / "fig2.png", out / "report" / "results.md")]

@@ -115,6 +115,41 @@ def _table(fig: dict[str, Any], kind: str, weightings: list[str], rollouts: list
     return lines
 
 
+def _weights_table(stats: dict[str, dict[str, float]]) -> list[str]:
+    if not stats:
+        return []
+    lines = [
+        "## How unequal the `ours` weights are (training data)",
+        "",
+        "Per window the loss weight w = sum of S^2 over its steps and states; `ours_avg` replaces every window's S by the dataset mean S. Definitions: `whatmatters.train.weighting.weight_statistics`.",
+        "",
+        "| p | effective sample size / M | 99th percentile of w / mean | weight share of the top 1 % | mean cosine of S with the mean S |",
+        "|---|---|---|---|---|",
+    ]
+    for p, st in stats.items():
+        lines.append(f"| {p} | {st['ess_fraction']:.3f} | {st['p99_over_mean']:.2f} | {100 * st['top1_share']:.1f} % | {st['cosine_to_mean']:.3f} |")
+    return [*lines, ""]
+
+
+def _factors_table(st: dict[str, list[float]]) -> list[str]:
+    if not st:
+        return []
+    joints = range(1, len(st["eff_mean"]) + 1)
+    return [
+        "## The two factors of S_hat over the training data",
+        "",
+        "Definitions: `whatmatters.sensitivity.batch.factor_statistics`. "
+        f"Median coefficient of variation of the entries of |du0/de_1| (positions): {st['du0_de_cv_median'][0]:.2f}.",
+        "",
+        "| | " + " | ".join(f"joint {j}" for j in joints) + " |",
+        "|---|" + "---|" * len(st["eff_mean"]),
+        "| mean abs(dJ/du0)_eff, cost/Nm | " + " | ".join(f"{v:.3g}" for v in st["eff_mean"]) + " |",
+        "| its coefficient of variation | " + " | ".join(f"{v:.2f}" for v in st["eff_cv"]) + " |",
+        "| share of samples with u0 at a bound | " + " | ".join(f"{100 * v:.1f} %" for v in st["at_bound"]) + " |",
+        "",
+    ]
+
+
 def results_markdown(fig: dict[str, Any], meta: dict[str, Any], weightings: list[str], rollouts: list[int], png_name: str) -> str:
     """``results.md``: tables, figure, command, wall time and machine."""
     cfg = meta["config"]
@@ -146,6 +181,8 @@ def results_markdown(fig: dict[str, Any], meta: dict[str, Any], weightings: list
         "",
         f"![Fig. 2]({png_name})",
         "",
+        *_weights_table(meta.get("ours_weights") or {}),
+        *_factors_table(meta.get("factors") or {}),
         "Definitions of the weightings and of the normalisation: `docs/training.md`. Every run's per-epoch costs: `raw` in fig2.json.",
         "",
     ]

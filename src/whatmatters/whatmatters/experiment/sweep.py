@@ -43,10 +43,10 @@ from whatmatters.sensitivity.batch import compute_bag_dir
 from whatmatters.sim.environments import environment_seeds
 from whatmatters.sim.simulator import SimConfig
 from whatmatters.train.finetune import finetune
-from whatmatters.train.weighting import RolloutWindows, make_windows, weights
+from whatmatters.train.weighting import RolloutWindows, make_windows, weight_statistics, weights
 from whatmatters.trajectory.fourier import FourierConfig
 
-__all__ = ["SweepResult", "finished_runs", "run_id", "run_sweep"]
+__all__ = ["SweepResult", "finished_runs", "ours_statistics", "run_id", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,23 @@ def prepare_data(cfg: ExperimentConfig, data: Path, workers: int, progress: bool
     collect(cfg.base, seeds, data, replace(CollectConfig.from_yaml(), seconds=cfg.data_seconds), workers, progress)
     compute_bag_dir(data, cfg.base, workers, progress=progress, skip_existing=True)
     return data
+
+
+def ours_statistics(cfg: ExperimentConfig, data: Path) -> dict[str, dict[str, float]]:
+    """:func:`~whatmatters.train.weighting.weight_statistics` of ``ours`` per rollout length on the sweep's data.
+
+    Returns:
+        ``{str(p): statistics}``; empty if ``data`` holds no sensitivities yet.
+    """
+    base = LearnedDynamics.load(_base_path(cfg))
+    try:
+        transitions = load_transitions(data, base.nominal, base.cfg.window, sensitivities=True)
+    except (FileNotFoundError, ValueError) as exc:
+        log.warning("no weight statistics: %s", exc)
+        return {}
+    if transitions.s_hat is None:
+        return {}
+    return {str(p): weight_statistics(weights("ours", make_windows(transitions, p), cfg.finetune.objective)) for p in cfg.rollouts}
 
 
 # ---------------------------------------------------------------- workers

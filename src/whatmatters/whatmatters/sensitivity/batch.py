@@ -36,9 +36,9 @@ from whatmatters.dynamics.registry import resolve_model
 from whatmatters.io import atomic_write_bytes
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.robot.params import load_panda_params
-from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig, SensitivityError
+from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig, SensitivityError, shifted
 
-__all__ = ["SIDECAR", "STATE_LABELS", "compute_bag_dir", "compute_episode", "load_sidecar"]
+__all__ = ["SIDECAR", "STATE_LABELS", "compute_bag_dir", "compute_episode", "factor_statistics", "load_sidecar"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def compute_episode(computer: SensitivityComputer, ep: EpisodeRecord, max_steps:
     points, steps_ok = [], []
     for t in range(steps):
         params = np.concatenate([weights, contexts[t]]) if contexts is not None else None
-        x_init, u_init = (None, None) if prev is None else (np.vstack([prev[0][1:], prev[0][-1:]]), np.vstack([prev[1][1:], prev[1][-1:]]))
+        x_init, u_init = (None, None) if prev is None else shifted(*prev)
         try:
             pt = computer.operating_point(ep.x[t], ep.x_ref_horizon[t], params, x_init, u_init)
         except SensitivityError as exc:
@@ -99,6 +99,35 @@ def load_sidecar(bag: str | Path) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"no sensitivities beside {bag} ({path} missing; run 'whatmatters sensitivities')")
     with np.load(path) as data:
         return {k: data[k] for k in data.files}
+
+
+def factor_statistics(bag_dir: str | Path) -> dict[str, list[float]]:
+    """How the two factors of S_hat vary over the converged samples of a bag folder's sidecars.
+
+    Returns:
+        Per joint (7 values each): ``eff_mean`` (mean |dJ/du0|_eff, cost/Nm),
+        ``eff_cv`` (its coefficient of variation), ``at_bound`` (share of
+        samples whose du0/de row is zero: u0 at a torque bound); and
+        ``du0_de_cv_median`` (one value: the median over the (joint, state)
+        entries of |du0/de_1|, positions, of their coefficient of variation).
+        Empty if the folder has no sidecar.
+    """
+    effs, rows = [], []
+    for path in sorted(Path(bag_dir).glob(f"*/{SIDECAR}")):
+        data = load_sidecar(path.parent)
+        ok = data["ok"]
+        effs.append(data["dj_du0_eff"][ok])
+        rows.append(data["du0_de"][ok])
+    if not effs:
+        return {}
+    eff, du = np.concatenate(effs), np.concatenate(rows)  # (S, nu), (S, nu, N, nx)
+    first = np.abs(du[:, :, 0, : du.shape[3] // 2])
+    return {
+        "eff_mean": eff.mean(0).tolist(),
+        "eff_cv": (eff.std(0) / np.maximum(eff.mean(0), 1e-300)).tolist(),
+        "at_bound": (np.abs(du).sum(axis=(2, 3)) == 0).mean(0).tolist(),
+        "du0_de_cv_median": [float(np.median(first.std(0) / np.maximum(first.mean(0), 1e-300)))],
+    }
 
 
 _WORKER: SensitivityComputer | None = None

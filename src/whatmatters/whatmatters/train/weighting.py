@@ -30,7 +30,7 @@ import numpy as np
 
 from whatmatters.data.dataset import TransitionDataset
 
-__all__ = ["OBJECTIVES", "WEIGHTINGS", "RolloutWindows", "make_windows", "objective_mask", "weights"]
+__all__ = ["OBJECTIVES", "WEIGHTINGS", "RolloutWindows", "make_windows", "objective_mask", "weight_statistics", "weights"]
 
 WEIGHTINGS = ("ones", "stand", "norm", "mpc_cost", "ours", "ours_avg")
 OBJECTIVES = ("position", "velocity", "both")
@@ -147,3 +147,35 @@ def weights(name: str, win: RolloutWindows, objective: str, q_weights: np.ndarra
     else:
         raise ValueError(f"unknown weighting {name!r}: expected one of {', '.join(WEIGHTINGS)}")
     return np.broadcast_to(per_state * mask, (1, p, nx)).copy()
+
+
+def weight_statistics(s: np.ndarray) -> dict[str, float]:
+    """How unequal per-window weights are (what separates ``ours`` from ``ours_avg``).
+
+    With ``w_m = sum_{k,i} S_{m,k,i}^2`` the loss weight of window m:
+
+    * ``ess_fraction``: Kish's effective sample size over M, ``(sum w)^2 / (M sum w^2)``
+      (1: every window counts equally; 1/M: one window dominates);
+    * ``p99_over_mean``: the 99th percentile of w over its mean;
+    * ``top1_share``: the share of the loss weight held by the heaviest 1 % of windows;
+    * ``cosine_to_mean``: the mean cosine similarity of each window's S (flattened
+      over steps and states) with the dataset mean S, i.e. how far the per-sample
+      pattern differs from ``ours_avg``'s (1: only the scale differs).
+
+    Args:
+        s: Per-window weights, (M, p, nx).
+    """
+    s = np.asarray(s, dtype=float)
+    flat = s.reshape(s.shape[0], -1)
+    w = np.sum(flat**2, axis=1)
+    m = w.size
+    top = np.sort(w)[::-1][: max(1, m // 100)]
+    mean = flat.mean(0)
+    norms = np.linalg.norm(flat, axis=1) * np.linalg.norm(mean)
+    cos = flat @ mean / np.maximum(norms, 1e-300)
+    return {
+        "ess_fraction": float(w.sum() ** 2 / (m * np.sum(w**2))),
+        "p99_over_mean": float(np.quantile(w, 0.99) / w.mean()),
+        "top1_share": float(top.sum() / w.sum()),
+        "cosine_to_mean": float(cos.mean()),
+    }
