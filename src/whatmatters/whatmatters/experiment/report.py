@@ -165,6 +165,10 @@ def results_markdown(fig: dict[str, Any], meta: dict[str, Any], weightings: list
         ),
         f"- Machine: {meta['machine']}",
         f"- Wall time of the sweep: {meta['wall_h']:.2f} h in total over its sittings (this sitting {meta['sitting_s'] / 3600:.2f} h); runs finished: {meta['runs_done']} of {meta['runs_total']}",
+        *[
+            f"  - sitting {i}: {st['wall_s'] / 3600:.2f} h, {st['outcome']}, ended {st['ended']}" + (f" ({st['note']})" if st.get("note") else "")
+            for i, st in enumerate(meta.get("sittings") or [], start=1)
+        ],
         f"- Data: {cfg['data_envs']} training environments x {cfg['data_seconds']} s with the base model ({meta['windows']}), S_hat for every step",
         f"- Evaluation: {cfg['eval_envs']} `{cfg['eval_set']}` environments x {cfg['eval_seconds']} s after every epoch; fine-tuning {cfg['finetune']}",
         f"- Base model before fine-tuning: J_track {meta['base_j']:.3f} (mean over the same environments)",
