@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from whatmatters.config import load_node_parameters
-from whatmatters.data.bags import EpisodeBagWriter, read_episode
+from whatmatters.data.bags import BagError, EpisodeBagWriter, read_episode
 from whatmatters_ros.params import ROS_RESERVED, ParameterError
 from whatmatters_ros.recover import complete_chunk_count, recover_bag
 
@@ -176,3 +176,20 @@ def test_complete_chunk_count_counts_only_whole_chunks(tmp_path: Path) -> None:
         cut.write_bytes(data[:size])
         assert complete_chunk_count(cut) == expected, size
     assert complete_chunk_count(tmp_path / "missing.mcap") == 0
+
+
+def test_recovered_bag_ends_with_a_whole_control_step(tmp_path: Path) -> None:
+    bag = tmp_path / "bag"
+    rng = np.random.default_rng(2)
+    with EpisodeBagWriter(bag) as w:
+        for k in range(50):
+            w.joint_state(0.02 * k, rng.normal(size=7), rng.normal(size=7), np.zeros(7))
+            w.reference(0.02 * k, rng.normal(size=(13, 14)), 0.02)
+            w.command(0.02 * k, rng.normal(size=7))
+        for k in (50, 51):  # the kill cut these steps after their state: no command
+            w.joint_state(0.02 * k, rng.normal(size=7), rng.normal(size=7), np.zeros(7))
+    with pytest.raises(BagError, match="missing for 1 of 51"):
+        read_episode(bag)
+    recover_bag(bag, tmp_path / "recovered")
+    ep = read_episode(tmp_path / "recovered")
+    assert ep.x.shape == (51, 14) and ep.tau.shape == (50, 7)

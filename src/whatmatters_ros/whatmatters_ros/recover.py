@@ -18,7 +18,7 @@ from pathlib import Path
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.storage_mcap import decompress
 
-from whatmatters.data.bags import TYPESTORE, BagError
+from whatmatters.data.bags import COMMANDS, JOINT_STATES, TYPESTORE, BagError
 
 __all__ = ["complete_chunk_count", "recover_bag"]
 
@@ -82,8 +82,29 @@ def complete_chunk_count(mcap_file: str | Path) -> int:
         return 0
 
 
+def _whole_steps(messages: list[tuple[int, int, bytes]], channels: dict[int, tuple[str, str]]) -> list[tuple[int, int, bytes]]:
+    """Drops what follows the last command, except the first joint state after it."""
+    cmd_ids = {cid for cid, (topic, _) in channels.items() if topic == COMMANDS}
+    state_ids = {cid for cid, (topic, _) in channels.items() if topic == JOINT_STATES}
+    cmd_times = [t for cid, t, _ in messages if cid in cmd_ids]
+    if not cmd_times:
+        return messages
+    last = max(cmd_times)
+    after = [t for cid, t, _ in messages if cid in state_ids and t > last]
+    end = min(after) if after else last
+    kept = [m for m in messages if m[1] <= last or (m[0] in state_ids and m[1] == end)]
+    if len(kept) < len(messages):
+        log.info("dropped %d messages of the control step cut by the kill", len(messages) - len(kept))
+    return kept
+
+
 def recover_bag(src: str | Path, dst: str | Path) -> int:
     """Writes the messages of the complete chunks of a damaged bag into a new bag.
+
+    The control step the writer was in when it was killed is usually cut by
+    the chunk boundary (its state recorded, its command not), so the
+    recovered bag ends with the last command and the joint state after it:
+    a consistent episode for :func:`whatmatters.data.bags.read_episode`.
 
     Args:
         src: The damaged bag folder (holding one ``*.mcap``).
@@ -119,6 +140,7 @@ def recover_bag(src: str | Path, dst: str | Path) -> int:
             messages.append((cid, log_time, body[22:]))
     if not channels:
         raise BagError(f"bag {src}: no complete chunk to recover")
+    messages = _whole_steps(messages, channels)
     with Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         conns = {cid: writer.add_connection(topic, msgtype, typestore=TYPESTORE) for cid, (topic, msgtype) in channels.items()}
         for cid, log_time, raw in messages:
