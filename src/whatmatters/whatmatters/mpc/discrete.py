@@ -87,9 +87,9 @@ def rk4_functions(model: DynamicsModel, dt: float, name: str) -> tuple[ca.Functi
 
     x, u, p = ca.MX.sym("x", nx), ca.MX.sym("u", nu), ca.MX.sym("p", npar)
     lift = ca.horzcat(ca.MX.zeros(nu, nx), ca.MX.eye(nu))  # d u / d(x, u)
-    ds = ca.horzcat(ca.MX.eye(nx), ca.MX.zeros(nx, nu))  # d x / d(x, u)
-    s = x
-    phi, dphi = x, ds
+    dx = ca.horzcat(ca.MX.eye(nx), ca.MX.zeros(nx, nu))  # d x / d(x, u)
+    s, ds = x, dx
+    phi, dphi = x, dx
     for c, w in ((0.5, 1.0), (0.5, 2.0), (1.0, 2.0), (None, 1.0)):
         k = f_fun(s, u, p)
         dk = ca.mtimes(jf_fun(s, u, p), ca.vertcat(ds, lift))
@@ -97,7 +97,7 @@ def rk4_functions(model: DynamicsModel, dt: float, name: str) -> tuple[ca.Functi
         dphi = dphi + (dt * w / 6.0) * dk
         if c is not None:
             s = x + (c * dt) * k
-            ds = ca.horzcat(ca.MX.eye(nx), ca.MX.zeros(nx, nu)) + (c * dt) * dk
+            ds = dx + (c * dt) * dk
     jac_ux = ca.horzcat(dphi[:, nx:], dphi[:, :nx])  # acados orders (u, x)
     phi_fun = ca.Function(f"{name}_dyn_disc_phi_fun", [x, u, p], [phi])
     phi_fun_jac = ca.Function(f"{name}_dyn_disc_phi_fun_jac", [x, u, p], [phi, jac_ux.T])
