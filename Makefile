@@ -11,10 +11,10 @@ STAMP := $(VENV)/.installed
 
 all: test
 
-# ROS 2: where ROS is installed and sourced (ROS_DISTRO set) or rclpy already imports with
-# $(PYTHON), that rclpy is used (the venv sees it through the sourced PYTHONPATH) and the
-# PyPI wheels of requirements-ros.txt are not installed; elsewhere they are.
-ROS_PRESENT := $(shell if [ -n "$$ROS_DISTRO" ] || $(PYTHON) -c 'import rclpy' >/dev/null 2>&1; then echo yes; fi)
+# ROS 2: where ROS is installed and sourced, the new venv already imports its rclpy (through
+# the sourced PYTHONPATH); then that rclpy is used and the PyPI wheels of requirements-ros.txt
+# are not installed; elsewhere they are. The check runs with the venv's own python, so an
+# rclpy that only another activated venv has does not count.
 
 $(STAMP): requirements.lock requirements-nodeps.txt requirements-ros.txt src/whatmatters/setup.py src/whatmatters_ros/setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -25,11 +25,12 @@ $(STAMP): requirements.lock requirements-nodeps.txt requirements-ros.txt src/wha
 	$(PY) -m pip install --quiet --force-reinstall --no-deps "$$(grep -E '^casadi==' requirements.lock)"
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e src/whatmatters
-ifeq ($(ROS_PRESENT),yes)
-	@echo "ROS 2 found (ROS_DISTRO=$$ROS_DISTRO): using its rclpy, not installing requirements-ros.txt"
-else
-	$(PY) -m pip install --quiet -r requirements-ros.txt
-endif
+	@if $(PY) -c 'import rclpy' >/dev/null 2>&1; then \
+		echo "ROS 2 found (ROS_DISTRO=$$ROS_DISTRO): using its rclpy, not installing requirements-ros.txt"; \
+	else \
+		echo "$(PY) -m pip install --quiet -r requirements-ros.txt"; \
+		$(PY) -m pip install --quiet -r requirements-ros.txt; \
+	fi
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e src/whatmatters_ros
 	$(PY) -c "import rclpy, whatmatters_ros.nodes.mpc_controller; print('ROS 2 ready: rclpy from', rclpy.__file__)"
 	$(PY) -c "import whatmatters, mujoco, casadi, torch; from whatmatters.mpc.acados_env import import_acados_template as i; i(); print('whatmatters environment ready: torch', torch.__version__, 'mujoco', mujoco.__version__, 'casadi', casadi.__version__)"
