@@ -33,13 +33,13 @@ from whatmatters_ros import messages as m  # noqa: E402
 from whatmatters_ros.graph import node_command  # noqa: E402
 from whatmatters_ros.recover import complete_chunk_count, recover_bag  # noqa: E402
 
-SECONDS = 5.0
+SECONDS = 10.0  # ~5 KB a step for the victim logger: > 2 MiB, so at least one 1 MiB chunk completes
 ALL_TOPICS = {m.JOINT_STATES, m.COMMANDS, m.REFERENCE, m.PAYLOAD, m.PREDICTION, m.SENSITIVITY, m.DIAGNOSTICS}
 
 
 @pytest.fixture(scope="module")
 def lockstep_run(tmp_path_factory: pytest.TempPathFactory, domain_id: int) -> dict[str, Any]:
-    """``whatmatters up sim --lockstep`` for 5 s, with a second logger that is SIGKILLed mid-run."""
+    """``whatmatters up sim --lockstep`` for SECONDS (10 s), with a second logger that is SIGKILLed mid-run."""
     out = tmp_path_factory.mktemp("up")
     killed_dir = out / "killed"
     victim_log = open(out / "victim.log", "wb")  # noqa: SIM115
