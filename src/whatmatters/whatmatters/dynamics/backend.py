@@ -279,10 +279,23 @@ class CasadiBackend(Backend):
         return ca.vertcat(*[ca.horzcat(*r) for r in rows])
 
     def solve_spd(self, rows: list[list[Any]], rhs: list[Any]) -> Any:
-        # Square-root-free LDL^T written out entry by entry: no symbolic inverse,
-        # O(n^3 / 6) scalar operations that share the subexpressions of M.
-        n = len(rhs)
-        low = [[None] * n for _ in range(n)]
+        return ca.vertcat(*self.ldl_solve(self.ldl_factor(rows), rhs))
+
+    @staticmethod
+    def ldl_factor(rows: list[list[Any]]) -> tuple[list[list[Any]], list[Any]]:
+        """Square-root-free ``M = L D L^T`` written out entry by entry (no symbolic inverse).
+
+        O(n^3 / 6) scalar operations that share the subexpressions of ``M``.
+
+        Args:
+            rows: A symmetric positive definite matrix as n lists of n scalars
+                (only the lower triangle is read).
+
+        Returns:
+            The strictly lower part of ``L`` (``low[i][j]``, i > j) and ``D``'s diagonal.
+        """
+        n = len(rows)
+        low: list[list[Any]] = [[None] * n for _ in range(n)]
         diag: list[Any] = [None] * n
         for j in range(n):
             d = rows[j][j]
@@ -294,6 +307,13 @@ class CasadiBackend(Backend):
                 for k in range(j):
                     s = s - low[i][k] * low[j][k] * diag[k]
                 low[i][j] = s / d
+        return low, diag
+
+    @staticmethod
+    def ldl_solve(factor: tuple[list[list[Any]], list[Any]], rhs: list[Any]) -> list[Any]:
+        """Solves ``M x = rhs`` with :meth:`ldl_factor`'s factors; ``rhs`` and ``x`` as n scalars."""
+        low, diag = factor
+        n = len(rhs)
         y = list(rhs)
         for i in range(n):
             for k in range(i):
@@ -302,7 +322,7 @@ class CasadiBackend(Backend):
         for i in reversed(range(n)):
             for k in range(i + 1, n):
                 x[i] = x[i] - low[k][i] * x[k]
-        return ca.vertcat(*x)
+        return x
 
 
 _CASADI = CasadiBackend()

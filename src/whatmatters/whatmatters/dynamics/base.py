@@ -77,6 +77,16 @@ class DynamicsModel(ABC):
         q, qd = be.split(x, self.nq)
         return be.concat(qd, self.forward_dynamics(q, qd, u, params))
 
+    def state_derivative_jacobian(self, x: ca.SX, u: ca.SX, params: ca.SX | None = None) -> tuple[ca.SX, ca.SX]:
+        """CasADi form only: ``xdot`` (nx) and its exact Jacobian ``d xdot / d(x, u)`` (nx, nx + nu).
+
+        The default differentiates :meth:`state_derivative` with CasADi's AD;
+        a model may override it with a cheaper exact form (the MPC evaluates it
+        at every RK4 stage of every interval).
+        """
+        f = self.state_derivative(x, u, params)
+        return f, ca.jacobian(f, ca.vertcat(x, u))
+
     def rk4_step(self, x: Any, u: Any, dt: float, params: Any = None) -> Any:
         """One classical Runge-Kutta step of length ``dt`` s with ``u`` held constant."""
         return rk4(lambda xx: self.state_derivative(xx, u, params), x, dt)

@@ -29,6 +29,7 @@ from whatmatters.dynamics.base import DynamicsModel
 from whatmatters.dynamics.context import ContextEncoder, ContextTracker
 from whatmatters.dynamics.nominal import nominal_model
 from whatmatters.dynamics.residual import LagrangianResidual, ResidualConfig
+from whatmatters.dynamics.residual_jacobian import residual_derivatives
 from whatmatters.dynamics.rigid_body import RigidBodyDynamics, mass_matrix_rows, rnea
 from whatmatters.errors import WhatmattersError
 from whatmatters.io import atomic_torch_save
@@ -144,6 +145,41 @@ class LearnedDynamics(DynamicsModel, nn.Module):
                 rows[i][j] = rows[i][j] + h_res[i, j] + (float(chain.armature[i]) if i == j else 0.0)
             rhs.append(tau[i] - bias[i] - float(chain.damping[i]) * qd[i] - torque[i])
         return be.solve_spd(rows, rhs)
+
+    def state_derivative_jacobian(self, x: ca.SX, u: ca.SX, params: ca.SX | None = None) -> tuple[ca.SX, ca.SX]:
+        """``xdot`` and its exact Jacobian (nx, nx + nu), structured (CasADi form).
+
+        With ``ID(q, qd, qdd) = (M_nom + H_res) qdd + bias_nom + damping qd + tau_res``
+        and ``qdd`` solving ``ID = tau``: ``d qdd / d(q, qd) = -M^-1 dID/d(q, qd)``
+        at fixed qdd and ``d qdd / d tau = M^-1``. The nominal part of dID comes
+        from CasADi's AD of the rigid-body inverse dynamics, the residual's from
+        :func:`~whatmatters.dynamics.residual_jacobian.residual_derivatives`; one
+        LDL^T factorisation of M serves the accelerations and all 21 columns.
+        """
+        if params is None:
+            params = ca.DM(self.parameter_values())
+        be, chain, n = CasadiBackend(), self.nominal.chain, self.nq
+        q, qd = x[:n], x[n:]
+        rd = residual_derivatives(self.residual, q, qd, params)
+        rows = mass_matrix_rows(be, chain, q)
+        bias = rnea(be, chain, q, qd, None, gravity=True)
+        damping = np.asarray(chain.damping, dtype=float)
+        for i in range(n):
+            for j in range(n):
+                rows[i][j] = rows[i][j] + rd.h_res[i, j] + (float(chain.armature[i]) if i == j else 0.0)
+        factor = be.ldl_factor(rows)
+        qdd = ca.vertcat(*be.ldl_solve(factor, [u[i] - bias[i] - damping[i] * qd[i] - rd.torque[i] for i in range(n)]))
+        d_id_q, d_id_qd = self._nominal_id_jacobian()(q, qd, qdd)
+        d_id = ca.horzcat(d_id_q + rd.d_h_times(qdd) + rd.d_torque_dq, d_id_qd + ca.diag(ca.DM(damping)) + rd.d_torque_dqd, -ca.DM.eye(n))
+        cols = [ca.vertcat(*be.ldl_solve(factor, [-d_id[i, k] for i in range(n)])) for k in range(3 * n)]
+        jac = ca.vertcat(ca.horzcat(ca.DM(n, n), ca.DM.eye(n), ca.DM(n, n)), ca.horzcat(*cols))  # structural zeros
+        return ca.vertcat(qd, qdd), jac
+
+    def _nominal_id_jacobian(self) -> ca.Function:
+        """``(q, qd, qdd) -> d/dq, d/dqd`` of the rigid-body inverse dynamics ``M qdd + c + g`` (SX, inlined when called)."""
+        q, qd, qdd = (ca.SX.sym(s, self.nq) for s in ("q", "qd", "qdd"))
+        tau = ca.vertcat(*rnea(CasadiBackend(), self.nominal.chain, q, qd, qdd, gravity=True))
+        return ca.Function("nominal_id_jac", [q, qd, qdd], [ca.jacobian(tau, q), ca.jacobian(tau, qd)])
 
     def inverse_dynamics(self, q: torch.Tensor, qd: torch.Tensor, qdd: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Torque the model needs for a motion, Nm, (B, 7) (torch form only)."""

@@ -167,6 +167,23 @@ class LagrangianResidual(nn.Module):
         """Number of network weights."""
         return sum(p.numel() for p in self.parameters())
 
+    def casadi_values(self, p: ca.SX) -> dict[str, ca.SX]:
+        """The flat parameter vector split into named SX weights (:meth:`parameter_layout`), context included."""
+        offset = 0
+        values: dict[str, ca.SX] = {}
+        for name, shape in self.parameter_layout():
+            size = int(np.prod(shape))
+            flat = p[offset : offset + size]
+            # torch stores row-major; CasADi reshapes column-major
+            values[name] = ca.reshape(flat, shape[1], shape[0]).T if len(shape) == 2 else flat
+            offset += size
+        return values
+
+    def casadi_layers(self, prefix: str, values: dict[str, ca.SX]) -> list[tuple[ca.SX, ca.SX]]:
+        """(weight, bias) of each linear layer of ``l_net`` or ``v_net``, in order."""
+        idx = [i for i, layer in enumerate(getattr(self, prefix)) if isinstance(layer, nn.Linear)]
+        return [(values[f"{prefix}.{i}.weight"], values[f"{prefix}.{i}.bias"]) for i in idx]
+
     def casadi_terms(self, q: ca.SX, qd: ca.SX, p: ca.SX) -> tuple[ca.SX, ca.SX]:
         """The same terms with the weights and context taken from ``p``.
 
@@ -177,23 +194,16 @@ class LagrangianResidual(nn.Module):
         Returns:
             ``H_res`` (7 x 7 SX) and ``c_res + g_res + d_res qd`` (7 x 1 SX).
         """
-        offset = 0
-        values: dict[str, ca.SX] = {}
-        for name, shape in self.parameter_layout():
-            size = int(np.prod(shape))
-            flat = p[offset : offset + size]
-            # torch stores row-major; CasADi reshapes column-major
-            values[name] = ca.reshape(flat, shape[1], shape[0]).T if len(shape) == 2 else flat
-            offset += size
+        values = self.casadi_values(p)
         z = values["context"]
         phi = ca.vertcat(ca.cos(q), ca.sin(q), z)
 
         def mlp(prefix: str) -> ca.SX:
             h = phi
-            idx = [i for i, layer in enumerate(getattr(self, prefix)) if isinstance(layer, nn.Linear)]
-            for n, i in enumerate(idx):
-                h = ca.mtimes(values[f"{prefix}.{i}.weight"], h) + values[f"{prefix}.{i}.bias"]
-                if n < len(idx) - 1:
+            layers = self.casadi_layers(prefix, values)
+            for n, (weight, bias) in enumerate(layers):
+                h = ca.mtimes(weight, h) + bias
+                if n < len(layers) - 1:
                     h = ca.tanh(h)
             return h
 

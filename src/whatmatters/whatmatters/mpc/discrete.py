@@ -81,25 +81,32 @@ def rk4_functions(model: DynamicsModel, dt: float, name: str) -> tuple[ca.Functi
     """
     nx, nu, npar = model.nx, model.nu, model.n_params
     xs, us, ps = ca.SX.sym("x", nx), ca.SX.sym("u", nu), ca.SX.sym("p", npar)
-    f_sx = model.state_derivative(xs, us, ps)
-    f_fun = ca.Function(f"{name}_ode", [xs, us, ps], [f_sx])
-    jf_fun = ca.Function(f"{name}_ode_jac", [xs, us, ps], [ca.jacobian(f_sx, ca.vertcat(xs, us))])  # (nx, nx + nu)
+    f_fun = ca.Function(f"{name}_ode", [xs, us, ps], [model.state_derivative(xs, us, ps)])
+    fj_fun = ca.Function(f"{name}_ode_jac", [xs, us, ps], [*model.state_derivative_jacobian(xs, us, ps)])  # (nx,), (nx, nx + nu)
 
     x, u, p = ca.MX.sym("x", nx), ca.MX.sym("u", nu), ca.MX.sym("p", npar)
     lift = ca.horzcat(ca.MX.zeros(nu, nx), ca.MX.eye(nu))  # d u / d(x, u)
     dx = ca.horzcat(ca.MX.eye(nx), ca.MX.zeros(nx, nu))  # d x / d(x, u)
-    s, ds = x, dx
-    phi, dphi = x, dx
-    for c, w in ((0.5, 1.0), (0.5, 2.0), (1.0, 2.0), (None, 1.0)):
-        k = f_fun(s, u, p)
-        dk = ca.mtimes(jf_fun(s, u, p), ca.vertcat(ds, lift))
-        phi = phi + (dt * w / 6.0) * k
-        dphi = dphi + (dt * w / 6.0) * dk
-        if c is not None:
-            s = x + (c * dt) * k
-            ds = dx + (c * dt) * dk
+    def step(with_jacobian: bool) -> tuple[ca.MX, ca.MX | None]:
+        s, ds = x, dx
+        phi, dphi = x, dx
+        for c, w in ((0.5, 1.0), (0.5, 2.0), (1.0, 2.0), (None, 1.0)):
+            if with_jacobian:
+                k, jf = fj_fun(s, u, p)
+                dk = jf if s is x else ca.mtimes(jf, ca.vertcat(ds, lift))  # stage 1: d(s, u)/d(x, u) = I
+                dphi = dphi + (dt * w / 6.0) * dk
+            else:
+                k = f_fun(s, u, p)
+            phi = phi + (dt * w / 6.0) * k
+            if c is not None:
+                s = x + (c * dt) * k
+                if with_jacobian:
+                    ds = dx + (c * dt) * dk
+        return phi, dphi if with_jacobian else None
+
+    phi, dphi = step(True)
     jac_ux = ca.horzcat(dphi[:, nx:], dphi[:, :nx])  # acados orders (u, x)
-    phi_fun = ca.Function(f"{name}_dyn_disc_phi_fun", [x, u, p], [phi])
+    phi_fun = ca.Function(f"{name}_dyn_disc_phi_fun", [x, u, p], [step(False)[0]])
     phi_fun_jac = ca.Function(f"{name}_dyn_disc_phi_fun_jac", [x, u, p], [phi, jac_ux.T])
     return phi_fun, phi_fun_jac
 

@@ -1,0 +1,204 @@
+"""The deep Lagrangian residual and its exact derivatives, structured by hand (CasADi).
+
+The MPC's RK4 Jacobian needs ``d tau_res / d(q, qd)``, which holds second
+derivatives of the networks w.r.t. q (``c_res`` is built from dH/dq, ``g_res``
+is dV/dq). CasADi's generic AD of :meth:`LagrangianResidual.casadi_terms`
+gets them with ~167k instructions per evaluation; the same quantities from
+the networks' layer structure take a fraction of that:
+
+* first derivatives ``dL/dq`` by forward mode in 7 directions (``P_l = da_l/dq``);
+* the mixed second derivative ``d/dq (dL/dq . qd)`` by forward-over-forward
+  along qd (one extra direction per q);
+* Hessians of scalar network outputs ``w . o(q)`` (for ``V`` and for
+  ``qd' H qd``) as ``sum_l P_l' diag(g_l tanh''(a_l)) P_l + diag(phi'' g_0)``,
+  ``g_l`` the back-propagated output weights (the only nonlinearities are the
+  tanh layers and the cos/sin features).
+
+With ``H = L L'``, ``a = L' qd``, ``Ldot = sum_k dL/dq_k qd_k`` and
+``K = qd' H qd = |a|^2``::
+
+    c_res        = Ldot a + L Ldot' qd - 1/2 dK/dq
+    dc/dqd[:, m] = Hdot[:, m] + (dH/dq_m qd) - (dH/dq_. qd)_m        (Christoffel form)
+    dc/dq[:, l]  = d/dq_l (Ldot a + L Ldot' qd) - 1/2 d2K/dq dq_l
+    d2K/dq2      = 2 (E' E + hess(qd' L(q) a)),  E[:, k] = dL/dq_k' qd (a held fixed)
+
+Tested against CasADi's AD of ``casadi_terms`` and against finite differences
+(``test/dynamics/test_residual_jacobian.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import casadi as ca
+import numpy as np
+
+__all__ = ["ResidualDerivatives", "residual_derivatives"]
+
+NQ = 7
+
+
+@dataclass
+class _Forward:
+    """A tanh MLP's forward pass with its first derivatives w.r.t. q.
+
+    Attributes:
+        out: Output o, (m, 1).
+        d_out: do/dq, (m, 7).
+        h: Hidden activations per layer, (width, 1) each.
+        slope: tanh'(a_l) = 1 - h_l^2 per layer.
+        p: da_l/dq per layer, (width, 7).
+    """
+
+    out: ca.SX
+    d_out: ca.SX
+    h: list[ca.SX]
+    slope: list[ca.SX]
+    p: list[ca.SX]
+
+
+def _cols(v: ca.SX, n: int = NQ) -> ca.SX:
+    return ca.repmat(v, 1, n)
+
+
+def _forward(layers: list[tuple[ca.SX, ca.SX]], phi: ca.SX, cos: ca.SX, sin: ca.SX) -> _Forward:
+    """Forward pass of an MLP on ``phi = [cos q, sin q, z]`` with do/dq."""
+    w1 = layers[0][0]
+    p_l = ca.mtimes(w1[:, :NQ], ca.diag(-sin)) + ca.mtimes(w1[:, NQ : 2 * NQ], ca.diag(cos))
+    a = ca.mtimes(w1, phi) + layers[0][1]
+    hs, slopes, ps = [], [], []
+    for weight, bias in layers[1:]:
+        h = ca.tanh(a)
+        slope = 1.0 - h * h
+        hs.append(h)
+        slopes.append(slope)
+        ps.append(p_l)
+        p_l = ca.mtimes(weight, _cols(slope) * p_l)
+        a = ca.mtimes(weight, h) + bias
+    return _Forward(a, p_l, hs, slopes, ps)
+
+
+def _mixed(fw: _Forward, layers: list[tuple[ca.SX, ca.SX]], v: ca.SX, cos: ca.SX, sin: ca.SX) -> ca.SX:
+    """``d/dq (do/dq . v)`` for a fixed direction v: (m, 7), forward over forward."""
+    w1 = layers[0][0]
+    a_v = ca.mtimes(fw.p[0], v)
+    a_qv = ca.mtimes(w1[:, :NQ], ca.diag(-cos * v)) + ca.mtimes(w1[:, NQ : 2 * NQ], ca.diag(-sin * v))
+    for (weight, _), h, slope, p_l in zip(layers[1:], fw.h, fw.slope, fw.p):
+        curv = -2.0 * h * slope  # tanh''(a)
+        h_qv = _cols(curv * a_v) * p_l + _cols(slope) * a_qv
+        a_v = ca.mtimes(weight, slope * a_v)
+        a_qv = ca.mtimes(weight, h_qv)
+    return a_qv
+
+
+def _hessian(fw: _Forward, layers: list[tuple[ca.SX, ca.SX]], w: ca.SX, cos: ca.SX, sin: ca.SX) -> tuple[ca.SX, ca.SX]:
+    """Gradient (7, 1) and Hessian (7, 7) w.r.t. q of the scalar ``w . o(q)``."""
+    g = ca.mtimes(layers[-1][0].T, w)  # adjoint of the last hidden layer's output
+    hess = ca.SX.zeros(NQ, NQ)
+    for i in reversed(range(len(fw.h))):
+        curv = -2.0 * fw.h[i] * fw.slope[i]  # tanh''(a_i)
+        hess += ca.mtimes(fw.p[i].T, _cols(g * curv) * fw.p[i])
+        g = ca.mtimes(layers[i][0].T, fw.slope[i] * g)  # adjoint of layer i's input
+    # g: adjoint of phi = [cos q, sin q, z]
+    hess += ca.diag(-cos * g[:NQ] - sin * g[NQ : 2 * NQ])
+    return -sin * g[:NQ] + cos * g[NQ : 2 * NQ], hess
+
+
+@dataclass
+class ResidualDerivatives:
+    """The residual terms at (q, qd) and their exact derivatives, as SX.
+
+    Attributes:
+        low: L, (7, 7) lower triangular; ``h_res = L L'``.
+        d_low: dL/dq_l for l = 0..6, (7, 7) each.
+        h_res: Residual inertia, (7, 7).
+        torque: ``c_res + g_res + d_res qd``, Nm, (7, 1).
+        d_torque_dq: (7, 7).
+        d_torque_dqd: (7, 7).
+    """
+
+    low: ca.SX
+    d_low: list[ca.SX]
+    h_res: ca.SX
+    torque: ca.SX
+    d_torque_dq: ca.SX
+    d_torque_dqd: ca.SX
+
+    def d_h_times(self, w: ca.SX) -> ca.SX:
+        """``[dH/dq_0 w, ..., dH/dq_6 w]``, (7, 7): the derivative of ``h_res w`` at fixed w."""
+        lw = ca.mtimes(self.low.T, w)
+        return ca.horzcat(*[ca.mtimes(dl, lw) + ca.mtimes(self.low, ca.mtimes(dl.T, w)) for dl in self.d_low])
+
+
+def _tril(vals: ca.SX, rows: np.ndarray, cols: np.ndarray) -> ca.SX:
+    out = ca.SX(ca.Sparsity.lower(NQ))
+    for n, (i, j) in enumerate(zip(rows, cols)):
+        out[i, j] = vals[n]
+    return out
+
+
+def residual_derivatives(residual: object, q: ca.SX, qd: ca.SX, p: ca.SX) -> ResidualDerivatives:
+    """The residual's terms and exact Jacobians from the networks' structure.
+
+    Args:
+        residual: A :class:`~whatmatters.dynamics.residual.LagrangianResidual`.
+        q, qd: 7 x 1 SX, rad and rad/s.
+        p: Flat parameters (weights then context), as for ``casadi_terms``.
+    """
+    values = residual.casadi_values(p)
+    cos, sin = ca.cos(q), ca.sin(q)
+    phi = ca.vertcat(cos, sin, values["context"])
+    rows, cols = np.tril_indices(NQ)
+    diag = ca.DM((rows == cols).astype(float))
+    off = 1.0 - diag
+
+    l_layers = residual.casadi_layers("l_net", values)
+    fw = _forward(l_layers, phi, cos, sin)
+    raw = fw.out
+    sig = 1.0 / (1.0 + ca.exp(-raw))  # softplus' on the diagonal entries
+    vals = diag * (ca.fmax(raw, 0) + ca.log1p(ca.exp(-ca.fabs(raw))) + residual.cfg.diag_floor) + off * raw
+    dsig = diag * sig + off  # dL_n/do_n
+    d2sig = diag * sig * (1.0 - sig)  # d2L_n/do_n^2
+    d_vals = _cols(dsig) * fw.d_out  # (28, 7)
+    low = _tril(vals, rows, cols)
+    d_low = [_tril(d_vals[:, k], rows, cols) for k in range(NQ)]
+
+    o_v = ca.mtimes(fw.d_out, qd)  # do/dq . qd
+    ldot = _tril(dsig * o_v, rows, cols)
+    o_qv = _mixed(fw, l_layers, qd, cos, sin)
+    d_ldot_vals = _cols(d2sig * o_v) * fw.d_out + _cols(dsig) * o_qv
+    d_ldot = [_tril(d_ldot_vals[:, k], rows, cols) for k in range(NQ)]
+
+    a = ca.mtimes(low.T, qd)
+    ad = ca.mtimes(ldot.T, qd)
+    e = ca.horzcat(*[ca.mtimes(dl.T, qd) for dl in d_low])  # E[:, k] = dL/dq_k' qd
+    grad_k = 2.0 * ca.mtimes(e.T, a)  # dK/dq
+    c_res = ca.mtimes(ldot, a) + ca.mtimes(low, ad) - 0.5 * grad_k
+
+    # d2K/dq2 = 2 (E'E + hess(w . L(q))), w_ij = qd_i a_j at fixed a
+    w = ca.vertcat(*[qd[i] * a[j] for i, j in zip(rows, cols)])
+    _, hess_s = _hessian(fw, l_layers, dsig * w, cos, sin)
+    hess_s += ca.mtimes(fw.d_out.T, _cols(d2sig * w) * fw.d_out)
+    hess_k = 2.0 * (ca.mtimes(e.T, e) + hess_s)
+    ldot_e = ca.mtimes(ldot, e)
+    term = ca.horzcat(
+        *[ca.mtimes(dld, a) + ldot_e[:, k] + ca.mtimes(d_low[k], ad) + ca.mtimes(low, ca.mtimes(dld.T, qd)) for k, dld in enumerate(d_ldot)]
+    )
+    dc_dq = term - 0.5 * hess_k
+
+    h_dot = ca.mtimes(ldot, low.T) + ca.mtimes(low, ldot.T)
+    b = ca.horzcat(*[ca.mtimes(d_low[m], a) + ca.mtimes(low, e[:, m]) for m in range(NQ)])  # dH/dq_m qd
+    dc_dqd = h_dot + b - b.T
+
+    v_layers = residual.casadi_layers("v_net", values)
+    fv = _forward(v_layers, phi, cos, sin)
+    g_res, hess_v = _hessian(fv, v_layers, ca.DM.ones(1, 1), cos, sin)
+
+    torque = c_res + g_res
+    d_qd = dc_dqd
+    if residual.damping_raw is not None:
+        damp_raw = values["damping_raw"]
+        damp = ca.fmax(damp_raw, 0) + ca.log1p(ca.exp(-ca.fabs(damp_raw)))
+        torque = torque + damp * qd
+        d_qd = d_qd + ca.diag(damp)
+    return ResidualDerivatives(low, d_low, ca.mtimes(low, low.T), torque, dc_dq + hess_v, d_qd)
