@@ -102,7 +102,7 @@ def ours_statistics(cfg: ExperimentConfig, data: Path) -> dict[str, dict[str, fl
         return {}
     if transitions.s_hat is None:
         return {}
-    return {str(p): weight_statistics(weights("ours", make_windows(transitions, p), cfg.finetune.objective)) for p in cfg.rollouts}
+    return {str(p): weight_statistics(weights("ours", make_windows(transitions, p), cfg.finetune.objective, ours_scaling=cfg.finetune.ours_scaling)) for p in cfg.rollouts}
 
 
 # ---------------------------------------------------------------- workers
@@ -147,7 +147,7 @@ def _run(weighting: str, p: int, seed: int, out: str) -> dict[str, Any]:
     cfg: ExperimentConfig = _STATE["cfg"]
     win = _windows(p)
     mpc = MpcConfig.from_yaml()
-    s = weights(weighting, win, cfg.finetune.objective, np.asarray(mpc.q_weights + mpc.qd_weights))
+    s = weights(weighting, win, cfg.finetune.objective, np.asarray(mpc.q_weights + mpc.qd_weights), cfg.finetune.ours_scaling)
     folder = Path(out) / "runs" / run_id(weighting, p, seed)
     start = time.perf_counter()
 
@@ -171,10 +171,21 @@ def _run(weighting: str, p: int, seed: int, out: str) -> dict[str, Any]:
     return result
 
 
+_ADDED_LATER = {"ours_scaling": "global"}  # finetune setting -> the behaviour of runs made before it existed
+
+
 def run_signature(cfg: ExperimentConfig) -> dict[str, Any]:
-    """What a finished run depends on besides its (weighting, p, seed): a run with another one is recomputed."""
+    """What a finished run depends on besides its (weighting, p, seed): a run with another one is recomputed.
+
+    Settings added after runs were made are left out while at the value those
+    runs had (``finetune.ours_scaling: global``), so they stay valid.
+    """
     d = cfg.to_dict()
-    return {k: d[k] for k in ("base", "data_envs", "data_seconds", "eval_set", "eval_envs", "eval_seconds", "finetune")}
+    sig = {k: d[k] for k in ("base", "data_envs", "data_seconds", "eval_set", "eval_envs", "eval_seconds", "finetune")}
+    for key, old in _ADDED_LATER.items():
+        if sig["finetune"].get(key) == old:
+            sig["finetune"] = {k: v for k, v in sig["finetune"].items() if k != key}
+    return sig
 
 
 class _ListQueue:

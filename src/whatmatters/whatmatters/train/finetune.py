@@ -30,7 +30,7 @@ from whatmatters.config import YamlConfig
 from whatmatters.dynamics.learned import LearnedDynamics
 from whatmatters.errors import ConfigError
 from whatmatters.io import atomic_torch_save
-from whatmatters.train.weighting import OBJECTIVES, RolloutWindows
+from whatmatters.train.weighting import OBJECTIVES, OURS_SCALINGS, RolloutWindows
 
 __all__ = ["FinetuneConfig", "finetune", "rollout_loss", "tensors"]
 
@@ -48,6 +48,9 @@ class FinetuneConfig(YamlConfig):
         weight_decay: Adam weight decay.
         objective: ``position`` (paper default), ``velocity`` or ``both``.
         train_encoder: Also fine-tune the context encoder (else only the residual).
+        ours_scaling: How ``ours`` standardises |S_hat|: ``global`` (one
+            dataset constant, the default) or ``per_state``
+            (:func:`~whatmatters.train.weighting.weights`).
     """
 
     yaml_file: ClassVar[str] = "finetune.yaml"
@@ -58,10 +61,13 @@ class FinetuneConfig(YamlConfig):
     weight_decay: float = 0.0
     objective: str = "position"
     train_encoder: bool = True
+    ours_scaling: str = "global"
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"finetune.objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.ours_scaling not in OURS_SCALINGS:
+            raise ConfigError(f"finetune.ours_scaling must be one of {', '.join(OURS_SCALINGS)}, got {self.ours_scaling!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.weight_decay < 0:
             raise ConfigError(f"finetune: epochs, batch_size and lr must be positive, weight_decay >= 0 ({self})")
 

@@ -20,6 +20,12 @@ exact definitions are in ``docs/training.md``):
                mean(S_ours^2) = mean(S_stand^2) over the objective's entries
 ``ours_avg``   the dataset mean of ``ours`` over windows: one (p, nx) map
 =============  ===============================================================
+
+``ours_scaling="per_state"`` (a remedy to try on the validation set, not the
+paper's) standardises |S_hat| per horizon step and state instead:
+S_{t,k,i} = (1/std_i) |S_hat_{t,k,i}| / mean_t |S_hat_{t,k,i}|, so ``ours`` keeps
+only the per-sample variation on top of ``stand`` (and ``ours_avg`` equals
+``stand``).
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ import numpy as np
 
 from whatmatters.data.dataset import TransitionDataset
 
-__all__ = ["OBJECTIVES", "WEIGHTINGS", "RolloutWindows", "make_windows", "objective_mask", "weight_statistics", "weights"]
+__all__ = ["OBJECTIVES", "OURS_SCALINGS", "WEIGHTINGS", "RolloutWindows", "make_windows", "objective_mask", "weight_statistics", "weights"]
 
 WEIGHTINGS = ("ones", "stand", "norm", "mpc_cost", "ours", "ours_avg")
+OURS_SCALINGS = ("global", "per_state")
 OBJECTIVES = ("position", "velocity", "both")
 
 
@@ -108,7 +115,9 @@ def objective_mask(objective: str, nx: int = 14) -> np.ndarray:
     return mask
 
 
-def weights(name: str, win: RolloutWindows, objective: str, q_weights: np.ndarray | None = None) -> np.ndarray:
+def weights(
+    name: str, win: RolloutWindows, objective: str, q_weights: np.ndarray | None = None, ours_scaling: str = "global"
+) -> np.ndarray:
     """The weighting tensor S of eq. (1) for every window.
 
     Args:
@@ -116,13 +125,17 @@ def weights(name: str, win: RolloutWindows, objective: str, q_weights: np.ndarra
         win: The training windows (statistics are over these).
         objective: ``position``, ``velocity`` or ``both`` (entries outside it are 0).
         q_weights: The MPC's state weights diag(Q), (nx,) (``mpc_cost`` only).
+        ours_scaling: ``global`` (one dataset constant) or ``per_state``
+            (per horizon step and state; see the module docstring).
 
     Returns:
         S, (M, p, nx) for ``ours``, (1, p, nx) otherwise; zero outside the objective.
 
     Raises:
-        ValueError: For an unknown name, or a weighting whose input is missing.
+        ValueError: For an unknown name or scaling, or a weighting whose input is missing.
     """
+    if ours_scaling not in OURS_SCALINGS:
+        raise ValueError(f"ours_scaling must be one of {', '.join(OURS_SCALINGS)}, got {ours_scaling!r}")
     nx, p = win.x0.shape[1], win.p
     mask = objective_mask(objective, nx).astype(float)
     states = win.x_true.reshape(-1, nx)
@@ -141,8 +154,11 @@ def weights(name: str, win: RolloutWindows, objective: str, q_weights: np.ndarra
         if win.s_hat is None:
             raise ValueError(f"{name} weighting needs sensitivities (run 'whatmatters sensitivities' on the bags)")
         sel = mask.astype(bool)
-        scale = np.sqrt(np.mean(stand[sel] ** 2) / max(np.mean(win.s_hat[:, :, sel] ** 2), 1e-300))
-        ours = scale * win.s_hat * mask
+        if ours_scaling == "per_state":
+            ours = win.s_hat / np.maximum(win.s_hat.mean(0, keepdims=True), 1e-300) * (stand * mask)
+        else:
+            scale = np.sqrt(np.mean(stand[sel] ** 2) / max(np.mean(win.s_hat[:, :, sel] ** 2), 1e-300))
+            ours = scale * win.s_hat * mask
         return ours if name == "ours" else ours.mean(0, keepdims=True)
     else:
         raise ValueError(f"unknown weighting {name!r}: expected one of {', '.join(WEIGHTINGS)}")
