@@ -10,6 +10,7 @@ from whatmatters.cli.main import main
 from whatmatters.errors import ConfigError
 from whatmatters.experiment.config import load_experiment_config
 from whatmatters.experiment.report import fig2_data
+from whatmatters.experiment.sweep import run_signature
 
 TINY = """
 base: base
@@ -109,6 +110,22 @@ def test_config_errors_name_the_key(tmp_path):
     bad.write_text("finetune:\n  objective: torque\n")
     with pytest.raises(ConfigError, match="objective"):
         load_experiment_config(bad)
+
+
+def test_run_signatures_hold_what_each_run_depends_on(tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_text("finetune:\n  ours_scaling: global\n")
+    default = load_experiment_config(path)
+    path.write_text("finetune:\n  ours_scaling: per_state\n")
+    per_state = load_experiment_config(path)
+    assert run_signature(per_state, "ours")["finetune"]["ours_scaling"] == "per_state"
+    assert run_signature(per_state, "ours") != run_signature(default, "ours")
+    # stand does not use the setting, and runs made before it existed (global) stay valid
+    assert run_signature(per_state, "stand") == run_signature(default, "stand")
+    assert "ours_scaling" not in run_signature(default, "ours_avg")["finetune"]
+    path.write_text("finetune:\n  ours_scaling: per_joint\n")
+    with pytest.raises(ConfigError, match="ours_scaling"):
+        load_experiment_config(path)
 
 
 def test_the_shipped_config_and_its_quick_section_load():

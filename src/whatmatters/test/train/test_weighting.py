@@ -73,6 +73,17 @@ def test_ours_is_scaled_sensitivity_with_the_mean_square_of_stand(rng):
     np.testing.assert_allclose(weights("ours_avg", win, "position")[0], ours.mean(0), rtol=1e-12)
 
 
+def test_per_state_ours_is_stand_times_the_relative_sensitivity(rng):
+    win = make_windows(_dataset(rng), 3)
+    ours = weights("ours", win, "both", ours_scaling="per_state")
+    stand = weights("stand", win, "both")
+    expected = win.s_hat / win.s_hat.mean(0, keepdims=True) * stand
+    np.testing.assert_allclose(ours, expected, rtol=1e-12)
+    np.testing.assert_allclose(weights("ours_avg", win, "both", ours_scaling="per_state"), stand, rtol=1e-12)
+    with pytest.raises(ValueError, match="ours_scaling"):
+        weights("ours", win, "both", ours_scaling="per_joint")
+
+
 def test_missing_inputs_are_named(rng):
     win = make_windows(_dataset(rng, s_hat=False), 2)
     with pytest.raises(ValueError, match="sensitivities"):

@@ -162,7 +162,7 @@ def _run(weighting: str, p: int, seed: int, out: str) -> dict[str, Any]:
         "weighting": weighting,
         "p": p,
         "seed": seed,
-        "signature": run_signature(cfg),
+        "signature": run_signature(cfg, weighting),
         "windows": len(win),
         "epochs": history,
         "wall_s": time.perf_counter() - start,
@@ -172,19 +172,23 @@ def _run(weighting: str, p: int, seed: int, out: str) -> dict[str, Any]:
 
 
 _ADDED_LATER = {"ours_scaling": "global"}  # finetune setting -> the behaviour of runs made before it existed
+_OURS_ONLY = ("ours_scaling",)  # finetune settings only the sensitivity weightings depend on
 
 
-def run_signature(cfg: ExperimentConfig) -> dict[str, Any]:
+def run_signature(cfg: ExperimentConfig, weighting: str) -> dict[str, Any]:
     """What a finished run depends on besides its (weighting, p, seed): a run with another one is recomputed.
 
-    Settings added after runs were made are left out while at the value those
-    runs had (``finetune.ours_scaling: global``), so they stay valid.
+    Settings only ``ours``/``ours_avg`` use are left out of the other
+    weightings' signatures, and settings added after runs were made are left
+    out while at the value those runs had (``finetune.ours_scaling: global``),
+    so those runs stay valid.
     """
     d = cfg.to_dict()
     sig = {k: d[k] for k in ("base", "data_envs", "data_seconds", "eval_set", "eval_envs", "eval_seconds", "finetune")}
-    for key, old in _ADDED_LATER.items():
-        if sig["finetune"].get(key) == old:
-            sig["finetune"] = {k: v for k, v in sig["finetune"].items() if k != key}
+    drop = {k for k, old in _ADDED_LATER.items() if sig["finetune"].get(k) == old}
+    if weighting not in ("ours", "ours_avg"):
+        drop |= set(_OURS_ONLY)
+    sig["finetune"] = {k: v for k, v in sig["finetune"].items() if k not in drop}
     return sig
 
 
@@ -208,8 +212,8 @@ def _drain(queue: Any, report: Any) -> None:
 
 def _load_done(out: Path, cfg: ExperimentConfig) -> dict[tuple[str, int, int], dict[str, Any]]:
     done = {}
-    signature = run_signature(cfg)
     for key in cfg.runs():
+        signature = run_signature(cfg, key[0])
         path = out / "runs" / run_id(*key) / "result.json"
         if not path.is_file():
             continue
