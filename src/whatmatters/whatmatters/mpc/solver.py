@@ -104,6 +104,22 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+@contextlib.contextmanager
+def _parallel_make() -> Iterator[None]:
+    """acados compiles its generated files with ``make``, one at a time; run one job per CPU.
+
+    A user's own ``MAKEFLAGS`` is left as it is.
+    """
+    if "MAKEFLAGS" in os.environ:
+        yield
+        return
+    os.environ["MAKEFLAGS"] = f"-j{max(1, os.cpu_count() or 1)}"
+    try:
+        yield
+    finally:
+        os.environ.pop("MAKEFLAGS", None)
+
+
 @dataclass(frozen=True)
 class SolveResult:
     """One solver call.
@@ -191,7 +207,8 @@ class AcadosMpcSolver:
             start = time.perf_counter()
             discrete = ocp.solver_options.integrator_type == "DISCRETE"
             try:
-                with chained_discrete_codegen(rk4_functions(self.model, self.cfg.dt, name)) if discrete else contextlib.nullcontext():
+                codegen = chained_discrete_codegen(rk4_functions(self.model, self.cfg.dt, name)) if discrete else contextlib.nullcontext()
+                with codegen, _parallel_make():
                     solver = at.AcadosOcpSolver(ocp, json_file=str(json_file), verbose=False)
             except Exception as exc:  # acados raises bare Exceptions and OSErrors
                 raise MpcBuildError(f"building acados solver in {folder} failed: {exc}") from exc
