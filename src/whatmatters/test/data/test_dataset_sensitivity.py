@@ -50,3 +50,28 @@ def test_only_the_given_bags_and_damaged_ones_reported(tmp_path, rng):
     _bag(tmp_path / "c", rng)
     data = load_transitions(tmp_path, nominal_model(), 5, bags=[tmp_path / "a", tmp_path / "b"])
     assert data.sources == [tmp_path / "a"] and [b for b, _ in data.skipped] == [tmp_path / "b"]
+
+
+def test_per_joint_action_weights_divide_each_joint_by_its_mean(tmp_path, rng):
+    _bag(tmp_path / "bags" / "a", rng)
+    eff = np.abs(rng.normal(size=(20, 7))) * np.array([1.0, 2.0, 3.0, 4.0, 5.0, 50.0, 0.5])
+    eff[3] = np.nan  # a step without sensitivities
+    du0 = rng.normal(size=(20, 7, 12, 14))
+    s_hat = np.einsum("sj,sjkn->skn", eff, du0)
+    np.savez(tmp_path / "bags" / "a" / "sensitivity.npz", s_hat=s_hat, dj_du0_eff=eff, du0_de=du0)
+    data = load_transitions(tmp_path / "bags", nominal_model(), 5, sensitivities=True, action_weights="per_joint")
+    mean = np.nanmean(eff, axis=0)
+    t = 7
+    expected = sum(eff[t, j] / mean[j] * du0[t, j] for j in range(7))
+    np.testing.assert_allclose(data.s_hat[t], expected, rtol=1e-12)
+    assert np.all(np.isnan(data.s_hat[3])) and np.isfinite(data.s_hat[np.arange(20) != 3]).all()
+    # the stored S_hat is eq. (5) with the unnormalised factors
+    np.testing.assert_allclose(load_transitions(tmp_path / "bags", nominal_model(), 5, sensitivities=True).s_hat, s_hat)
+
+
+def test_per_joint_action_weights_need_the_sidecar(tmp_path, rng):
+    _bag(tmp_path / "bags" / "a", rng)  # S_hat only on the topic: no factors
+    with pytest.raises(ValueError, match="bags/a has no sensitivity.npz: per-joint"):
+        load_transitions(tmp_path / "bags", nominal_model(), 5, sensitivities=True, action_weights="per_joint")
+    with pytest.raises(ValueError, match="action_weights"):
+        load_transitions(tmp_path / "bags", nominal_model(), 5, sensitivities=True, action_weights="bogus")

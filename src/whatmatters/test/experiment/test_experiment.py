@@ -123,8 +123,14 @@ def test_run_signatures_hold_what_each_run_depends_on(tmp_path):
     # stand does not use the setting, and runs made before it existed (global) stay valid
     assert run_signature(per_state, "stand") == run_signature(default, "stand")
     assert "ours_scaling" not in run_signature(default, "ours_avg")["finetune"]
+    path.write_text("finetune:\n  ours_action: per_joint\n")
+    assert run_signature(load_experiment_config(path), "ours")["finetune"]["ours_action"] == "per_joint"
+    assert run_signature(load_experiment_config(path), "stand") == run_signature(default, "stand")
     path.write_text("finetune:\n  ours_scaling: per_joint\n")
     with pytest.raises(ConfigError, match="ours_scaling"):
+        load_experiment_config(path)
+    path.write_text("finetune:\n  ours_action: bogus\n")
+    with pytest.raises(ConfigError, match="ours_action"):
         load_experiment_config(path)
 
 

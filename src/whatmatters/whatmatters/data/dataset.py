@@ -19,7 +19,9 @@ from whatmatters.data.bags import SENSITIVITY, EpisodeRecord, find_bags, read_ba
 from whatmatters.dynamics.context import history_features, history_windows
 from whatmatters.dynamics.rigid_body import RigidBodyDynamics
 
-__all__ = ["TransitionDataset", "episode_sensitivities", "load_transitions"]
+__all__ = ["ACTION_WEIGHTS", "TransitionDataset", "episode_sensitivities", "load_transitions", "per_joint_sensitivities"]
+
+ACTION_WEIGHTS = ("effective", "per_joint")
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +130,49 @@ def episode_sensitivities(ep: EpisodeRecord) -> np.ndarray:
     raise ValueError(f"bag {ep.path} has no {path.name} and no {SENSITIVITY} topic; run 'whatmatters sensitivities' on it")
 
 
+def _episode_factors(ep: EpisodeRecord) -> tuple[np.ndarray, np.ndarray]:
+    """|dJ/du0|_eff (T, nu) and du0/de (T, nu, N, nx) of an episode from its sidecar, NaN where missing."""
+    path = ep.path / "sensitivity.npz"
+    if not path.is_file():
+        raise ValueError(f"bag {ep.path} has no {path.name}: per-joint action weights need the two factors it stores")
+    steps = len(ep.tau)
+    with np.load(path) as side:
+        eff, du0 = side["dj_du0_eff"], side["du0_de"]
+    full_eff, full_du0 = np.full((steps, *eff.shape[1:]), np.nan), np.full((steps, *du0.shape[1:]), np.nan)
+    full_eff[: len(eff)], full_du0[: len(du0)] = eff[:steps], du0[:steps]
+    return full_eff, full_du0
+
+
+def per_joint_sensitivities(dj_du0_eff: np.ndarray, du0_de: np.ndarray) -> np.ndarray:
+    """S_hat with each joint's |dJ/du0_j|_eff divided by its dataset mean (a remedy, not eq. 5).
+
+    ``S_hat_t = sum_j (|dJ/du0_j|_eff,t / mean_t |dJ/du0_j|_eff,t) du0_j/de_t``:
+    every joint's action counts equally on average, so one joint with a large
+    effective sensitivity does not set the pattern alone.
+
+    Args:
+        dj_du0_eff: (S, nu), NaN rows for samples without sensitivities.
+        du0_de: (S, nu, N, nx).
+
+    Returns:
+        (S, N, nx), NaN where a sample has none.
+
+    Raises:
+        ValueError: If a joint's mean effective sensitivity is not positive.
+    """
+    mean = np.nanmean(dj_du0_eff, axis=0)
+    if not np.all(mean > 0):
+        raise ValueError(f"per-joint action weights need a positive mean |dJ/du0|_eff for every joint, got {mean}")
+    return np.einsum("sj,sjkn->skn", dj_du0_eff / mean, du0_de)
+
+
 def load_transitions(
     folder: str | Path,
     nominal: RigidBodyDynamics,
     window: int,
     sensitivities: bool = False,
     bags: Sequence[str | Path] | None = None,
+    action_weights: str = "effective",
 ) -> TransitionDataset:
     """Reads every bag in a folder (damaged ones skipped with a warning) into transitions.
 
@@ -145,11 +184,16 @@ def load_transitions(
             (:func:`episode_sensitivities`: sidecar, else the bag's topic;
             steps without one are NaN).
         bags: Read these bag folders instead of every bag below ``folder``.
+        action_weights: ``effective`` (S_hat as stored, eq. 5) or
+            ``per_joint`` (:func:`per_joint_sensitivities`, from the sidecars' factors).
 
     Raises:
         ValueError: If no bag is readable, or ``sensitivities`` is asked for and
-            a bag has neither a sidecar nor the topic (the message names it).
+            a bag has neither a sidecar nor the topic, or ``per_joint`` for a bag
+            without a sidecar (the message names it).
     """
+    if action_weights not in ACTION_WEIGHTS:
+        raise ValueError(f"action_weights must be one of {', '.join(ACTION_WEIGHTS)}, got {action_weights!r}")
     paths = [Path(b) for b in bags] if bags is not None else find_bags(folder)
     episodes, skipped = read_bags(paths, (SENSITIVITY,) if sensitivities else ())
     if skipped:
@@ -158,6 +202,9 @@ def load_transitions(
         raise ValueError(f"no readable bag in {folder}")
     data = transitions_from_episodes(episodes, nominal, window)
     data.skipped = skipped
-    if sensitivities:
+    if sensitivities and action_weights == "per_joint":
+        factors = [_episode_factors(ep) for ep in episodes]
+        data.s_hat = per_joint_sensitivities(np.concatenate([f[0] for f in factors]), np.concatenate([f[1] for f in factors]))
+    elif sensitivities:
         data.s_hat = np.concatenate([episode_sensitivities(ep) for ep in episodes])
     return data

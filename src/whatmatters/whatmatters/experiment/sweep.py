@@ -96,7 +96,7 @@ def ours_statistics(cfg: ExperimentConfig, data: Path) -> dict[str, dict[str, fl
     """
     base = LearnedDynamics.load(_base_path(cfg))
     try:
-        transitions = load_transitions(data, base.nominal, base.cfg.window, sensitivities=True)
+        transitions = load_transitions(data, base.nominal, base.cfg.window, sensitivities=True, action_weights=cfg.finetune.ours_action)
     except (FileNotFoundError, ValueError) as exc:
         log.warning("no weight statistics: %s", exc)
         return {}
@@ -115,7 +115,7 @@ def _init_worker(cfg: ExperimentConfig, data: str, base: str, queue: Any = None)
     _STATE.clear()
     _STATE.update(cfg=cfg, base=base, windows={}, queue=queue)
     base_model = LearnedDynamics.load(base)
-    _STATE["data"] = load_transitions(data, base_model.nominal, base_model.cfg.window, sensitivities=True)
+    _STATE["data"] = load_transitions(data, base_model.nominal, base_model.cfg.window, sensitivities=True, action_weights=cfg.finetune.ours_action)
     evaluator = Evaluator(base, MpcConfig.from_yaml(), SimConfig.from_yaml(), FourierConfig.from_yaml())
     evaluator.use_model(base_model, "base")
     _STATE["evaluator"] = evaluator
@@ -171,8 +171,8 @@ def _run(weighting: str, p: int, seed: int, out: str) -> dict[str, Any]:
     return result
 
 
-_ADDED_LATER = {"ours_scaling": "global"}  # finetune setting -> the behaviour of runs made before it existed
-_OURS_ONLY = ("ours_scaling",)  # finetune settings only the sensitivity weightings depend on
+_ADDED_LATER = {"ours_scaling": "global", "ours_action": "effective"}  # finetune setting -> the behaviour of runs made before it existed
+_OURS_ONLY = ("ours_scaling", "ours_action")  # finetune settings only the sensitivity weightings depend on
 
 
 def run_signature(cfg: ExperimentConfig, weighting: str) -> dict[str, Any]:
@@ -180,7 +180,7 @@ def run_signature(cfg: ExperimentConfig, weighting: str) -> dict[str, Any]:
 
     Settings only ``ours``/``ours_avg`` use are left out of the other
     weightings' signatures, and settings added after runs were made are left
-    out while at the value those runs had (``finetune.ours_scaling: global``),
+    out while at the value those runs had (``finetune.ours_scaling: global``, ``ours_action: effective``),
     so those runs stay valid.
     """
     d = cfg.to_dict()

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from whatmatters.config import YamlConfig
+from whatmatters.data.dataset import ACTION_WEIGHTS
 from whatmatters.dynamics.learned import LearnedDynamics
 from whatmatters.errors import ConfigError
 from whatmatters.io import atomic_torch_save
@@ -51,6 +52,9 @@ class FinetuneConfig(YamlConfig):
         ours_scaling: How ``ours`` standardises |S_hat|: ``global`` (one
             dataset constant, the default) or ``per_state``
             (:func:`~whatmatters.train.weighting.weights`).
+        ours_action: How S_hat weighs each joint's action: ``effective``
+            (|dJ/du0|_eff, eq. 5, the default) or ``per_joint`` (each joint's
+            divided by its dataset mean; :func:`~whatmatters.data.dataset.per_joint_sensitivities`).
     """
 
     yaml_file: ClassVar[str] = "finetune.yaml"
@@ -62,12 +66,15 @@ class FinetuneConfig(YamlConfig):
     objective: str = "position"
     train_encoder: bool = True
     ours_scaling: str = "global"
+    ours_action: str = "effective"
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"finetune.objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.ours_scaling not in OURS_SCALINGS:
             raise ConfigError(f"finetune.ours_scaling must be one of {', '.join(OURS_SCALINGS)}, got {self.ours_scaling!r}")
+        if self.ours_action not in ACTION_WEIGHTS:
+            raise ConfigError(f"finetune.ours_action must be one of {', '.join(ACTION_WEIGHTS)}, got {self.ours_action!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.weight_decay < 0:
             raise ConfigError(f"finetune: epochs, batch_size and lr must be positive, weight_decay >= 0 ({self})")
 
