@@ -42,6 +42,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--sim-seconds", type=float, default=20.0, help="simulated seconds for the simulator figure")
     p.add_argument("--mpc-seconds", type=float, default=10.0, help="closed-loop seconds for the MPC solve times")
     p.add_argument("--skip-build", action="store_true", help="do not time a fresh solver build (reuse the cache)")
+    p.add_argument("--learned-build", action="store_true", help="also time a fresh build of the learned-model solver (~1-2 min)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
@@ -77,21 +78,28 @@ def bench_mpc(seconds: float, fresh_build: bool) -> dict[str, float]:
     return out
 
 
-def bench_learned(seconds: float) -> tuple[dict[str, float], float]:
+def bench_learned(seconds: float, fresh_build: bool = False) -> tuple[dict[str, float], float]:
     """Closed-loop solve times with the learned model, and pretraining throughput.
 
     Uses the packaged base checkpoint when it exists (otherwise a freshly
     initialised model of the same architecture: the same solver and cost).
+    With ``fresh_build``, also the build time in a temporary cache (``mpc_build_s_learned``).
     """
     sim = PandaSim(SimConfig.from_yaml())
     nominal = nominal_model(sim.params)
     base = base_checkpoint()
     model = LearnedDynamics.load(base) if base.is_file() else LearnedDynamics()
+    times: dict[str, float] = {}
+    if fresh_build:
+        with tempfile.TemporaryDirectory(prefix="wm-bench-") as tmp:
+            start = time.perf_counter()
+            AcadosMpcSolver(model, MpcConfig.from_yaml(), sim.torque_limits, cache_dir=Path(tmp))
+            times["mpc_build_s_learned"] = time.perf_counter() - start
     solver = AcadosMpcSolver(model, MpcConfig.from_yaml(), sim.torque_limits)
     env = make_environment(BENCH_ENV)
     reference = sample_fourier_trajectory(env.reference_seed, FourierConfig.from_yaml(), sim.params)
     res = run_episode(MpcController(solver, nominal), sim, env, reference, seconds)
-    times = {
+    times |= {
         "mpc_solve_ms_median_learned": float(np.median(res.solve_ms)),
         "mpc_solve_ms_p99_learned": float(np.percentile(res.solve_ms, 99)),
         "mpc_step_ms_median_learned": float(np.median(res.wall_ms)),
@@ -186,7 +194,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log.info("bench 2/5: MPC (nominal model, N = 12): %sclosed loop %.0f s", "" if args.skip_build else "fresh build, ", args.mpc_seconds)
     out.update({k: round(v, 3) for k, v in bench_mpc(args.mpc_seconds, not args.skip_build).items()})
     log.info("bench 3/5: MPC with the learned model (closed loop %.0f s) and pretraining throughput", args.mpc_seconds)
-    times, rate = bench_learned(args.mpc_seconds)
+    times, rate = bench_learned(args.mpc_seconds, args.learned_build)
     out.update({k: round(v, 3) for k, v in times.items()})
     out["train_samples_per_s"] = round(rate, 1)
     log.info("bench 4/5: task sensitivities (nominal model, 20 samples) and mpc.pytorch")
