@@ -171,6 +171,7 @@ class AcadosMpcSolver:
         self.model = model
         self.cfg = cfg
         self.nx, self.nu, self.n = model.nx, model.nu, cfg.horizon
+        self.n_params = model.n_params  # fixed by the formulation (a learned model counts its weights on every call)
         self.torque_limits = np.asarray(torque_limits, dtype=float)
         self.key = formulation_key(model, cfg, self.torque_limits)
         name = f"wm_{self.key[:16]}"
@@ -234,8 +235,8 @@ class AcadosMpcSolver:
     def set_parameters(self, values: np.ndarray) -> None:
         """Sets the model's runtime parameters on every stage, shape (n_params,)."""
         values = np.ascontiguousarray(values, dtype=float)
-        if values.shape != (self.model.n_params,):
-            raise ValueError(f"parameters must have shape ({self.model.n_params},), got {values.shape}")
+        if values.shape != (self.n_params,):
+            raise ValueError(f"parameters must have shape ({self.n_params},), got {values.shape}")
         if values.size:
             for k in range(self.n + 1):
                 self._io.set_params(k, values)
@@ -243,8 +244,8 @@ class AcadosMpcSolver:
     def set_parameter_slice(self, start: int, values: np.ndarray) -> None:
         """Overwrites ``p[start : start + len(values)]`` on every stage (e.g. the context)."""
         values = np.ascontiguousarray(values, dtype=float)
-        if start < 0 or start + values.size > self.model.n_params:
-            raise ValueError(f"parameter slice [{start}, {start + values.size}) outside 0..{self.model.n_params}")
+        if start < 0 or start + values.size > self.n_params:
+            raise ValueError(f"parameter slice [{start}, {start + values.size}) outside 0..{self.n_params}")
         idx = np.arange(start, start + values.size, dtype=np.intc)
         for k in range(self.n + 1):
             self._io.set_params_sparse(k, idx, values)
