@@ -8,9 +8,10 @@ import pytest
 import torch
 from whatmatters.dynamics.check import central_difference_jacobian, check_state_jacobian
 from whatmatters.dynamics.learned import LearnedConfig, LearnedDynamics
-from whatmatters.dynamics.nominal import nominal_model
+from whatmatters.dynamics.nominal import exact_model, nominal_model
 from whatmatters.dynamics.residual import ResidualConfig
 from whatmatters.dynamics.residual_jacobian import residual_derivatives
+from whatmatters.robot.payload import Payload
 
 
 def _perturbed(cfg: LearnedConfig | None = None, seed: int = 5, scale: float = 0.5) -> LearnedDynamics:
@@ -67,10 +68,14 @@ def test_other_architecture_and_no_damping(rng):
         assert chk.ad_error < 1e-10 and chk.fd_error < 1e-6, (hidden, chk)
 
 
-def test_default_jacobian_of_the_nominal_model_passes_the_check(rng):
-    m = nominal_model()
-    chk = check_state_jacobian(m, np.concatenate([rng.uniform(-2, 2, 7), rng.normal(size=7)]), rng.normal(0, 10, 7))
-    assert chk.ad_error == 0.0 and chk.fd_error < 1e-6
+@pytest.mark.parametrize("which", ["nominal", "exact"])
+def test_structured_jacobian_of_the_rigid_body_model_passes_the_check(which, rng):
+    """The rigid-body model's structured Jacobian against CasADi's AD and central
+    differences; ``exact``: with payload, armature and damping."""
+    m = nominal_model() if which == "nominal" else exact_model(Payload(1.5, (0.05, -0.02, 0.1)), armature=0.1, damping=1.0)
+    for _ in range(3):
+        chk = check_state_jacobian(m, np.concatenate([rng.uniform(-2, 2, 7), rng.normal(size=7)]), rng.normal(0, 10, 7))
+        assert chk.ad_error < 1e-12 and chk.fd_error < 1e-6, chk
 
 
 def test_central_differences_of_a_closed_form():

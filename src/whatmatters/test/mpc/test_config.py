@@ -19,7 +19,11 @@ def test_yaml_matches_defaults_and_anchor_setup():
 
 @pytest.mark.parametrize(
     "kwargs, key",
-    [({"nlp_solver": "IPOPT"}, "nlp_solver"), ({"r_weights": (0.0,) * 7}, "r_weights"), ({"q_weights": (1.0,) * 6}, "q_weights")],
+    [({"nlp_solver": "IPOPT"}, "nlp_solver"), ({"r_weights": (0.0,) * 7}, "r_weights"), ({"q_weights": (1.0,) * 6}, "q_weights"),
+        ({"rk4_jacobian": "frozen"}, "rk4_jacobian"),
+        ({"rk4_jacobian": "first_stage", "nlp_solver": "SQP"}, "rk4_jacobian"),  # a converged SQP needs the exact Jacobian
+        ({"rk4_jacobian": "first_stage", "integrator": "erk"}, "rk4_jacobian"),
+    ],
 )
 def test_invalid_values_name_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key):

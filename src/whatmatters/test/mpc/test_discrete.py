@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import casadi as ca
 import numpy as np
 import pytest
@@ -75,3 +77,32 @@ def test_phi_is_the_models_rk4_step(nominal, rng):
     x, u = _state(rng)
     fns = nominal.casadi_functions()
     np.testing.assert_allclose(np.array(phi_fun(x, u, np.zeros(0))).ravel(), np.array(fns["rk4"](x, u, DT, np.zeros(0))).ravel(), rtol=0, atol=1e-13)
+
+
+def test_first_stage_jacobian_is_the_rk4_polynomial_of_the_first_stage_jacobian(nominal, rng):
+    """Closed form: with J_f frozen at (x, u), RK4's Jacobian is the stability polynomial
+    dphi/dx = sum_k (h Jx)^k / k! (k <= 4), dphi/du = h (sum_k (h Jx)^k / (k + 1)!) Ju (k <= 3)."""
+    model = _learned(nominal)
+    phi_fun, phi_jac = rk4_functions(model, DT, "t", jacobian="first_stage")
+    _, exact_jac = rk4_functions(model, DT, "t")
+    x_s, u_s = ca.SX.sym("x", model.nx), ca.SX.sym("u", model.nu)
+    p_s = ca.SX.sym("p", model.n_params)
+    f_ad = ca.Function("j", [x_s, u_s, p_s], [ca.jacobian(model.state_derivative(x_s, u_s, p_s), ca.vertcat(x_s, u_s))])
+    p = model.parameter_values()
+    for _ in range(2):
+        x, u = _state(rng)
+        jf = np.array(f_ad(x, u, p))
+        jx, ju = DT * jf[:, :14], jf[:, 14:]
+        powers = [np.eye(14)]
+        for _k in range(4):
+            powers.append(powers[-1] @ jx)
+        a_ref = sum(pw / math.factorial(k) for k, pw in enumerate(powers))
+        b_ref = DT * sum(pw / math.factorial(k + 1) for k, pw in enumerate(powers[:4])) @ ju
+        phi, jac = (np.array(v) for v in phi_jac(x, u, p))
+        jac = jac.T  # (nx, nu + nx)
+        np.testing.assert_allclose(phi, np.array(phi_fun(x, u, p)), rtol=0, atol=1e-13)  # the map itself is exact
+        np.testing.assert_allclose(jac[:, 7:], a_ref, rtol=0, atol=1e-11 * np.abs(a_ref).max())
+        np.testing.assert_allclose(jac[:, :7], b_ref, rtol=0, atol=1e-11 * np.abs(b_ref).max())
+        exact = np.array(exact_jac(x, u, p)[1]).T
+        gap = np.abs(jac - exact).max() / np.abs(exact).max()
+        assert 1e-8 < gap < 0.25, gap  # an approximation (~10 % here: random weights make J_f vary fast)

@@ -88,6 +88,25 @@ def test_chained_discrete_and_erk_give_the_same_iterates(nominal, mpc_config, pa
         np.testing.assert_allclose(b.x, a.x, rtol=0, atol=1e-11)
 
 
+def test_first_stage_jacobian_keeps_exact_predictions_and_close_iterates(nominal, nominal_solver, mpc_config, params):
+    """``rk4_jacobian: first_stage``: another build; the predictions are still the exact
+    RK4 map; only the QP's linearisation differs, so the RTI iterates stay close."""
+    fast = AcadosMpcSolver(nominal, replace(mpc_config, rk4_jacobian="first_stage"), params.torque_limits)
+    assert fast.key != nominal_solver.key
+    x0 = np.concatenate([Q_HOME + 0.05, 0.2 * np.ones(7)])
+    for solver in (nominal_solver, fast):
+        solver.set_reference(_reference(solver.n))
+        solver.initialize(np.tile(x0, (solver.n + 1, 1)), np.zeros((solver.n, 7)))
+        for _ in range(10):
+            res = solver.solve(x0)
+        assert res.ok
+        for k in range(solver.n):
+            np.testing.assert_allclose(res.x[k + 1], _rk4_numeric(nominal, res.x[k], res.u[k]), rtol=1e-9, atol=1e-9)
+    exact, approx = nominal_solver.solve(x0), fast.solve(x0)
+    gap = np.abs(approx.u - exact.u).max() / np.abs(exact.u).max()
+    assert 0.0 < gap < 1e-2, gap
+
+
 def test_fixed_first_input_is_respected(nominal_solver, params):
     x0 = np.concatenate([Q_HOME, np.zeros(7)])
     u_fix = np.array([1.0, 20.0, -2.0, -10.0, 0.5, 0.3, -0.1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import casadi as ca
 import numpy as np
 import pytest
@@ -73,6 +75,12 @@ def _case(offset: float, seed: int = 3, t: float = 1.0, wrist_velocity: float = 
     x0[:7] += offset
     x0[11:] += wrist_velocity
     return x0, ref
+
+
+def test_operating_point_solver_uses_the_exact_jacobian(nominal, mpc_config, params):
+    """A controller set to the approximate RTI Jacobian still gets exact sensitivities."""
+    fast = SensitivityComputer(nominal, replace(mpc_config, rk4_jacobian="first_stage"), params.torque_limits, SensitivityConfig())
+    assert fast.solver.cfg.rk4_jacobian == "exact" and fast.solver.cfg.nlp_solver == "SQP"
 
 
 def test_operating_point_matches_ipopt(computer, reference_ocp):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import argparse
 import logging
 import os
@@ -95,15 +97,20 @@ def bench_learned(seconds: float, fresh_build: bool = False) -> tuple[dict[str, 
             start = time.perf_counter()
             AcadosMpcSolver(model, MpcConfig.from_yaml(), sim.torque_limits, cache_dir=Path(tmp))
             times["mpc_build_s_learned"] = time.perf_counter() - start
-    solver = AcadosMpcSolver(model, MpcConfig.from_yaml(), sim.torque_limits)
+    cfg = MpcConfig.from_yaml()
     env = make_environment(BENCH_ENV)
     reference = sample_fourier_trajectory(env.reference_seed, FourierConfig.from_yaml(), sim.params)
-    res = run_episode(MpcController(solver, nominal), sim, env, reference, seconds)
-    times |= {
-        "mpc_solve_ms_median_learned": float(np.median(res.solve_ms)),
-        "mpc_solve_ms_p99_learned": float(np.percentile(res.solve_ms, 99)),
-        "mpc_step_ms_median_learned": float(np.median(res.wall_ms)),
-    }
+    # the configured Jacobian, then the other one (keys with its name): both are choices users make
+    other = "first_stage" if cfg.rk4_jacobian == "exact" else "exact"
+    for suffix, jac in (("", cfg.rk4_jacobian), (f"_{other}", other)):
+        solver = AcadosMpcSolver(model, replace(cfg, rk4_jacobian=jac), sim.torque_limits)
+        res = run_episode(MpcController(solver, nominal), sim, env, reference, seconds)
+        times |= {
+            f"mpc_solve_ms_median_learned{suffix}": float(np.median(res.solve_ms)),
+            f"mpc_solve_ms_p99_learned{suffix}": float(np.percentile(res.solve_ms, 99)),
+            f"mpc_step_ms_median_learned{suffix}": float(np.median(res.wall_ms)),
+        }
+        times[f"j_track_bench_env_learned{suffix}"] = res.j_track  # eq. (7), one 10 s episode
     record = EpisodeRecord(Path("bench"), res.t, res.x, res.tau, res.x_ref)
     data = transitions_from_episodes([record] * 4, nominal, model.cfg.window)
     with tempfile.TemporaryDirectory(prefix="wm-bench-") as tmp:

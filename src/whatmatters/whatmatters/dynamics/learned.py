@@ -30,7 +30,7 @@ from whatmatters.dynamics.context import ContextEncoder, ContextTracker
 from whatmatters.dynamics.nominal import nominal_model
 from whatmatters.dynamics.residual import LagrangianResidual, ResidualConfig
 from whatmatters.dynamics.residual_jacobian import residual_derivatives
-from whatmatters.dynamics.rigid_body import RigidBodyDynamics, mass_matrix_rows, rnea
+from whatmatters.dynamics.rigid_body import RigidBodyDynamics, inverse_dynamics_jacobian, mass_matrix_rows, rnea
 from whatmatters.errors import WhatmattersError
 from whatmatters.io import atomic_torch_save
 
@@ -169,17 +169,11 @@ class LearnedDynamics(DynamicsModel, nn.Module):
                 rows[i][j] = rows[i][j] + rd.h_res[i, j] + (float(chain.armature[i]) if i == j else 0.0)
         factor = be.ldl_factor(rows)
         qdd = ca.vertcat(*be.ldl_solve(factor, [u[i] - bias[i] - damping[i] * qd[i] - rd.torque[i] for i in range(n)]))
-        d_id_q, d_id_qd = self._nominal_id_jacobian()(q, qd, qdd)
+        d_id_q, d_id_qd = inverse_dynamics_jacobian(self.nominal.chain)(q, qd, qdd)
         d_id = ca.horzcat(d_id_q + rd.d_h_times(qdd) + rd.d_torque_dq, d_id_qd + ca.diag(ca.DM(damping)) + rd.d_torque_dqd, -ca.DM.eye(n))
         cols = [ca.vertcat(*be.ldl_solve(factor, [-d_id[i, k] for i in range(n)])) for k in range(3 * n)]
         jac = ca.vertcat(ca.horzcat(ca.DM(n, n), ca.DM.eye(n), ca.DM(n, n)), ca.horzcat(*cols))  # structural zeros
         return ca.vertcat(qd, qdd), jac
-
-    def _nominal_id_jacobian(self) -> ca.Function:
-        """``(q, qd, qdd) -> d/dq, d/dqd`` of the rigid-body inverse dynamics ``M qdd + c + g`` (SX, inlined when called)."""
-        q, qd, qdd = (ca.SX.sym(s, self.nq) for s in ("q", "qd", "qdd"))
-        tau = ca.vertcat(*rnea(CasadiBackend(), self.nominal.chain, q, qd, qdd, gravity=True))
-        return ca.Function("nominal_id_jac", [q, qd, qdd], [ca.jacobian(tau, q), ca.jacobian(tau, qd)])
 
     def inverse_dynamics(self, q: torch.Tensor, qd: torch.Tensor, qdd: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Torque the model needs for a motion, Nm, (B, 7) (torch form only)."""

@@ -10,11 +10,12 @@ import numpy as np
 from whatmatters.config import YamlConfig
 from whatmatters.errors import ConfigError
 
-__all__ = ["MpcConfig"]
+__all__ = ["RK4_JACOBIANS", "MpcConfig"]
 
 _NLP = ("SQP_RTI", "SQP")
 _HESS = ("GAUSS_NEWTON", "EXACT")
 _INTEGRATORS = ("discrete_rk4", "erk")
+RK4_JACOBIANS = ("exact", "first_stage")
 _QP = ("PARTIAL_CONDENSING_HPIPM", "FULL_CONDENSING_HPIPM", "FULL_CONDENSING_QPOASES")
 
 
@@ -47,6 +48,12 @@ class MpcConfig(YamlConfig):
             df/d(x, u); see :mod:`whatmatters.mpc.discrete`) or ``erk`` (acados'
             ERK integrator, 4 stages, 1 step: the same map, forward
             sensitivities in all 21 directions, slower).
+        rk4_jacobian: ``exact`` (the RK4 map's exact Jacobian) or
+            ``first_stage`` (``discrete_rk4``, ``SQP_RTI`` and Gauss-Newton
+            only: the Jacobian from the first RK4 stage's ``df/d(x, u)`` alone,
+            about half the linearisation time with the learned model; the
+            predictions stay exact, the QP's linearisation is O(dt^2) off; the
+            sensitivity computations always build an exact solver).
     """
 
     yaml_file: ClassVar[str] = "mpc.yaml"
@@ -68,6 +75,7 @@ class MpcConfig(YamlConfig):
     fallback_gravity_after: int = 5
     compile_flags: str = "-O3 -march=native"
     integrator: str = "discrete_rk4"
+    rk4_jacobian: str = "exact"
 
     def __post_init__(self) -> None:
         if self.horizon < 1 or self.dt <= 0:
@@ -86,6 +94,13 @@ class MpcConfig(YamlConfig):
             raise ConfigError(f"mpc: 'hessian' must be one of {_HESS}, got '{self.hessian}'")
         if self.integrator not in _INTEGRATORS:
             raise ConfigError(f"mpc: 'integrator' must be one of {_INTEGRATORS}, got '{self.integrator}'")
+        if self.rk4_jacobian not in RK4_JACOBIANS:
+            raise ConfigError(f"mpc: 'rk4_jacobian' must be one of {RK4_JACOBIANS}, got '{self.rk4_jacobian}'")
+        if self.rk4_jacobian != "exact" and (self.integrator != "discrete_rk4" or self.nlp_solver != "SQP_RTI" or self.hessian != "GAUSS_NEWTON"):
+            raise ConfigError(
+                f"mpc: 'rk4_jacobian: {self.rk4_jacobian}' needs integrator discrete_rk4, nlp_solver SQP_RTI and hessian GAUSS_NEWTON "
+                "(a converged SQP or an exact Hessian needs the exact Jacobian)"
+            )
         if self.qp_solver not in _QP:
             raise ConfigError(f"mpc: 'qp_solver' must be one of {_QP}, got '{self.qp_solver}'")
         if self.hpipm_mode not in ("SPEED", "SPEED_ABS", "BALANCE", "ROBUST"):

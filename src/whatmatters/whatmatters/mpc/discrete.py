@@ -37,6 +37,7 @@ import casadi as ca
 from whatmatters.dynamics.base import DynamicsModel
 from whatmatters.errors import WhatmattersError
 from whatmatters.mpc.acados_env import import_acados_template
+from whatmatters.mpc.config import RK4_JACOBIANS
 
 __all__ = ["UnsupportedAcados", "acados_solver_module", "chained_discrete_codegen", "rk4_functions"]
 
@@ -66,37 +67,54 @@ def acados_solver_module() -> ModuleType:
     return module
 
 
-def rk4_functions(model: DynamicsModel, dt: float, name: str) -> tuple[ca.Function, ca.Function]:
+def rk4_functions(model: DynamicsModel, dt: float, name: str, jacobian: str = "exact") -> tuple[ca.Function, ca.Function]:
     """The RK4 map and its chained Jacobian in acados' DISCRETE layout.
 
     Args:
         model: Dynamics model with a CasADi form.
         dt: Step, s.
         name: acados model name (prefix of the function names).
+        jacobian: ``exact``: ``J_f`` at every stage (the exact Jacobian of the
+            RK4 map); ``first_stage``: ``J_f`` of the first stage used for all
+            four (``phi`` itself stays exact; the Jacobian is then accurate to
+            O(dt^2) relative, an inexact-Jacobian RTI; see ``docs/mpc.md``).
 
     Returns:
         ``phi_fun(x, u, p) -> phi`` (nx) and
         ``phi_fun_jac(x, u, p) -> (phi, jac^T)`` with ``jac = dphi/d(u, x)``,
         (nu + nx, nx): the names and layout acados' DISCRETE solver loads.
+
+    Raises:
+        ValueError: For an unknown ``jacobian``.
     """
+    if jacobian not in RK4_JACOBIANS:
+        raise ValueError(f"rk4 jacobian must be one of {RK4_JACOBIANS}, got '{jacobian}'")
     nx, nu, npar = model.nx, model.nu, model.n_params
     xs, us, ps = ca.SX.sym("x", nx), ca.SX.sym("u", nu), ca.SX.sym("p", npar)
     f_fun = ca.Function(f"{name}_ode", [xs, us, ps], [model.state_derivative(xs, us, ps)])
     fj_fun = ca.Function(f"{name}_ode_jac", [xs, us, ps], [*model.state_derivative_jacobian(xs, us, ps)])  # (nx,), (nx, nx + nu)
+    chain = _chain_function(fj_fun.sparsity_out(1), nx, nu, name)
 
     x, u, p = ca.MX.sym("x", nx), ca.MX.sym("u", nu), ca.MX.sym("p", npar)
-    lift = ca.horzcat(ca.MX.zeros(nu, nx), ca.MX.eye(nu))  # d u / d(x, u)
     dx = ca.horzcat(ca.MX.eye(nx), ca.MX.zeros(nx, nu))  # d x / d(x, u)
     def step(with_jacobian: bool) -> tuple[ca.MX, ca.MX | None]:
         s, ds = x, dx
         phi, dphi = x, dx
+        jf = None
         for c, w in ((0.5, 1.0), (0.5, 2.0), (1.0, 2.0), (None, 1.0)):
-            if with_jacobian:
-                k, jf = fj_fun(s, u, p)
-                dk = jf if s is x else ca.mtimes(jf, ca.vertcat(ds, lift))  # stage 1: d(s, u)/d(x, u) = I
-                dphi = dphi + (dt * w / 6.0) * dk
-            else:
+            if not with_jacobian:
                 k = f_fun(s, u, p)
+            elif jf is None:  # stage 1: d(s, u)/d(x, u) = I
+                k, jf = fj_fun(s, u, p)
+                dk = jf
+            else:
+                if jacobian == "exact":
+                    k, jf = fj_fun(s, u, p)
+                else:
+                    k = f_fun(s, u, p)
+                dk = chain(jf, ds)
+            if with_jacobian:
+                dphi = dphi + (dt * w / 6.0) * dk
             phi = phi + (dt * w / 6.0) * k
             if c is not None:
                 s = x + (c * dt) * k
@@ -109,6 +127,25 @@ def rk4_functions(model: DynamicsModel, dt: float, name: str) -> tuple[ca.Functi
     phi_fun = ca.Function(f"{name}_dyn_disc_phi_fun", [x, u, p], [step(False)[0]])
     phi_fun_jac = ca.Function(f"{name}_dyn_disc_phi_fun_jac", [x, u, p], [phi, jac_ux.T])
     return phi_fun, phi_fun_jac
+
+
+def _chain_function(jf_sparsity: ca.Sparsity, nx: int, nu: int, name: str) -> ca.Function:
+    """``(J_f, ds) -> dk = J_f [ds; 0 I]``: a stage's derivative by the chain rule.
+
+    SX with ``J_f``'s sparsity, so the generated code is straight-line and
+    skips its structural zeros (the ``d qd / d(x, u)`` block is one entry per row).
+
+    Args:
+        jf_sparsity: Sparsity of ``J_f`` (nx, nx + nu).
+        nx: State dimension.
+        nu: Input dimension.
+        name: Prefix of the function name.
+    """
+    jf = ca.SX.sym("jf", jf_sparsity)
+    ds = ca.SX.sym("ds", nx, nx + nu)
+    dk = ca.mtimes(jf[:, :nx], ds)
+    dk = ca.horzcat(dk[:, :nx], dk[:, nx:] + jf[:, nx:])
+    return ca.Function(f"{name}_rk4_chain", [jf, ds], [ca.densify(dk)])
 
 
 @contextlib.contextmanager

@@ -208,7 +208,7 @@ class AcadosMpcSolver:
             start = time.perf_counter()
             discrete = ocp.solver_options.integrator_type == "DISCRETE"
             try:
-                codegen = chained_discrete_codegen(rk4_functions(self.model, self.cfg.dt, name)) if discrete else contextlib.nullcontext()
+                codegen = chained_discrete_codegen(rk4_functions(self.model, self.cfg.dt, name, self.cfg.rk4_jacobian)) if discrete else contextlib.nullcontext()
                 with codegen, _parallel_make():
                     solver = at.AcadosOcpSolver(ocp, json_file=str(json_file), verbose=False)
             except Exception as exc:  # acados raises bare Exceptions and OSErrors
