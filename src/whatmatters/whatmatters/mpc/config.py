@@ -73,7 +73,7 @@ class MpcConfig(YamlConfig):
     sqp_tol: float = 1e-8
     qp_max_iter: int = 50
     fallback_gravity_after: int = 5
-    compile_flags: str = "-O3 -march=native"
+    compile_flags: str = "-O2 -march=native"
     integrator: str = "discrete_rk4"
     rk4_jacobian: str = "exact"
 
