@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import numpy as np
 import pytest
 from whatmatters.cli.main import main
+from whatmatters.config import config_dir
 from whatmatters.errors import ConfigError
-from whatmatters.experiment.config import load_experiment_config
+from whatmatters.experiment.config import ExperimentConfig, load_experiment_config
 from whatmatters.experiment.report import fig2_data
 from whatmatters.experiment.sweep import run_signature
 
@@ -110,6 +113,19 @@ def test_config_errors_name_the_key(tmp_path):
     bad.write_text("finetune:\n  objective: torque\n")
     with pytest.raises(ConfigError, match="objective"):
         load_experiment_config(bad)
+
+
+def test_run_signatures_hold_the_mpc_settings_that_differ_from_the_finished_runs(tmp_path, monkeypatch):
+    """A changed mpc.yaml (e.g. the approximate RTI Jacobian) recomputes runs; the committed setup adds nothing."""
+    default = ExperimentConfig()
+    assert "mpc" not in run_signature(default, "ours")
+    cfg_dir = tmp_path / "config"
+    shutil.copytree(config_dir(), cfg_dir)
+    mpc_yaml = cfg_dir / "mpc.yaml"
+    text = re.sub(r"(?m)^rk4_jacobian: \w+", "rk4_jacobian: first_stage", mpc_yaml.read_text())
+    mpc_yaml.write_text(re.sub(r"(?m)^compile_flags: .*$", 'compile_flags: "-O1"', text))
+    monkeypatch.setenv("WHATMATTERS_CONFIG_DIR", str(cfg_dir))
+    assert run_signature(default, "stand")["mpc"] == {"rk4_jacobian": "first_stage"}  # compiler flags: same numbers
 
 
 def test_run_signatures_hold_what_each_run_depends_on(tmp_path):

@@ -15,6 +15,8 @@ trains a run and evaluates it after every epoch with its own compiled solver
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 import multiprocessing as mp
@@ -173,6 +175,19 @@ def _run(weighting: str, p: int, seed: int, out: str) -> dict[str, Any]:
 
 _ADDED_LATER = {"ours_scaling": "global", "ours_action": "effective"}  # finetune setting -> the behaviour of runs made before it existed
 _OURS_ONLY = ("ours_scaling", "ours_action")  # finetune settings only the sensitivity weightings depend on
+#: The MPC settings (``config/mpc.yaml``) the committed runs were made with. A run's signature holds
+#: the settings that differ from these, so those runs stay valid and a changed mpc.yaml recomputes.
+_MPC_OF_FINISHED_RUNS: dict[str, Any] = {
+    "horizon": 12, "dt": 0.02,
+    "q_weights": [1000.0, 1000.0, 1000.0, 1000.0, 500.0, 500.0, 500.0],
+    "qd_weights": [100.0, 100.0, 100.0, 100.0, 50.0, 50.0, 50.0],
+    "r_weights": [0.2, 0.2, 0.2, 0.2, 1.0, 1.0, 1.0],
+    "terminal_scale": 1.0, "cost_scaling": "time_step", "nlp_solver": "SQP_RTI", "hessian": "GAUSS_NEWTON",
+    "qp_solver": "PARTIAL_CONDENSING_HPIPM", "hpipm_mode": "SPEED", "sqp_max_iter": 50, "sqp_tol": 1e-8,
+    "qp_max_iter": 50, "fallback_gravity_after": 5, "rk4_jacobian": "exact",
+}  # fmt: skip
+#: Settings that do not change the numbers (tested: compiler flags; ERK and chained RK4 agree to round-off).
+_MPC_SAME_RESULTS = ("compile_flags", "integrator")
 
 
 def run_signature(cfg: ExperimentConfig, weighting: str) -> dict[str, Any]:
@@ -181,7 +196,8 @@ def run_signature(cfg: ExperimentConfig, weighting: str) -> dict[str, Any]:
     Settings only ``ours``/``ours_avg`` use are left out of the other
     weightings' signatures, and settings added after runs were made are left
     out while at the value those runs had (``finetune.ours_scaling: global``, ``ours_action: effective``),
-    so those runs stay valid.
+    so those runs stay valid. The MPC settings (``config/mpc.yaml``, used by every
+    evaluation) enter as their differences from those of the committed runs.
     """
     d = cfg.to_dict()
     sig = {k: d[k] for k in ("base", "data_envs", "data_seconds", "eval_set", "eval_envs", "eval_seconds", "finetune")}
@@ -189,6 +205,10 @@ def run_signature(cfg: ExperimentConfig, weighting: str) -> dict[str, Any]:
     if weighting not in ("ours", "ours_avg"):
         drop |= set(_OURS_ONLY)
     sig["finetune"] = {k: v for k, v in sig["finetune"].items() if k not in drop}
+    mpc = json.loads(json.dumps(dataclasses.asdict(MpcConfig.from_yaml())))
+    changed = {k: v for k, v in mpc.items() if k not in _MPC_SAME_RESULTS and _MPC_OF_FINISHED_RUNS.get(k) != v}
+    if changed:
+        sig["mpc"] = changed
     return sig
 
 
