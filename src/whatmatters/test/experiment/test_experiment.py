@@ -13,7 +13,7 @@ from whatmatters.config import config_dir
 from whatmatters.errors import ConfigError
 from whatmatters.experiment.config import ExperimentConfig, load_experiment_config
 from whatmatters.experiment.report import fig2_data
-from whatmatters.experiment.sweep import run_signature
+from whatmatters.experiment.sweep import DATA_SIGNATURE, base_eval_signature, data_signature, prepare_data, run_signature
 
 TINY = """
 base: base
@@ -115,17 +115,42 @@ def test_config_errors_name_the_key(tmp_path):
         load_experiment_config(bad)
 
 
-def test_run_signatures_hold_the_mpc_settings_that_differ_from_the_finished_runs(tmp_path, monkeypatch):
-    """A changed mpc.yaml (e.g. the approximate RTI Jacobian) recomputes runs; the committed setup adds nothing."""
-    default = ExperimentConfig()
-    assert "mpc" not in run_signature(default, "ours")
+def _config_with_mpc(tmp_path, monkeypatch, rk4_jacobian: str, compile_flags: str) -> None:
     cfg_dir = tmp_path / "config"
     shutil.copytree(config_dir(), cfg_dir)
     mpc_yaml = cfg_dir / "mpc.yaml"
-    text = re.sub(r"(?m)^rk4_jacobian: \w+", "rk4_jacobian: first_stage", mpc_yaml.read_text())
-    mpc_yaml.write_text(re.sub(r"(?m)^compile_flags: .*$", 'compile_flags: "-O1"', text))
+    text = re.sub(r"(?m)^rk4_jacobian: \w+", f"rk4_jacobian: {rk4_jacobian}", mpc_yaml.read_text())
+    mpc_yaml.write_text(re.sub(r"(?m)^compile_flags: .*$", f'compile_flags: "{compile_flags}"', text))
     monkeypatch.setenv("WHATMATTERS_CONFIG_DIR", str(cfg_dir))
-    assert run_signature(default, "stand")["mpc"] == {"rk4_jacobian": "first_stage"}  # compiler flags: same numbers
+
+
+def test_run_signatures_hold_the_mpc_settings_that_differ_from_the_reference(tmp_path, monkeypatch):
+    """The default approximate RTI Jacobian is in the signature; the exact one (the runs made before
+    signatures held MPC settings) adds nothing, and compiler flags (same numbers) never do."""
+    default = ExperimentConfig()
+    assert run_signature(default, "ours")["mpc"] == {"rk4_jacobian": "first_stage"}
+    _config_with_mpc(tmp_path, monkeypatch, "exact", "-O1")
+    assert "mpc" not in run_signature(default, "stand")
+    assert "mpc" not in base_eval_signature(default) and "mpc" not in data_signature(default)
+
+
+def test_data_made_with_other_settings_is_refused_before_anything_is_collected(tmp_path, monkeypatch):
+    cfg = ExperimentConfig(data_envs=1, data_seconds=0.5)
+    data = tmp_path / "data"
+    data.mkdir()
+    other = {**data_signature(cfg), "mpc": {"rk4_jacobian": "exact"}, "data_envs": 3}
+    (data / DATA_SIGNATURE).write_text(json.dumps(other))
+    with pytest.raises(ConfigError, match=r"data_envs, mpc differ"):
+        prepare_data(cfg, data, workers=1, progress=False)
+    assert sorted(p.name for p in data.iterdir()) == [DATA_SIGNATURE]  # nothing collected, nothing lost
+    assert json.loads((data / DATA_SIGNATURE).read_text()) == other
+
+
+def test_the_sweep_records_what_its_data_and_base_evaluation_were_made_with(sweep):
+    root, _ = sweep
+    cfg = load_experiment_config(root / "exp.yaml")
+    assert json.loads((root / "out" / "data" / DATA_SIGNATURE).read_text()) == data_signature(cfg)
+    assert json.loads((root / "out" / "base_eval.json").read_text())["signature"] == base_eval_signature(cfg)
 
 
 def test_run_signatures_hold_what_each_run_depends_on(tmp_path):

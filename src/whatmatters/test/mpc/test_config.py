@@ -28,3 +28,10 @@ def test_yaml_matches_defaults_and_anchor_setup():
 def test_invalid_values_name_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key):
         MpcConfig(**kwargs)
+
+
+def test_a_converged_sqp_is_valid_with_the_exact_jacobian():
+    """The default first-stage Jacobian is for SQP_RTI; SQP and the exact Hessian take ``rk4_jacobian: exact``."""
+    assert MpcConfig().rk4_jacobian == "first_stage"
+    assert MpcConfig(nlp_solver="SQP", rk4_jacobian="exact").nlp_solver == "SQP"
+    assert MpcConfig(hessian="EXACT", rk4_jacobian="exact").hessian == "EXACT"

@@ -74,8 +74,9 @@ def test_predictions_are_the_models_rk4_map(nominal, nominal_solver):
 def test_chained_discrete_and_erk_give_the_same_iterates(nominal, mpc_config, params):
     """Two implementations of the same RK4 map and Jacobian: identical SQP_RTI iterates to round-off."""
     assert mpc_config.integrator == "discrete_rk4"
-    disc = AcadosMpcSolver(nominal, mpc_config, params.torque_limits)
-    erk = AcadosMpcSolver(nominal, replace(mpc_config, integrator="erk"), params.torque_limits)
+    exact = replace(mpc_config, rk4_jacobian="exact")  # ERK has the exact Jacobian only
+    disc = AcadosMpcSolver(nominal, exact, params.torque_limits)
+    erk = AcadosMpcSolver(nominal, replace(exact, integrator="erk"), params.torque_limits)
     assert erk.key != disc.key
     x0 = np.concatenate([Q_HOME + 0.05, 0.2 * np.ones(7)])
     for solver in (erk, disc):
@@ -88,13 +89,15 @@ def test_chained_discrete_and_erk_give_the_same_iterates(nominal, mpc_config, pa
         np.testing.assert_allclose(b.x, a.x, rtol=0, atol=1e-11)
 
 
-def test_first_stage_jacobian_keeps_exact_predictions_and_close_iterates(nominal, nominal_solver, mpc_config, params):
-    """``rk4_jacobian: first_stage``: another build; the predictions are still the exact
-    RK4 map; only the QP's linearisation differs, so the RTI iterates stay close."""
+def test_first_stage_jacobian_keeps_exact_predictions_and_close_iterates(nominal, mpc_config, params):
+    """``rk4_jacobian: first_stage`` (the default): another build than ``exact``; the predictions
+    are still the exact RK4 map; only the QP's linearisation differs, so the RTI iterates stay close."""
+    assert mpc_config.rk4_jacobian == "first_stage"
     fast = AcadosMpcSolver(nominal, replace(mpc_config, rk4_jacobian="first_stage"), params.torque_limits)
-    assert fast.key != nominal_solver.key
+    exact_solver = AcadosMpcSolver(nominal, replace(mpc_config, rk4_jacobian="exact"), params.torque_limits)
+    assert fast.key != exact_solver.key
     x0 = np.concatenate([Q_HOME + 0.05, 0.2 * np.ones(7)])
-    for solver in (nominal_solver, fast):
+    for solver in (exact_solver, fast):
         solver.set_reference(_reference(solver.n))
         solver.initialize(np.tile(x0, (solver.n + 1, 1)), np.zeros((solver.n, 7)))
         for _ in range(10):
@@ -102,7 +105,7 @@ def test_first_stage_jacobian_keeps_exact_predictions_and_close_iterates(nominal
         assert res.ok
         for k in range(solver.n):
             np.testing.assert_allclose(res.x[k + 1], _rk4_numeric(nominal, res.x[k], res.u[k]), rtol=1e-9, atol=1e-9)
-    exact, approx = nominal_solver.solve(x0), fast.solve(x0)
+    exact, approx = exact_solver.solve(x0), fast.solve(x0)
     gap = np.abs(approx.u - exact.u).max() / np.abs(exact.u).max()
     assert 0.0 < gap < 1e-2, gap
 
@@ -186,7 +189,7 @@ def test_full_sqp_option_converges(nominal, mpc_config, params):
     """nlp_solver: SQP iterates to the tolerance (issue 4/6 needs converged solutions)."""
     from dataclasses import replace
 
-    cfg = replace(mpc_config, nlp_solver="SQP", sqp_tol=1e-8)
+    cfg = replace(mpc_config, nlp_solver="SQP", sqp_tol=1e-8, rk4_jacobian="exact")
     solver = AcadosMpcSolver(nominal, cfg, params.torque_limits)
     x0 = np.concatenate([Q_HOME + 0.05, 0.3 * np.ones(7)])
     solver.set_reference(_reference(solver.n))

@@ -48,7 +48,7 @@ from whatmatters.train.finetune import finetune
 from whatmatters.train.weighting import RolloutWindows, make_windows, weight_statistics, weights
 from whatmatters.trajectory.fourier import FourierConfig
 
-__all__ = ["SweepResult", "finished_runs", "ours_statistics", "run_id", "run_sweep"]
+__all__ = ["DATA_SIGNATURE", "SweepResult", "base_eval_signature", "data_signature", "finished_runs", "ours_statistics", "run_id", "run_signature", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,34 @@ def _base_path(cfg: ExperimentConfig) -> str:
     return str(base_checkpoint()) if cfg.base == "base" else cfg.base
 
 
+DATA_SIGNATURE = "experiment_data.json"  # in the data folder: what its bags were made with
+
+
 def prepare_data(cfg: ExperimentConfig, data: Path, workers: int, progress: bool) -> Path:
-    """Collects the base model's episodes and their sensitivities into ``data`` (skipping finished bags)."""
+    """Collects the base model's episodes and their sensitivities into ``data`` (skipping finished bags).
+
+    Raises:
+        ConfigError: If ``data`` holds data made with other settings (named), which
+            would otherwise be mixed in silently.
+    """
+    signature = data_signature(cfg)
+    path = data / DATA_SIGNATURE
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is damaged ({exc}); delete it only if the data in {data} was made with these settings") from exc
+        if old != signature:
+            keys = sorted(k for k in set(old) | set(signature) if old.get(k) != signature.get(k))
+            raise ConfigError(
+                f"{data} holds data made with other settings ({', '.join(keys)} differ: {path}); "
+                "use another data folder (--data / --out) or delete this one"
+            )
+    else:
+        if data.is_dir() and any(data.glob("env_*")):
+            log.warning("%s has no %s (data from an older version): assumed to match %s", data, DATA_SIGNATURE, signature)
+        data.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json.dumps(signature, indent=1), path)
     seeds = environment_seeds("train")[: cfg.data_envs]
     collect(cfg.base, seeds, data, replace(CollectConfig.from_yaml(), seconds=cfg.data_seconds), workers, progress)
     compute_bag_dir(data, cfg.base, workers, progress=progress, skip_existing=True)
@@ -175,9 +201,9 @@ def _run(weighting: str, p: int, seed: int, out: str) -> dict[str, Any]:
 
 _ADDED_LATER = {"ours_scaling": "global", "ours_action": "effective"}  # finetune setting -> the behaviour of runs made before it existed
 _OURS_ONLY = ("ours_scaling", "ours_action")  # finetune settings only the sensitivity weightings depend on
-#: The MPC settings (``config/mpc.yaml``) the committed runs were made with. A run's signature holds
-#: the settings that differ from these, so those runs stay valid and a changed mpc.yaml recomputes.
-_MPC_OF_FINISHED_RUNS: dict[str, Any] = {
+#: The MPC settings (``config/mpc.yaml``) of the runs made before signatures held them (the exact RK4
+#: Jacobian). A signature holds the settings that differ from these, so a changed mpc.yaml recomputes.
+_MPC_REFERENCE: dict[str, Any] = {
     "horizon": 12, "dt": 0.02,
     "q_weights": [1000.0, 1000.0, 1000.0, 1000.0, 500.0, 500.0, 500.0],
     "qd_weights": [100.0, 100.0, 100.0, 100.0, 50.0, 50.0, 50.0],
@@ -205,11 +231,26 @@ def run_signature(cfg: ExperimentConfig, weighting: str) -> dict[str, Any]:
     if weighting not in ("ours", "ours_avg"):
         drop |= set(_OURS_ONLY)
     sig["finetune"] = {k: v for k, v in sig["finetune"].items() if k not in drop}
+    return _with_mpc(sig)
+
+
+def _with_mpc(sig: dict[str, Any]) -> dict[str, Any]:
+    """``sig`` plus the MPC settings that differ from :data:`_MPC_REFERENCE` (key ``mpc``, if any)."""
     mpc = json.loads(json.dumps(dataclasses.asdict(MpcConfig.from_yaml())))
-    changed = {k: v for k, v in mpc.items() if k not in _MPC_SAME_RESULTS and _MPC_OF_FINISHED_RUNS.get(k) != v}
-    if changed:
-        sig["mpc"] = changed
-    return sig
+    changed = {k: v for k, v in mpc.items() if k not in _MPC_SAME_RESULTS and _MPC_REFERENCE.get(k) != v}
+    return {**sig, "mpc": changed} if changed else sig
+
+
+def data_signature(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What the sweep's data folder depends on: the base model, the environments, the collection and the MPC."""
+    collect_cfg = replace(CollectConfig.from_yaml(), seconds=cfg.data_seconds)
+    sig = {"base": cfg.base, "data_envs": cfg.data_envs, "collect": json.loads(json.dumps(dataclasses.asdict(collect_cfg)))}
+    return _with_mpc(sig)
+
+
+def base_eval_signature(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What the base model's evaluation depends on."""
+    return _with_mpc({"base": cfg.base, "eval_set": cfg.eval_set, "eval_envs": cfg.eval_envs, "eval_seconds": cfg.eval_seconds})
 
 
 class _ListQueue:
@@ -249,6 +290,10 @@ def _load_done(out: Path, cfg: ExperimentConfig) -> dict[tuple[str, int, int], d
     return done
 
 
+def _base_eval_legacy(sig: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in sig.items() if k != "mpc"}
+
+
 def finished_runs(cfg: ExperimentConfig, out: str | Path) -> SweepResult:
     """The runs already finished in ``out`` (nothing is computed), for a report of a partial sweep.
 
@@ -284,11 +329,15 @@ def run_sweep(
     base = _base_path(cfg)
     data = prepare_data(cfg, Path(data) if data else out / "data", workers, progress)
     base_eval_path = out / "base_eval.json"
-    if base_eval_path.is_file():
-        base_eval = json.loads(base_eval_path.read_text())
-    else:
+    base_sig = base_eval_signature(cfg)
+    base_eval = json.loads(base_eval_path.read_text()) if base_eval_path.is_file() else None
+    # made before signatures: valid for the reference MPC settings
+    if base_eval is not None and base_eval.get("signature", _base_eval_legacy(base_sig)) != base_sig:
+        log.warning("%s was made with other settings; the base model is evaluated again", base_eval_path)
+        base_eval = None
+    if base_eval is None:
         seeds = environment_seeds(cfg.eval_set)[: cfg.eval_envs]
-        base_eval = evaluate(cfg.base, seeds, cfg.eval_seconds, workers).summary()
+        base_eval = {**evaluate(cfg.base, seeds, cfg.eval_seconds, workers).summary(), "signature": base_sig}
         atomic_write_text(json.dumps(base_eval, indent=1), base_eval_path)
     runs = cfg.runs()
     done = _load_done(out, cfg)

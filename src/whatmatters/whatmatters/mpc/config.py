@@ -48,12 +48,13 @@ class MpcConfig(YamlConfig):
             df/d(x, u); see :mod:`whatmatters.mpc.discrete`) or ``erk`` (acados'
             ERK integrator, 4 stages, 1 step: the same map, forward
             sensitivities in all 21 directions, slower).
-        rk4_jacobian: ``exact`` (the RK4 map's exact Jacobian) or
-            ``first_stage`` (``discrete_rk4``, ``SQP_RTI`` and Gauss-Newton
-            only: the Jacobian from the first RK4 stage's ``df/d(x, u)`` alone,
-            about half the linearisation time with the learned model; the
-            predictions stay exact, the QP's linearisation is O(dt^2) off; the
-            sensitivity computations always build an exact solver).
+        rk4_jacobian: ``first_stage`` (the default; ``discrete_rk4``,
+            ``SQP_RTI`` and Gauss-Newton only: the Jacobian from the first RK4
+            stage's ``df/d(x, u)`` alone, about half the linearisation time
+            with the learned model; the predictions stay exact, the QP's
+            linearisation is O(dt^2) off) or ``exact`` (the RK4 map's exact
+            Jacobian; needed by ``SQP`` and the exact Hessian). The
+            sensitivity computations always build an exact solver.
     """
 
     yaml_file: ClassVar[str] = "mpc.yaml"
@@ -75,7 +76,7 @@ class MpcConfig(YamlConfig):
     fallback_gravity_after: int = 5
     compile_flags: str = "-O2 -march=native"
     integrator: str = "discrete_rk4"
-    rk4_jacobian: str = "exact"
+    rk4_jacobian: str = "first_stage"
 
     def __post_init__(self) -> None:
         if self.horizon < 1 or self.dt <= 0:
@@ -99,7 +100,7 @@ class MpcConfig(YamlConfig):
         if self.rk4_jacobian != "exact" and (self.integrator != "discrete_rk4" or self.nlp_solver != "SQP_RTI" or self.hessian != "GAUSS_NEWTON"):
             raise ConfigError(
                 f"mpc: 'rk4_jacobian: {self.rk4_jacobian}' needs integrator discrete_rk4, nlp_solver SQP_RTI and hessian GAUSS_NEWTON "
-                "(a converged SQP or an exact Hessian needs the exact Jacobian)"
+                "(a converged SQP or an exact Hessian needs the exact Jacobian: set rk4_jacobian: exact)"
             )
         if self.qp_solver not in _QP:
             raise ConfigError(f"mpc: 'qp_solver' must be one of {_QP}, got '{self.qp_solver}'")

@@ -84,7 +84,7 @@ class MpcParams(NodeParams):
     reference_wait: float = param(0.5, "lock-step: wall time to wait for the reference of a state's stamp, s", lo=0.0, hi=10.0)
     diagnostics_every: int = param(10, "publish /diagnostics every this many control steps", lo=1, hi=100000)
     command_excludes_gravity: bool = param(False, "real robot: publish clip(tau) - g_nom(q) (libfranka adds gravity); total torque on /mpc/torque")
-    rk4_jacobian: str = param("", "overrides mpc.yaml's rk4_jacobian: exact or first_stage (about half the solve time with a learned model); empty: mpc.yaml's")
+    rk4_jacobian: str = param("", "overrides mpc.yaml's rk4_jacobian: first_stage (the default; about half the solve time with a learned model) or exact; empty: mpc.yaml's")
 
 
 class MpcControllerNode(Node):
