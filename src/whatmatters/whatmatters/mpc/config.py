@@ -74,7 +74,7 @@ class MpcConfig(YamlConfig):
     sqp_tol: float = 1e-8
     qp_max_iter: int = 50
     fallback_gravity_after: int = 5
-    compile_flags: str = "-O2 -march=native"
+    compile_flags: str = "-O2 -march=native -ffp-contract=fast"
     integrator: str = "discrete_rk4"
     rk4_jacobian: str = "first_stage"
 
