@@ -71,6 +71,14 @@ def test_predictions_are_the_models_rk4_map(nominal, nominal_solver):
         np.testing.assert_allclose(res.x[k + 1], _rk4_numeric(nominal, res.x[k], res.u[k]), rtol=1e-9, atol=1e-9)
 
 
+def _start_at_rest_guess(x0: np.ndarray, solvers: tuple) -> np.ndarray:
+    """Sets the test reference and the same constant initial guess (x0 everywhere, zero torque) on each solver."""
+    for solver in solvers:
+        solver.set_reference(_reference(solver.n))
+        solver.initialize(np.tile(x0, (solver.n + 1, 1)), np.zeros((solver.n, 7)))
+    return x0
+
+
 def test_chained_discrete_and_erk_give_the_same_iterates(nominal, mpc_config, params):
     """Two implementations of the same RK4 map and Jacobian: identical SQP_RTI iterates to round-off."""
     assert mpc_config.integrator == "discrete_rk4"
@@ -78,10 +86,7 @@ def test_chained_discrete_and_erk_give_the_same_iterates(nominal, mpc_config, pa
     disc = AcadosMpcSolver(nominal, exact, params.torque_limits)
     erk = AcadosMpcSolver(nominal, replace(exact, integrator="erk"), params.torque_limits)
     assert erk.key != disc.key
-    x0 = np.concatenate([Q_HOME + 0.05, 0.2 * np.ones(7)])
-    for solver in (erk, disc):
-        solver.set_reference(_reference(solver.n))
-        solver.initialize(np.tile(x0, (solver.n + 1, 1)), np.zeros((solver.n, 7)))
+    x0 = _start_at_rest_guess(x0=np.concatenate([Q_HOME + 0.05, 0.2 * np.ones(7)]), solvers=(erk, disc))
     for _ in range(5):
         a, b = erk.solve(x0), disc.solve(x0)
         assert a.ok and b.ok
@@ -96,10 +101,8 @@ def test_first_stage_jacobian_keeps_exact_predictions_and_close_iterates(nominal
     fast = AcadosMpcSolver(nominal, replace(mpc_config, rk4_jacobian="first_stage"), params.torque_limits)
     exact_solver = AcadosMpcSolver(nominal, replace(mpc_config, rk4_jacobian="exact"), params.torque_limits)
     assert fast.key != exact_solver.key
-    x0 = np.concatenate([Q_HOME + 0.05, 0.2 * np.ones(7)])
+    x0 = _start_at_rest_guess(x0=np.concatenate([Q_HOME + 0.05, 0.2 * np.ones(7)]), solvers=(exact_solver, fast))
     for solver in (exact_solver, fast):
-        solver.set_reference(_reference(solver.n))
-        solver.initialize(np.tile(x0, (solver.n + 1, 1)), np.zeros((solver.n, 7)))
         for _ in range(10):
             res = solver.solve(x0)
         assert res.ok
