@@ -38,6 +38,18 @@ def test_numpy_forward_sees_in_place_weight_updates(rng):
     np.testing.assert_allclose(after, ref, atol=1e-12)
 
 
+def test_numpy_forward_sees_loaded_and_replaced_weights(rng):
+    enc, other = _encoder(3), _encoder(4)
+    window = rng.normal(size=(15, 21))
+    enc.forward_numpy(window)  # converts and keeps the weights
+    enc.load_state_dict(other.state_dict())
+    np.testing.assert_allclose(enc.forward_numpy(window), other.forward_numpy(window), rtol=0, atol=1e-14)
+    enc.head.bias = torch.nn.Parameter(enc.head.bias.detach() + 1.0)  # a new tensor, not an in-place change
+    with torch.no_grad():
+        ref = enc(torch.as_tensor(window[None]))[0].numpy()
+    np.testing.assert_allclose(enc.forward_numpy(window), ref, atol=1e-12)
+
+
 def test_tracker_context_is_the_encoder_of_its_window(nominal, rng):
     enc = _encoder(2)
     tracker = ContextTracker(nominal, 15, 0.02, enc, param_start=7)
