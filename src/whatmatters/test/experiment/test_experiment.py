@@ -179,3 +179,20 @@ def test_the_shipped_config_and_its_quick_section_load():
     full, quick = load_experiment_config(), load_experiment_config(quick=True)
     assert len(full.runs()) == 6 * 3 * 5
     assert quick.eval_envs < full.eval_envs and len(quick.runs()) < len(full.runs())
+    # the committed results were made with the exact RK4 Jacobian: the sweep pins it, --quick too
+    assert full.mpc_config().rk4_jacobian == quick.mpc_config().rk4_jacobian == "exact"
+    assert "mpc" not in run_signature(full, "ours")  # so the committed runs' signatures still match
+
+
+def test_mpc_overrides_are_checked_and_applied(tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_text("mpc:\n  rk4_jacobian: exact\n  horizon: 10\n")
+    cfg = load_experiment_config(path)
+    assert (cfg.mpc_config().rk4_jacobian, cfg.mpc_config().horizon) == ("exact", 10)
+    assert run_signature(cfg, "stand")["mpc"] == {"horizon": 10}
+    path.write_text("mpc:\n  horizn: 10\n")
+    with pytest.raises(ConfigError, match="horizn"):
+        load_experiment_config(path)
+    path.write_text("mpc:\n  rk4_jacobian: frozen\n")
+    with pytest.raises(ConfigError, match="rk4_jacobian"):
+        load_experiment_config(path)

@@ -117,6 +117,7 @@ def collect(
     cfg: CollectConfig | None = None,
     workers: int | None = None,
     progress: bool = True,
+    mpc: MpcConfig | None = None,
 ) -> list[Path]:
     """Collects one bag per environment seed, in parallel worker processes.
 
@@ -127,11 +128,12 @@ def collect(
         cfg: Collection settings.
         workers: Worker processes (default: CPUs); 1 runs in this process.
         progress: Show a progress bar on stderr.
+        mpc: MPC settings (``config/mpc.yaml`` if None).
     """
     cfg = cfg or CollectConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    mpc, sim, ref = MpcConfig.from_yaml(), SimConfig.from_yaml(), FourierConfig.from_yaml()
+    mpc, sim, ref = mpc or MpcConfig.from_yaml(), SimConfig.from_yaml(), FourierConfig.from_yaml()
     local = Evaluator(model, mpc, sim, ref)
     local.controller(None)  # compile once before the workers start
     workers = max(1, min(workers or os.cpu_count() or 1, len(seeds)))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from whatmatters.config import dataclass_from_mapping, load_yaml
 from whatmatters.errors import ConfigError
+from whatmatters.mpc.config import MpcConfig
 from whatmatters.train.finetune import FinetuneConfig
 from whatmatters.train.weighting import WEIGHTINGS
 
@@ -33,6 +34,9 @@ class ExperimentConfig:
         workers: Worker processes (0: one per CPU).
         finetune: Trainer settings (``config/finetune.yaml`` overridden by the
             ``finetune:`` section).
+        mpc: Overrides of ``config/mpc.yaml`` for every controller of the
+            sweep (data collection, sensitivities, evaluations), e.g.
+            ``{"rk4_jacobian": "exact"}``; see :meth:`mpc_config`.
     """
 
     base: str = "base"
@@ -46,8 +50,10 @@ class ExperimentConfig:
     eval_seconds: float = 10.0
     workers: int = 0
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    mpc: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.mpc_config()  # a ConfigError naming an unknown or ill-typed key
         bad = [w for w in self.weightings if w not in WEIGHTINGS]
         if bad or not self.weightings:
             raise ConfigError(f"experiment.weightings: unknown {bad} (known: {', '.join(WEIGHTINGS)})")
@@ -62,14 +68,25 @@ class ExperimentConfig:
         if self.data_envs < 1 or self.eval_envs < 1 or self.data_seconds <= 0 or self.eval_seconds <= 0:
             raise ConfigError("experiment: data_envs, eval_envs, data_seconds and eval_seconds must be positive")
 
+    def mpc_config(self) -> MpcConfig:
+        """``config/mpc.yaml`` with this experiment's ``mpc:`` overrides.
+
+        Raises:
+            ConfigError: Naming the key for an unknown key or a bad value.
+        """
+        if not self.mpc:
+            return MpcConfig.from_yaml()
+        return dataclass_from_mapping(MpcConfig, {**asdict(MpcConfig.from_yaml()), **self.mpc}, "experiment (mpc)")
+
     def runs(self) -> list[tuple[str, int, int]]:
         """(weighting, p, seed) of every run, seeds outermost (complete comparisons finish first)."""
         return [(w, p, s) for s in self.seeds for p in self.rollouts for w in self.weightings]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (stored beside the results)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "finetune"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("finetune", "mpc")}
         out["finetune"] = {f.name: getattr(self.finetune, f.name) for f in fields(self.finetune)}
+        out["mpc"] = dict(self.mpc)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
@@ -78,11 +95,19 @@ def _from_mapping(mapping: dict[str, Any], source: str, base: ExperimentConfig) 
     ft = mapping.pop("finetune", None) or {}
     if not isinstance(ft, dict):
         raise ConfigError(f"{source}: 'finetune' must be a mapping")
+    mpc = mapping.pop("mpc", None) or {}
+    if not isinstance(mpc, dict):
+        raise ConfigError(f"{source}: 'mpc' must be a mapping of config/mpc.yaml keys")
+    mpc = {**base.mpc, **mpc}
+    try:
+        ExperimentConfig(mpc=mpc).mpc_config()
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
     ft_cfg = replace(base.finetune, **{f.name: getattr(dataclass_from_mapping(FinetuneConfig, ft, f"{source} (finetune)"), f.name) for f in fields(FinetuneConfig) if f.name in ft})
-    known = {f.name for f in fields(ExperimentConfig)} - {"finetune"}
+    known = {f.name for f in fields(ExperimentConfig)} - {"finetune", "mpc"}
     unknown = sorted(set(mapping) - known)
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {unknown} (known: {', '.join(sorted(known | {'finetune', 'quick'}))})")
+        raise ConfigError(f"{source}: unknown key(s) {unknown} (known: {', '.join(sorted(known | {'finetune', 'mpc', 'quick'}))})")
     values: dict[str, Any] = {}
     for key, value in mapping.items():
         if key in ("weightings",):
@@ -105,7 +130,7 @@ def _from_mapping(mapping: dict[str, Any], source: str, base: ExperimentConfig) 
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{source}: '{key}' must be a number")
             values[key] = float(value)
-    return replace(base, finetune=ft_cfg, **values)
+    return replace(base, finetune=ft_cfg, mpc=mpc, **values)
 
 
 def load_experiment_config(path: str | Path | None = None, quick: bool = False) -> ExperimentConfig:

@@ -171,6 +171,7 @@ def results_markdown(fig: dict[str, Any], meta: dict[str, Any], weightings: list
         ],
         f"- Data: {cfg['data_envs']} training environments x {cfg['data_seconds']} s with the base model ({meta['windows']}), S_hat for every step",
         f"- Evaluation: {cfg['eval_envs']} `{cfg['eval_set']}` environments x {cfg['eval_seconds']} s after every epoch; fine-tuning {cfg['finetune']}",
+        *([f"- MPC: `config/mpc.yaml` with {cfg['mpc']}"] if cfg.get("mpc") else []),
         f"- Base model before fine-tuning: J_track {meta['base_j']:.3f} (mean over the same environments)",
         "",
         "Values: J_track in percent of `stand` at the same p, mean ± std (number of values).",

@@ -40,7 +40,6 @@ from whatmatters.errors import ConfigError
 from whatmatters.eval.evaluate import Evaluator, evaluate
 from whatmatters.experiment.config import ExperimentConfig
 from whatmatters.io import atomic_write_text
-from whatmatters.mpc.config import MpcConfig
 from whatmatters.sensitivity.batch import compute_bag_dir
 from whatmatters.sim.environments import environment_seeds
 from whatmatters.sim.simulator import SimConfig
@@ -111,8 +110,9 @@ def prepare_data(cfg: ExperimentConfig, data: Path, workers: int, progress: bool
         data.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json.dumps(signature, indent=1), path)
     seeds = environment_seeds("train")[: cfg.data_envs]
-    collect(cfg.base, seeds, data, replace(CollectConfig.from_yaml(), seconds=cfg.data_seconds), workers, progress)
-    compute_bag_dir(data, cfg.base, workers, progress=progress, skip_existing=True)
+    mpc = cfg.mpc_config()
+    collect(cfg.base, seeds, data, replace(CollectConfig.from_yaml(), seconds=cfg.data_seconds), workers, progress, mpc)
+    compute_bag_dir(data, cfg.base, workers, progress=progress, skip_existing=True, mpc=mpc)
     return data
 
 
@@ -144,7 +144,7 @@ def _init_worker(cfg: ExperimentConfig, data: str, base: str, queue: Any = None)
     _STATE.update(cfg=cfg, base=base, windows={}, queue=queue)
     base_model = LearnedDynamics.load(base)
     _STATE["data"] = load_transitions(data, base_model.nominal, base_model.cfg.window, sensitivities=True, action_weights=cfg.finetune.ours_action)
-    evaluator = Evaluator(base, MpcConfig.from_yaml(), SimConfig.from_yaml(), FourierConfig.from_yaml())
+    evaluator = Evaluator(base, cfg.mpc_config(), SimConfig.from_yaml(), FourierConfig.from_yaml())
     evaluator.use_model(base_model, "base")
     _STATE["evaluator"] = evaluator
 
@@ -174,7 +174,7 @@ def _evaluate_model(model: LearnedDynamics, label: str) -> dict[str, Any]:
 def _run(weighting: str, p: int, seed: int, out: str) -> dict[str, Any]:
     cfg: ExperimentConfig = _STATE["cfg"]
     win = _windows(p)
-    mpc = MpcConfig.from_yaml()
+    mpc = cfg.mpc_config()
     s = weights(weighting, win, cfg.finetune.objective, np.asarray(mpc.q_weights + mpc.qd_weights), cfg.finetune.ours_scaling)
     folder = Path(out) / "runs" / run_id(weighting, p, seed)
     start = time.perf_counter()
@@ -231,12 +231,12 @@ def run_signature(cfg: ExperimentConfig, weighting: str) -> dict[str, Any]:
     if weighting not in ("ours", "ours_avg"):
         drop |= set(_OURS_ONLY)
     sig["finetune"] = {k: v for k, v in sig["finetune"].items() if k not in drop}
-    return _with_mpc(sig)
+    return _with_mpc(sig, cfg)
 
 
-def _with_mpc(sig: dict[str, Any]) -> dict[str, Any]:
-    """``sig`` plus the MPC settings that differ from :data:`_MPC_REFERENCE` (key ``mpc``, if any)."""
-    mpc = json.loads(json.dumps(dataclasses.asdict(MpcConfig.from_yaml())))
+def _with_mpc(sig: dict[str, Any], cfg: ExperimentConfig) -> dict[str, Any]:
+    """``sig`` plus the sweep's MPC settings that differ from :data:`_MPC_REFERENCE` (key ``mpc``, if any)."""
+    mpc = json.loads(json.dumps(dataclasses.asdict(cfg.mpc_config())))
     changed = {k: v for k, v in mpc.items() if k not in _MPC_SAME_RESULTS and _MPC_REFERENCE.get(k) != v}
     return {**sig, "mpc": changed} if changed else sig
 
@@ -245,12 +245,12 @@ def data_signature(cfg: ExperimentConfig) -> dict[str, Any]:
     """What the sweep's data folder depends on: the base model, the environments, the collection and the MPC."""
     collect_cfg = replace(CollectConfig.from_yaml(), seconds=cfg.data_seconds)
     sig = {"base": cfg.base, "data_envs": cfg.data_envs, "collect": json.loads(json.dumps(dataclasses.asdict(collect_cfg)))}
-    return _with_mpc(sig)
+    return _with_mpc(sig, cfg)
 
 
 def base_eval_signature(cfg: ExperimentConfig) -> dict[str, Any]:
     """What the base model's evaluation depends on."""
-    return _with_mpc({"base": cfg.base, "eval_set": cfg.eval_set, "eval_envs": cfg.eval_envs, "eval_seconds": cfg.eval_seconds})
+    return _with_mpc({"base": cfg.base, "eval_set": cfg.eval_set, "eval_envs": cfg.eval_envs, "eval_seconds": cfg.eval_seconds}, cfg)
 
 
 class _ListQueue:
@@ -337,7 +337,7 @@ def run_sweep(
         base_eval = None
     if base_eval is None:
         seeds = environment_seeds(cfg.eval_set)[: cfg.eval_envs]
-        base_eval = {**evaluate(cfg.base, seeds, cfg.eval_seconds, workers).summary(), "signature": base_sig}
+        base_eval = {**evaluate(cfg.base, seeds, cfg.eval_seconds, workers, mpc=cfg.mpc_config()).summary(), "signature": base_sig}
         atomic_write_text(json.dumps(base_eval, indent=1), base_eval_path)
     runs = cfg.runs()
     done = _load_done(out, cfg)

@@ -133,15 +133,16 @@ def factor_statistics(bag_dir: str | Path) -> dict[str, list[float]]:
 _WORKER: SensitivityComputer | None = None
 
 
-def _make_computer(model_spec: str) -> SensitivityComputer:
-    return SensitivityComputer(resolve_model(model_spec), MpcConfig.from_yaml(), load_panda_params().torque_limits, SensitivityConfig.from_yaml())
+def _make_computer(model_spec: str, mpc: MpcConfig | None = None) -> SensitivityComputer:
+    mpc = mpc or MpcConfig.from_yaml()
+    return SensitivityComputer(resolve_model(model_spec), mpc, load_panda_params().torque_limits, SensitivityConfig.from_yaml())
 
 
-def _init(model_spec: str) -> None:
+def _init(model_spec: str, mpc: MpcConfig | None = None) -> None:
     global _WORKER
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)  # one process per core
-    _WORKER = _make_computer(model_spec)
+    _WORKER = _make_computer(model_spec, mpc)
 
 
 def _one(bag: str, max_steps: int | None) -> tuple[str, int, int]:
@@ -161,6 +162,7 @@ def compute_bag_dir(
     max_steps: int | None = None,
     progress: bool = True,
     skip_existing: bool = False,
+    mpc: MpcConfig | None = None,
 ) -> list[tuple[str, int, int]]:
     """Computes (or recomputes) the sidecar of every readable bag in a folder.
 
@@ -171,6 +173,8 @@ def compute_bag_dir(
         max_steps: Only the first steps of each episode.
         progress: Show a progress bar on stderr.
         skip_existing: Keep bags that already have a sidecar (resuming).
+        mpc: The OCP's settings (``config/mpc.yaml`` if None; the sensitivities
+            always use a converged SQP with the exact Jacobian).
 
     Returns:
         ``(bag, converged samples, samples)`` per bag computed.
@@ -179,17 +183,17 @@ def compute_bag_dir(
     bags = [str(ep.path) for ep in episodes if not (skip_existing and (ep.path / SIDECAR).is_file())]
     if not bags:
         return []
-    _make_computer(model_spec)  # compile once in this process before the workers start
+    _make_computer(model_spec, mpc)  # compile once in this process before the workers start
     workers = max(1, min(workers or os.cpu_count() or 1, len(bags)))
     bar = tqdm(total=len(bags), desc="sensitivities", unit="bag", disable=not progress)
     results = []
     if workers == 1:
-        _init(model_spec)
+        _init(model_spec, mpc)
         for bag in bags:
             results.append(_one(bag, max_steps))
             bar.update()
     else:
-        with ProcessPoolExecutor(workers, mp.get_context("spawn"), _init, (model_spec,)) as pool:
+        with ProcessPoolExecutor(workers, mp.get_context("spawn"), _init, (model_spec, mpc)) as pool:
             for fut in as_completed([pool.submit(_one, b, max_steps) for b in bags]):
                 results.append(fut.result())
                 bar.update()
