@@ -115,21 +115,24 @@ def test_config_errors_name_the_key(tmp_path):
         load_experiment_config(bad)
 
 
-def _config_with_mpc(tmp_path, monkeypatch, rk4_jacobian: str, compile_flags: str) -> None:
+def _config_with_mpc(tmp_path, monkeypatch, values: dict[str, str]) -> None:
     cfg_dir = tmp_path / "config"
     shutil.copytree(config_dir(), cfg_dir)
     mpc_yaml = cfg_dir / "mpc.yaml"
-    text = re.sub(r"(?m)^rk4_jacobian: \w+", f"rk4_jacobian: {rk4_jacobian}", mpc_yaml.read_text())
-    mpc_yaml.write_text(re.sub(r"(?m)^compile_flags: .*$", f'compile_flags: "{compile_flags}"', text))
+    text = mpc_yaml.read_text()
+    for key, value in values.items():
+        text = re.sub(rf"(?m)^{key}: .*$", f"{key}: {value}", text)
+    mpc_yaml.write_text(text)
     monkeypatch.setenv("WHATMATTERS_CONFIG_DIR", str(cfg_dir))
 
 
 def test_run_signatures_hold_the_mpc_settings_that_differ_from_the_reference(tmp_path, monkeypatch):
-    """The default approximate RTI Jacobian is in the signature; the exact one (the runs made before
-    signatures held MPC settings) adds nothing, and compiler flags (same numbers) never do."""
+    """The default controller's settings (approximate RTI Jacobian, SPEED_ABS condensed QPs) are in the
+    signature; those of the runs made before signatures held MPC settings add nothing, and compiler
+    flags (same numbers to round-off) never do."""
     default = ExperimentConfig()
-    assert run_signature(default, "ours")["mpc"] == {"rk4_jacobian": "first_stage"}
-    _config_with_mpc(tmp_path, monkeypatch, "exact", "-O1")
+    assert run_signature(default, "ours")["mpc"] == {"rk4_jacobian": "first_stage", "hpipm_mode": "SPEED_ABS", "qp_cond_n": 4}
+    _config_with_mpc(tmp_path, monkeypatch, {"rk4_jacobian": "exact", "hpipm_mode": "SPEED", "qp_cond_n": "0", "compile_flags": '"-O1"'})
     assert "mpc" not in run_signature(default, "stand")
     assert "mpc" not in base_eval_signature(default) and "mpc" not in data_signature(default)
 
@@ -186,7 +189,7 @@ def test_the_shipped_config_and_its_quick_section_load():
 
 def test_mpc_overrides_are_checked_and_applied(tmp_path):
     path = tmp_path / "e.yaml"
-    path.write_text("mpc:\n  rk4_jacobian: exact\n  horizon: 10\n")
+    path.write_text("mpc:\n  rk4_jacobian: exact\n  hpipm_mode: SPEED\n  qp_cond_n: 0\n  horizon: 10\n")
     cfg = load_experiment_config(path)
     assert (cfg.mpc_config().rk4_jacobian, cfg.mpc_config().horizon) == ("exact", 10)
     assert run_signature(cfg, "stand")["mpc"] == {"horizon": 10}

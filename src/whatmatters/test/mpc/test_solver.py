@@ -192,7 +192,7 @@ def test_full_sqp_option_converges(nominal, mpc_config, params):
     """nlp_solver: SQP iterates to the tolerance (issue 4/6 needs converged solutions)."""
     from dataclasses import replace
 
-    cfg = replace(mpc_config, nlp_solver="SQP", sqp_tol=1e-8, rk4_jacobian="exact")
+    cfg = replace(mpc_config, nlp_solver="SQP", sqp_tol=1e-8, rk4_jacobian="exact", hpipm_mode="SPEED")
     solver = AcadosMpcSolver(nominal, cfg, params.torque_limits)
     x0 = np.concatenate([Q_HOME + 0.05, 0.3 * np.ones(7)])
     solver.set_reference(_reference(solver.n))

@@ -36,7 +36,10 @@ class MpcConfig(YamlConfig):
         nlp_solver: ``SQP_RTI`` or ``SQP``.
         hessian: ``GAUSS_NEWTON`` or ``EXACT``.
         qp_solver: acados QP solver.
-        hpipm_mode: HPIPM's mode.
+        hpipm_mode: HPIPM's mode (``SPEED_ABS``: absolute tolerances only, the
+            fastest; ``SPEED``, ``BALANCE``, ``ROBUST``).
+        qp_cond_n: Horizon of the partially condensed QP (``PARTIAL_CONDENSING_*``
+            only; 0: the full horizon N, i.e. no condensing).
         sqp_max_iter: SQP iteration limit (SQP only).
         sqp_tol: SQP tolerance on all KKT residuals (SQP only).
         qp_max_iter: QP iteration limit.
@@ -69,7 +72,8 @@ class MpcConfig(YamlConfig):
     nlp_solver: str = "SQP_RTI"
     hessian: str = "GAUSS_NEWTON"
     qp_solver: str = "PARTIAL_CONDENSING_HPIPM"
-    hpipm_mode: str = "SPEED"
+    hpipm_mode: str = "SPEED_ABS"
+    qp_cond_n: int = 4
     sqp_max_iter: int = 50
     sqp_tol: float = 1e-8
     qp_max_iter: int = 50
@@ -102,10 +106,17 @@ class MpcConfig(YamlConfig):
                 f"mpc: 'rk4_jacobian: {self.rk4_jacobian}' needs integrator discrete_rk4, nlp_solver SQP_RTI and hessian GAUSS_NEWTON "
                 "(a converged SQP or an exact Hessian needs the exact Jacobian: set rk4_jacobian: exact)"
             )
+        if self.nlp_solver == "SQP" and self.hpipm_mode == "SPEED_ABS":
+            raise ConfigError(
+                "mpc: 'nlp_solver: SQP' needs another 'hpipm_mode' than SPEED_ABS (its absolute QP tolerances stop a "
+                "converged SQP short of sqp_tol): set hpipm_mode: SPEED (and rk4_jacobian: exact)"
+            )
         if self.qp_solver not in _QP:
             raise ConfigError(f"mpc: 'qp_solver' must be one of {_QP}, got '{self.qp_solver}'")
         if self.hpipm_mode not in ("SPEED", "SPEED_ABS", "BALANCE", "ROBUST"):
             raise ConfigError(f"mpc: unknown 'hpipm_mode' '{self.hpipm_mode}'")
+        if not 0 <= self.qp_cond_n <= self.horizon:
+            raise ConfigError(f"mpc: 'qp_cond_n' must be in 0..horizon ({self.horizon}), got {self.qp_cond_n}")
         if self.sqp_max_iter < 1 or self.qp_max_iter < 1 or self.sqp_tol <= 0:
             raise ConfigError("mpc: iteration limits must be >= 1 and sqp_tol > 0")
         if self.fallback_gravity_after < 1:

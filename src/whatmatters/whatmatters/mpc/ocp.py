@@ -172,6 +172,8 @@ def build_ocp(
     opts.hessian_approx = cfg.hessian
     opts.qp_solver = cfg.qp_solver
     opts.hpipm_mode = cfg.hpipm_mode
+    if cfg.qp_solver.startswith("PARTIAL_CONDENSING"):
+        opts.qp_solver_cond_N = cfg.qp_cond_n or cfg.horizon
     opts.qp_solver_iter_max = cfg.qp_max_iter
     opts.nlp_solver_max_iter = cfg.sqp_max_iter
     opts.tol = cfg.sqp_tol

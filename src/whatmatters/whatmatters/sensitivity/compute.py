@@ -151,7 +151,10 @@ class SensitivityComputer:
         self.model = model
         self.mpc = mpc
         self.limits = np.asarray(torque_limits, dtype=float)
-        sqp = replace(mpc, nlp_solver="SQP", hessian="GAUSS_NEWTON", rk4_jacobian="exact", sqp_tol=self.cfg.sqp_tol, sqp_max_iter=self.cfg.sqp_max_iter)
+        sqp = replace(
+            mpc, nlp_solver="SQP", hessian="GAUSS_NEWTON", rk4_jacobian="exact", hpipm_mode="SPEED", qp_cond_n=0,
+            sqp_tol=self.cfg.sqp_tol, sqp_max_iter=self.cfg.sqp_max_iter,
+        )  # fmt: skip
         self.solver = AcadosMpcSolver(model, sqp, self.limits)
         self.derivatives = self._derivatives(model, mpc)
         self.q_w, self.r_w = mpc.stage_scale * mpc.state_weight, mpc.stage_scale * mpc.input_weight
