@@ -22,6 +22,13 @@ With ``H = L L'``, ``a = L' qd``, ``Ldot = sum_k dL/dq_k qd_k`` and
     dc/dq[:, l]  = d/dq_l (Ldot a + L Ldot' qd) - 1/2 d2K/dq dq_l
     d2K/dq2      = 2 (E' E + hess(qd' L(q) a)),  E[:, k] = dL/dq_k' qd (a held fixed)
 
+The networks' passes (the L network's forward pass, its mixed derivative,
+its Hessian, the V network) are separate CasADi functions called from the
+expression (never inlined), so the generated C holds five functions of
+~20,000 lines instead of one of ~90,000: GCC's register allocation, most of
+a build, grows faster than linearly with a function's size (the learned
+model's solver builds in ~40 instead of ~60 s; the values are identical).
+
 Tested against CasADi's AD of ``casadi_terms`` and against finite differences
 (``test/dynamics/test_residual_jacobian.py``).
 """
@@ -137,6 +144,32 @@ def _tril(vals: ca.SX, rows: np.ndarray, cols: np.ndarray) -> ca.SX:
     return out
 
 
+def _fields(fw: _Forward) -> list[ca.SX]:
+    return [fw.out, fw.d_out, *fw.h, *fw.slope, *fw.p]
+
+
+def _from_fields(vals: list[ca.SX], layers: int) -> _Forward:
+    n = layers
+    return _Forward(vals[0], vals[1], list(vals[2 : 2 + n]), list(vals[2 + n : 2 + 2 * n]), list(vals[2 + 2 * n : 2 + 3 * n]))
+
+
+def _symbols_like(fw: _Forward) -> _Forward:
+    """Fresh symbols with the shapes of a forward pass's fields (the inputs of a called function)."""
+    return _from_fields([ca.SX.sym(f"fw{i}", *v.shape) for i, v in enumerate(_fields(fw))], len(fw.h))
+
+
+def _call(name: str, inputs: list[ca.SX], outputs: list[ca.SX], args: list[ca.SX]) -> list[ca.SX]:
+    """``outputs(inputs)`` as a function called (never inlined) at ``args``: its own C function."""
+    return ca.Function(name, inputs, outputs).call(args, False, True)
+
+
+def _sigmoids(raw: ca.SX, diag: ca.DM) -> tuple[ca.SX, ca.SX, ca.SX]:
+    """L's entries from the raw outputs (softplus on the diagonal) and their first two derivatives."""
+    sig = 1.0 / (1.0 + ca.exp(-raw))  # softplus' on the diagonal entries
+    vals = diag * (ca.fmax(raw, 0) + ca.log1p(ca.exp(-ca.fabs(raw)))) + (1.0 - diag) * raw
+    return vals, diag * sig + (1.0 - diag), diag * sig * (1.0 - sig)
+
+
 def residual_derivatives(residual: object, q: ca.SX, qd: ca.SX, p: ca.SX) -> ResidualDerivatives:
     """The residual's terms and exact Jacobians from the networks' structure.
 
@@ -145,27 +178,30 @@ def residual_derivatives(residual: object, q: ca.SX, qd: ca.SX, p: ca.SX) -> Res
         q, qd: 7 x 1 SX, rad and rad/s.
         p: Flat parameters (weights then context), as for ``casadi_terms``.
     """
-    values = residual.casadi_values(p)
-    cos, sin = ca.cos(q), ca.sin(q)
+    p = ca.SX(p)
+    # the networks' passes, each on its own symbols and called at (q, qd, p)
+    qs, qds, ps = ca.SX.sym("q", NQ), ca.SX.sym("qd", NQ), ca.SX.sym("p", p.shape[0])
+    values = residual.casadi_values(ps)
+    cos, sin = ca.cos(qs), ca.sin(qs)
     phi = ca.vertcat(cos, sin, values["context"])
+    l_layers = residual.casadi_layers("l_net", values)
+    fw_def = _forward(l_layers, phi, cos, sin)
+    fw = _from_fields(_call("res_l_forward", [qs, ps], _fields(fw_def), [q, p]), len(fw_def.h))
+    fws = _symbols_like(fw_def)
+    o_qv = _call("res_l_mixed", [qs, qds, ps, *_fields(fws)], [_mixed(fws, l_layers, qds, cos, sin)], [q, qd, p, *_fields(fw)])[0]
+    v_layers = residual.casadi_layers("v_net", values)
+    g_res, hess_v = _call("res_v", [qs, ps], list(_hessian(_forward(v_layers, phi, cos, sin), v_layers, ca.DM.ones(1, 1), cos, sin)), [q, p])
+
     rows, cols = np.tril_indices(NQ)
     diag = ca.DM((rows == cols).astype(float))
-    off = 1.0 - diag
-
-    l_layers = residual.casadi_layers("l_net", values)
-    fw = _forward(l_layers, phi, cos, sin)
-    raw = fw.out
-    sig = 1.0 / (1.0 + ca.exp(-raw))  # softplus' on the diagonal entries
-    vals = diag * (ca.fmax(raw, 0) + ca.log1p(ca.exp(-ca.fabs(raw))) + residual.cfg.diag_floor) + off * raw
-    dsig = diag * sig + off  # dL_n/do_n
-    d2sig = diag * sig * (1.0 - sig)  # d2L_n/do_n^2
+    vals, dsig, d2sig = _sigmoids(fw.out, diag)
+    vals = vals + residual.cfg.diag_floor * diag
     d_vals = _cols(dsig) * fw.d_out  # (28, 7)
     low = _tril(vals, rows, cols)
     d_low = [_tril(d_vals[:, k], rows, cols) for k in range(NQ)]
 
     o_v = ca.mtimes(fw.d_out, qd)  # do/dq . qd
     ldot = _tril(dsig * o_v, rows, cols)
-    o_qv = _mixed(fw, l_layers, qd, cos, sin)
     d_ldot_vals = _cols(d2sig * o_v) * fw.d_out + _cols(dsig) * o_qv
     d_ldot = [_tril(d_ldot_vals[:, k], rows, cols) for k in range(NQ)]
 
@@ -177,8 +213,10 @@ def residual_derivatives(residual: object, q: ca.SX, qd: ca.SX, p: ca.SX) -> Res
 
     # d2K/dq2 = 2 (E'E + hess(w . L(q))), w_ij = qd_i a_j at fixed a
     w = ca.vertcat(*[qd[i] * a[j] for i, j in zip(rows, cols)])
-    _, hess_s = _hessian(fw, l_layers, dsig * w, cos, sin)
-    hess_s += ca.mtimes(fw.d_out.T, _cols(d2sig * w) * fw.d_out)
+    ws = ca.SX.sym("w", w.shape[0])
+    _, dsig_s, d2sig_s = _sigmoids(fws.out, diag)
+    hess_def = _hessian(fws, l_layers, dsig_s * ws, cos, sin)[1] + ca.mtimes(fws.d_out.T, _cols(d2sig_s * ws) * fws.d_out)
+    hess_s = _call("res_l_hessian", [qs, ps, ws, *_fields(fws)], [hess_def], [q, p, w, *_fields(fw)])[0]
     hess_k = 2.0 * (ca.mtimes(e.T, e) + hess_s)
     ldot_e = ca.mtimes(ldot, e)
     term = ca.horzcat(
@@ -190,14 +228,10 @@ def residual_derivatives(residual: object, q: ca.SX, qd: ca.SX, p: ca.SX) -> Res
     b = ca.horzcat(*[ca.mtimes(d_low[m], a) + ca.mtimes(low, e[:, m]) for m in range(NQ)])  # dH/dq_m qd
     dc_dqd = h_dot + b - b.T
 
-    v_layers = residual.casadi_layers("v_net", values)
-    fv = _forward(v_layers, phi, cos, sin)
-    g_res, hess_v = _hessian(fv, v_layers, ca.DM.ones(1, 1), cos, sin)
-
     torque = c_res + g_res
     d_qd = dc_dqd
     if residual.damping_raw is not None:
-        damp_raw = values["damping_raw"]
+        damp_raw = residual.casadi_values(p)["damping_raw"]
         damp = ca.fmax(damp_raw, 0) + ca.log1p(ca.exp(-ca.fabs(damp_raw)))
         torque = torque + damp * qd
         d_qd = d_qd + ca.diag(damp)
