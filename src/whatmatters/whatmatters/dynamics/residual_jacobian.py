@@ -231,7 +231,7 @@ def residual_derivatives(residual: object, q: ca.SX, qd: ca.SX, p: ca.SX) -> Res
     torque = c_res + g_res
     d_qd = dc_dqd
     if residual.damping_raw is not None:
-        damp_raw = residual.casadi_values(p)["damping_raw"]
+        damp_raw = residual.casadi_values(p)["damping_raw"]  # at the call's parameters, not the functions' symbols
         damp = ca.fmax(damp_raw, 0) + ca.log1p(ca.exp(-ca.fabs(damp_raw)))
         torque = torque + damp * qd
         d_qd = d_qd + ca.diag(damp)

@@ -100,7 +100,7 @@ def _from_mapping(mapping: dict[str, Any], source: str, base: ExperimentConfig) 
         raise ConfigError(f"{source}: 'mpc' must be a mapping of config/mpc.yaml keys")
     mpc = {**base.mpc, **mpc}
     try:
-        ExperimentConfig(mpc=mpc).mpc_config()
+        ExperimentConfig(mpc=mpc)  # checks the overrides
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
     ft_cfg = replace(base.finetune, **{f.name: getattr(dataclass_from_mapping(FinetuneConfig, ft, f"{source} (finetune)"), f.name) for f in fields(FinetuneConfig) if f.name in ft})
