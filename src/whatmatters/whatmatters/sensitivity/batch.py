@@ -138,11 +138,11 @@ def _make_computer(model_spec: str, mpc: MpcConfig | None = None) -> Sensitivity
     return SensitivityComputer(resolve_model(model_spec), mpc, load_panda_params().torque_limits, SensitivityConfig.from_yaml())
 
 
-def _init(model_spec: str, mpc: MpcConfig | None = None) -> None:
+def _init(model_spec: str, mpc: MpcConfig | None = None, computer: SensitivityComputer | None = None) -> None:
     global _WORKER
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)  # one process per core
-    _WORKER = _make_computer(model_spec, mpc)
+    _WORKER = computer or _make_computer(model_spec, mpc)
 
 
 def _one(bag: str, max_steps: int | None) -> tuple[str, int, int]:
@@ -183,12 +183,12 @@ def compute_bag_dir(
     bags = [str(ep.path) for ep in episodes if not (skip_existing and (ep.path / SIDECAR).is_file())]
     if not bags:
         return []
-    _make_computer(model_spec, mpc)  # compile once in this process before the workers start
+    computer = _make_computer(model_spec, mpc)  # compiles once in this process before any worker starts
     workers = max(1, min(workers or os.cpu_count() or 1, len(bags)))
     bar = tqdm(total=len(bags), desc="sensitivities", unit="bag", disable=not progress)
     results = []
     if workers == 1:
-        _init(model_spec, mpc)
+        _init(model_spec, mpc, computer)  # in this process: the computer just made
         for bag in bags:
             results.append(_one(bag, max_steps))
             bar.update()
