@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import platform
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_torch_save", "atomic_write_bytes", "atomic_write_text", "cache_root", "file_lock"]
+__all__ = ["atomic_torch_save", "atomic_write_bytes", "atomic_write_text", "cache_root", "file_lock", "machine_id"]
 
 
 def _atomic(path: Path, write: Any) -> None:
@@ -47,6 +48,17 @@ def atomic_write_text(text: str, path: str | Path) -> None:
 def atomic_write_bytes(data: bytes, path: str | Path) -> None:
     """Writes a binary file atomically."""
     _atomic(Path(path), lambda fh: fh.write(data))
+
+
+def machine_id() -> str:
+    """CPU model and architecture: code built with -march=native must not move to another CPU."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{platform.machine()} {model}"
 
 
 def cache_root() -> Path:

@@ -83,6 +83,29 @@ def test_operating_point_solver_uses_the_exact_jacobian(nominal, mpc_config, par
     assert fast.solver.cfg.rk4_jacobian == "exact" and fast.solver.cfg.nlp_solver == "SQP"
 
 
+def _set_tolerance(computer, tol: float) -> None:
+    for field in ("tol_stat", "tol_eq", "tol_ineq", "tol_comp"):
+        computer.solver.acados.options_set(field, tol)
+
+
+def test_operating_point_jacobians_are_the_solutions(computer):
+    """The Jacobians read from acados' last QP are those of the RK4 map at the returned iterate,
+    not at the one before: checked at a loose tolerance, where successive iterates differ."""
+    x0, ref = _case(0.02)
+    _set_tolerance(computer, 1e-4)
+    try:
+        loose = computer.operating_point(x0, ref)
+    finally:
+        _set_tolerance(computer, computer.cfg.sqp_tol)
+    converged = computer.operating_point(x0, ref)
+    assert loose.sqp_iter > 2 and converged.sqp_iter > loose.sqp_iter
+    for pt in (loose, converged):
+        _, a, b = computer.derivatives.jacobians(pt.x[:-1], pt.u, pt.params)
+        np.testing.assert_allclose(pt.a, a, rtol=0, atol=1e-12 * np.abs(a).max())
+        np.testing.assert_allclose(pt.b, b, rtol=0, atol=1e-12 * np.abs(b).max())
+    assert np.abs(loose.a - converged.a).max() > 1e-9 * np.abs(converged.a).max()  # the check can tell iterates apart
+
+
 def test_operating_point_matches_ipopt(computer, reference_ocp):
     x0, ref = _case(0.02)
     s = computer.compute(x0, ref)

@@ -25,13 +25,13 @@ import functools
 import hashlib
 import json
 import logging
-import platform
 from typing import Any
 
 import casadi as ca
 import numpy as np
 
 from whatmatters.dynamics.base import DynamicsModel, rk4
+from whatmatters.io import machine_id
 from whatmatters.mpc.acados_env import configure_acados_environment, import_acados_template
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.discrete import UnsupportedAcados, acados_solver_module
@@ -53,17 +53,6 @@ def model_expressions(model: DynamicsModel) -> tuple[ca.SX, ca.SX, ca.SX, ca.SX]
     u = ca.SX.sym("u", model.nu)
     p = ca.SX.sym("p", model.n_params)
     return x, u, p, model.state_derivative(x, u, p)
-
-
-def _machine_id() -> str:
-    """CPU model and architecture: code built with -march=native must not move to another CPU."""
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    return f"{platform.machine()} {model}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -101,7 +90,7 @@ def formulation_key(model: DynamicsModel, cfg: MpcConfig, torque_limits: np.ndar
         "casadi": ca.__version__,
         "model": fun.serialize(),
         "cfg": repr(cfg),
-        "machine": _machine_id(),
+        "machine": machine_id(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

@@ -61,15 +61,19 @@ class _StageIO:
         self._params_sparse.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
         self._params_sparse.restype = ctypes.c_int
         self._ptrs = (solver.nlp_config, solver.nlp_dims)
-        self._in, self._out = solver.nlp_in, solver.nlp_out
+        self._in, self._out, self._solver = solver.nlp_in, solver.nlp_out, solver.nlp_solver
         self._fns = {}
-        for name in ("ocp_nlp_out_get", "ocp_nlp_out_set", "ocp_nlp_cost_model_set", "ocp_nlp_constraints_model_set"):
+        for name in ("ocp_nlp_out_get", "ocp_nlp_out_set", "ocp_nlp_cost_model_set", "ocp_nlp_constraints_model_set", "ocp_nlp_get_at_stage"):
             fn = getattr(lib, name)
             fn.argtypes = self._SIG
             self._fns[name] = fn
 
     def get(self, stage: int, field: bytes, out: np.ndarray) -> None:
         self._fns["ocp_nlp_out_get"](*self._ptrs, self._out, stage, field, out.ctypes.data)
+
+    def get_qp_in(self, stage: int, field: bytes, out: np.ndarray) -> None:
+        """A matrix of the last QP (e.g. ``A``, ``B``) into a Fortran-ordered buffer of its shape."""
+        self._fns["ocp_nlp_get_at_stage"](*self._ptrs, self._solver, stage, field, out.ctypes.data)
 
     def set_out(self, stage: int, field: bytes, value: np.ndarray) -> None:
         self._fns["ocp_nlp_out_set"](*self._ptrs, self._out, stage, field, value.ctypes.data)
@@ -268,9 +272,13 @@ class AcadosMpcSolver:
         self._io.set_cost(self.n, b"yref", np.ascontiguousarray(x_ref[self.n], dtype=float))
 
     def set_input_bounds(self, stage: int, lower: np.ndarray, upper: np.ndarray) -> None:
-        """Overrides the torque bounds of one stage (e.g. u0 fixed for sensitivities)."""
-        self._solver.constraints_set(stage, "lbu", np.asarray(lower, dtype=float))
-        self._solver.constraints_set(stage, "ubu", np.asarray(upper, dtype=float))
+        """Overrides the torque bounds of one stage (e.g. u0 fixed for sensitivities), (nu,) each."""
+        lower = np.ascontiguousarray(lower, dtype=float)
+        upper = np.ascontiguousarray(upper, dtype=float)
+        if not 0 <= stage < self.n or lower.shape != (self.nu,) or upper.shape != (self.nu,):
+            raise ValueError(f"input bounds need a stage in 0..{self.n - 1} and shape ({self.nu},), got {stage}, {lower.shape}, {upper.shape}")
+        self._io.set_constraint(stage, b"lbu", lower)
+        self._io.set_constraint(stage, b"ubu", upper)
 
     def reset_input_bounds(self) -> None:
         """Restores the torque limits on every stage."""
@@ -319,6 +327,30 @@ class AcadosMpcSolver:
             time_s=float(np.ravel(s.get_stats("time_tot"))[0]),
             sqp_iter=int(np.ravel(s.get_stats("sqp_iter"))[0]),
         )
+
+    def dynamics_jacobians(self) -> tuple[np.ndarray, np.ndarray]:
+        """``A_k = dF/dx`` and ``B_k = dF/du`` of the last QP's linearisation, k = 0..N-1.
+
+        acados' SQP linearises at the start of every iteration, the last one
+        included (the one that finds the KKT residuals below tolerance), so
+        after a converged SQP solve these are the Jacobians of the RK4 map at
+        the returned iterate (tested against
+        :class:`whatmatters.sensitivity.derivatives.StageDerivatives`); after an
+        RTI step they are the ones of the iterate it started from. With
+        ``rk4_jacobian: first_stage`` they are that option's approximation.
+
+        Returns:
+            ``A`` (N, nx, nx) and ``B`` (N, nx, nu).
+        """
+        a = np.empty((self.n, self.nx, self.nx))
+        b = np.empty((self.n, self.nx, self.nu))
+        a_k = np.empty((self.nx, self.nx), order="F")
+        b_k = np.empty((self.nx, self.nu), order="F")
+        for k in range(self.n):
+            self._io.get_qp_in(k, b"A", a_k)
+            self._io.get_qp_in(k, b"B", b_k)
+            a[k], b[k] = a_k, b_k
+        return a, b
 
     def cost(self) -> float:
         """Cost of the last solution: 1/2 of the weighted squares, stage costs times ``cfg.stage_scale``."""

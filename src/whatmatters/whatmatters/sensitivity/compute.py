@@ -6,7 +6,9 @@
    given). The result is the solution the RTI controller converges to; its
    first input is kept next to S_hat for comparison.
 2. **du0/de** (nu, N, nx) by :mod:`whatmatters.sensitivity.kkt` with the
-   exact Lagrangian Hessian from :mod:`whatmatters.sensitivity.derivatives`.
+   exact Lagrangian Hessian from :mod:`whatmatters.sensitivity.derivatives`
+   and the dynamics Jacobians of acados' last linearisation (the converged
+   iterate's: the sensitivity solver uses the exact RK4 Jacobian).
 3. **|dJ/du0|_eff** (nu,) (eq. 6): u_0 fixed to ``u0* + xi`` for
    ``xi in {-eps, +eps}`` (stage-0 lower = upper bound, clipped to the torque
    limits), re-solved, and the gradient of the optimal cost w.r.t. u_0 read
@@ -98,6 +100,8 @@ class OperatingPoint:
         sqp_iter: SQP iterations.
         grad_plus: dJ*/du_0 with u_0 fixed at u0* + eps, (nu,).
         grad_minus: The same at u0* - eps, (nu,).
+        a: Dynamics Jacobians dF/dx at the solution, (N, nx, nx).
+        b: Dynamics Jacobians dF/du at the solution, (N, nx, nu).
     """
 
     x_ref: np.ndarray
@@ -107,6 +111,8 @@ class OperatingPoint:
     sqp_iter: int
     grad_plus: np.ndarray
     grad_minus: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -152,7 +158,7 @@ class SensitivityComputer:
         self.mpc = mpc
         self.limits = np.asarray(torque_limits, dtype=float)
         sqp = replace(
-            mpc, nlp_solver="SQP", hessian="GAUSS_NEWTON", rk4_jacobian="exact", hpipm_mode="SPEED", qp_cond_n=0,
+            mpc, nlp_solver="SQP", hessian="GAUSS_NEWTON", rk4_jacobian="exact", hpipm_mode="SPEED", qp_cond_n=4,
             sqp_tol=self.cfg.sqp_tol, sqp_max_iter=self.cfg.sqp_max_iter,
         )  # fmt: skip
         self.solver = AcadosMpcSolver(model, sqp, self.limits)
@@ -167,7 +173,7 @@ class SensitivityComputer:
         log.debug("stage derivatives from %s", kind)
         if kind == "torch":
             return TorchStageDerivatives(model, mpc.dt, mpc.horizon)
-        return StageDerivatives(model, mpc.dt, mpc.horizon)
+        return StageDerivatives(model, mpc.dt, mpc.horizon, flags=mpc.compile_flags)
 
     def _solve(self, x0: np.ndarray, x_init: np.ndarray, u_init: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         self.solver.initialize(x_init, u_init)
@@ -197,7 +203,7 @@ class SensitivityComputer:
             lam = np.asarray(self.solver.acados.get(0, "lam"))
             cost = self.solver.cost()
         finally:
-            self.solver.reset_input_bounds()
+            self.solver.set_input_bounds(0, -self.limits, self.limits)
         # stage 0 multipliers: [lbu (nu), lbx (nx: x0), ubu (nu), ubx (nx)]
         return lam[:nu] - lam[nu + nx : 2 * nu + nx], cost, x, u
 
@@ -223,13 +229,14 @@ class SensitivityComputer:
         self.solver.set_parameters(p)
         self.solver.set_reference(x_ref)
         x, u, iters = self._solve(x0, x_init, u_init)
+        a, b = self.solver.dynamics_jacobians()  # before the re-solves overwrite acados' QP
         # u0* + eps from the operating point; u0* - eps from the mirror image of that
         # solution about the operating point (first-order exact: fewer SQP iterations)
         u_plus0 = np.clip(u[0] + self.cfg.eps, -self.limits, self.limits)
         u_minus0 = np.clip(u[0] - self.cfg.eps, -self.limits, self.limits)
         grad_plus, _, x_plus, u_plus = self._fixed_u0_solve(x0, u_plus0, x, u)
         grad_minus = self._fixed_u0_solve(x0, u_minus0, 2.0 * x - x_plus, 2.0 * u - u_plus)[0]
-        return OperatingPoint(np.asarray(x_ref, dtype=float), p, x, u, iters, grad_plus, grad_minus)
+        return OperatingPoint(np.asarray(x_ref, dtype=float), p, x, u, iters, grad_plus, grad_minus, a, b)
 
     def finish(self, points: list[OperatingPoint]) -> list[SensitivitySample | None]:
         """du0/de and S_hat for operating points (stage derivatives batched over all of them).
@@ -243,7 +250,7 @@ class SensitivityComputer:
         xs = np.stack([pt.x[:n] for pt in points])
         us = np.stack([pt.u for pt in points])
         ps = np.stack([pt.params for pt in points])
-        _, a, b = self.derivatives.jacobians_many(xs, us, ps)
+        a, b = np.stack([pt.a for pt in points]), np.stack([pt.b for pt in points])
         lam = np.stack([dynamics_multipliers(pt.x, pt.x_ref, a[i], self.q_w, self.qn_w) for i, pt in enumerate(points)])
         hess = self.derivatives.hessians_many(xs, us, ps, lam)
         out: list[SensitivitySample | None] = []

@@ -24,7 +24,8 @@ import casadi as ca
 import numpy as np
 
 from whatmatters.dynamics.base import DynamicsModel
-from whatmatters.io import cache_root, file_lock
+from whatmatters.io import cache_root, file_lock, machine_id
+from whatmatters.mpc.config import MpcConfig
 
 __all__ = ["StageDerivatives", "model_instructions"]
 
@@ -53,10 +54,19 @@ class StageDerivatives:
             otherwise (the learned model's exact Hessian generates several
             hundred MB of C); True / False force either.
         cache_dir: Cache folder (default :func:`whatmatters.io.cache_root`).
+        flags: C compiler flags (the library is cached per flags and CPU, so
+            ``-march=native`` is safe); None: ``MpcConfig``'s default
+            ``compile_flags`` (those of the controller's model functions).
     """
 
     def __init__(
-        self, model: DynamicsModel, dt: float, horizon: int, compile: bool | str = "auto", cache_dir: Path | None = None
+        self,
+        model: DynamicsModel,
+        dt: float,
+        horizon: int,
+        compile: bool | str = "auto",
+        cache_dir: Path | None = None,
+        flags: str | None = None,
     ) -> None:
         nx, nu, npar = model.nx, model.nu, model.n_params
         xs, us, ps = ca.SX.sym("x", nx), ca.SX.sym("u", nu), ca.SX.sym("p", npar)
@@ -71,7 +81,10 @@ class StageDerivatives:
         jac = ca.Function("wm_jac_stage", [x, u, p], [big_f, ca.jacobian(big_f, z)])
         hess = ca.Function("wm_hess_stage", [x, u, p, lam], [ca.hessian(ca.dot(lam, big_f), z)[0]])
         self.n, self.nx, self.nu = horizon, nx, nu
-        self.key = hashlib.sha256(jac.serialize().encode() + hess.serialize().encode() + str(horizon).encode()).hexdigest()[:16]
+        flags = MpcConfig().compile_flags if flags is None else flags
+        self.flags = flags.split()
+        ident = f"{horizon} {flags} {machine_id()}"
+        self.key = hashlib.sha256(jac.serialize().encode() + hess.serialize().encode() + ident.encode()).hexdigest()[:16]
         mapped = [jac.map("wm_jac", "serial", horizon, [], []), hess.map("wm_hess", "serial", horizon, [], [])]
         self.build_seconds = 0.0
         if compile == "auto":
@@ -96,7 +109,7 @@ class StageDerivatives:
                     cg.add(fn)
                 cg.generate(str(folder) + "/")
                 tmp = folder / f"{name}.so.tmp"
-                subprocess.run(["gcc", "-O2", "-fPIC", "-shared", str(folder / f"{name}.c"), "-o", str(tmp)], check=True, capture_output=True)
+                subprocess.run(["gcc", *self.flags, "-fPIC", "-shared", str(folder / f"{name}.c"), "-o", str(tmp)], check=True, capture_output=True)
                 tmp.replace(lib)
                 self.build_seconds = time.perf_counter() - start
                 log.info("compiled %s in %.1f s", name, self.build_seconds)

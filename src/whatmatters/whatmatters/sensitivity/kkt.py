@@ -96,26 +96,30 @@ def first_input_sensitivity(
             (the point is not a strict local minimum).
     """
     n, nx, nu = b.shape[0], a.shape[1], b.shape[2]
+    ab = np.concatenate([a, b], axis=2)  # [A_k B_k], (N, nx, nz)
+    h_all = hess.copy()  # H_k without the cost-to-go, (N, nz, nz)
+    h_all[:, :nx, :nx] += q_w
+    h_all[:, nx:, nx:] += r_w
     p_mat = qn_w.copy()
     acl = np.empty((n, nx, nx))
     p_next = np.empty((n + 1, nx, nx))  # P_k for k = 0..N
     p_next[n] = p_mat
     quu0 = np.zeros((0, 0))
     for k in range(n - 1, -1, -1):
+        h = h_all[k] + ab[k].T @ (p_mat @ ab[k])  # [[Qxx, Qux'], [Qux, Quu]]
         free = ~active[k]
-        h = hess[k]
-        hxx, hux, huu = h[:nx, :nx] + q_w, h[nx:, :nx], h[nx:, nx:] + r_w
-        bf = b[k][:, free]
-        quu = huu[np.ix_(free, free)] + bf.T @ p_mat @ bf
-        qux = hux[free] + bf.T @ p_mat @ a[k]
-        if free.any():
-            chol = np.linalg.cholesky(quu)
-            gain = -np.linalg.solve(chol.T, np.linalg.solve(chol, qux))  # K_k (free rows)
-            p_new = hxx + a[k].T @ p_mat @ a[k] + qux.T @ gain
-            acl[k] = a[k] + bf @ gain
+        if free.all():
+            quu, qux, bf = h[nx:, nx:], h[nx:, :nx], b[k]
         else:
-            p_new = hxx + a[k].T @ p_mat @ a[k]
-            acl[k] = a[k]
+            idx = nx + np.flatnonzero(free)
+            quu, qux, bf = h[np.ix_(idx, idx)], h[idx, :nx], b[k][:, free]
+        p_new = h[:nx, :nx]
+        acl[k] = a[k]
+        if free.any():
+            np.linalg.cholesky(quu)  # raises unless positive definite
+            gain = -np.linalg.solve(quu, qux)  # K_k (free rows)
+            p_new = p_new + qux.T @ gain
+            acl[k] = a[k] + bf @ gain
         if k == 0:
             quu0 = quu
         p_mat = 0.5 * (p_new + p_new.T)
@@ -123,9 +127,9 @@ def first_input_sensitivity(
     free0 = ~active[0]
     du0_de = np.zeros((nu, n, nx))
     if free0.any():
-        t_mat = -np.linalg.solve(quu0, b[0][:, free0].T)  # (nf, nx)
-        du0_de[free0, 0] = t_mat @ p_next[1]
+        t_all = np.empty((n, int(free0.sum()), nx))  # -Quu0^-1 B_0' Acl_1' ... Acl_j'
+        t_all[0] = -np.linalg.solve(quu0, b[0][:, free0].T)
         for j in range(1, n):
-            t_mat = t_mat @ acl[j].T
-            du0_de[free0, j] = t_mat @ p_next[j + 1]
+            t_all[j] = t_all[j - 1] @ acl[j].T
+        du0_de[free0] = (t_all @ p_next[1:]).transpose(1, 0, 2)
     return KktSensitivity(du0_de, free0, quu0)
