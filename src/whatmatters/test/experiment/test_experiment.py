@@ -197,3 +197,20 @@ def test_mpc_overrides_are_applied(tmp_path):
     cfg = load_experiment_config(path)
     assert (cfg.mpc_config().rk4_jacobian, cfg.mpc_config().horizon) == ("exact", 10)
     assert run_signature(cfg, "stand")["mpc"] == {"horizon": 10}
+
+
+def test_only_the_shipped_sweep_writes_docs_by_default(tmp_path):
+    """A probe with another config, --quick or the validation set must not overwrite docs/results.md."""
+    from argparse import Namespace
+    from dataclasses import replace
+
+    from whatmatters.cli.experiment_cmd import _is_shipped_sweep
+
+    cfg = load_experiment_config()
+    (tmp_path / "exp.yaml").write_text(TINY)
+    shipped = str(config_dir() / "experiment.yaml")
+    assert _is_shipped_sweep(Namespace(quick=False, config=None), cfg)
+    assert _is_shipped_sweep(Namespace(quick=False, config=shipped), cfg)
+    assert not _is_shipped_sweep(Namespace(quick=False, config=str(tmp_path / "exp.yaml")), cfg)
+    assert not _is_shipped_sweep(Namespace(quick=True, config=None), cfg)
+    assert not _is_shipped_sweep(Namespace(quick=False, config=None), replace(cfg, eval_set="validation"))

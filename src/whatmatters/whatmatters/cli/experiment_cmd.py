@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from whatmatters.config import config_dir
 from whatmatters.experiment.config import load_experiment_config
 from whatmatters.experiment.report import write_report
 from whatmatters.errors import ConfigError
@@ -26,7 +27,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", default=None, help="output folder, reused to resume (default runs/experiment[_quick])")
     p.add_argument("--data", default=None, help="data folder (default <out>/data; share one between sweeps with the same data settings)")
     p.add_argument("--docs", default=None, help="also write fig2.json, fig2.png, results.md under this docs folder "
-                   "(results/, figures/; default: docs for the full sweep, none for --quick)")
+                   "(results/, figures/; default: docs for the shipped sweep of config/experiment.yaml on the "
+                   "eval set, none for --quick, another --config or --eval-set validation)")
     p.add_argument("--eval-set", choices=("eval", "validation"), default=None, help="override the evaluation set (validation: for choosing settings)")
     p.add_argument("--report-only", action="store_true", help="write the report from the runs finished so far (computes nothing)")
     p.add_argument("--workers", type=int, default=0, help="worker processes (0: config, then one per CPU)")
@@ -49,6 +51,21 @@ def _command(args: argparse.Namespace) -> str:
     if args.report_only:
         parts.append("--report-only")
     return " ".join(parts)
+
+
+def _is_shipped_sweep(args: argparse.Namespace, cfg: Any) -> bool:
+    """Whether this is the sweep docs/results.md reports: the shipped config
+    (``config/experiment.yaml``, found as the CLI finds it), not ``--quick``,
+    the evaluation set. Only it writes into ``docs/`` without ``--docs``; any
+    other sweep (a probe, a validation run) would overwrite the committed results."""
+    if args.quick or cfg.eval_set != "eval":
+        return False
+    if args.config is None:
+        return True
+    try:
+        return Path(args.config).resolve() == (config_dir() / "experiment.yaml").resolve()
+    except ConfigError:
+        return False
 
 
 def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
@@ -100,7 +117,7 @@ def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
     }
     w, p = list(cfg.weightings), list(cfg.rollouts)
     targets = [(out / "report" / "fig2.json", out / "report" / "fig2.png", out / "report" / "results.md")]
-    docs = args.docs if args.docs is not None else (None if args.quick else "docs")
+    docs = args.docs if args.docs is not None else ("docs" if _is_shipped_sweep(args, cfg) else None)
     if docs:
         d = Path(docs)
         targets.append((d / "results" / "fig2.json", d / "figures" / "fig2.png", d / "results.md"))
