@@ -64,3 +64,23 @@ def test_tracker_context_is_the_encoder_of_its_window(nominal, rng):
         ref = enc(torch.as_tensor(tracker.window_array()[None]))[0].numpy()
     assert start == 7
     np.testing.assert_allclose(z, ref, atol=1e-12)
+
+
+def test_tracker_tau_nom_is_the_nominal_inverse_dynamics(nominal, rng):
+    """The compiled one-sample inverse dynamics equals the torch form (independent implementation path)."""
+    tracker = ContextTracker(nominal, 15, 0.02)
+    q, qd, qdd = (rng.normal(size=7) for _ in range(3))
+    ref = nominal.inverse_dynamics(*(torch.as_tensor(v[None]) for v in (q, qd, qdd)))[0].numpy()
+    np.testing.assert_allclose(tracker.tau_nom(q, qd, qdd), ref, rtol=1e-12, atol=1e-10)
+
+
+def test_tracker_without_a_compiler_uses_casadi(nominal, rng, monkeypatch):
+    import whatmatters.codegen as codegen
+
+    monkeypatch.setattr(codegen.shutil, "which", lambda name: None)
+    monkeypatch.setattr(codegen, "_SHARED", {})
+    tracker = ContextTracker(nominal, 15, 0.02)
+    q, qd, qdd = (rng.normal(size=7) for _ in range(3))
+    assert codegen.shared_compiled(tracker._tau_nom_key, lambda: tracker._tau_nom_vm) is None
+    ref = nominal.inverse_dynamics(*(torch.as_tensor(v[None]) for v in (q, qd, qdd)))[0].numpy()
+    np.testing.assert_allclose(tracker.tau_nom(q, qd, qdd), ref, rtol=1e-12, atol=1e-10)

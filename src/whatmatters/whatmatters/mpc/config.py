@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from whatmatters.codegen import DEFAULT_FLAGS
 from whatmatters.config import YamlConfig
 from whatmatters.errors import ConfigError
 
@@ -78,7 +79,7 @@ class MpcConfig(YamlConfig):
     sqp_tol: float = 1e-8
     qp_max_iter: int = 50
     fallback_gravity_after: int = 5
-    compile_flags: str = "-O2 -march=native -ffp-contract=fast"
+    compile_flags: str = DEFAULT_FLAGS
     integrator: str = "discrete_rk4"
     rk4_jacobian: str = "first_stage"
 

@@ -13,19 +13,14 @@ Without a C compiler the same functions run in CasADi's virtual machine
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import casadi as ca
 import numpy as np
 
+from whatmatters.codegen import DEFAULT_FLAGS, CompileError, compile_library
 from whatmatters.dynamics.base import DynamicsModel
-from whatmatters.io import cache_root, file_lock, machine_id
-from whatmatters.mpc.config import MpcConfig
 
 __all__ = ["StageDerivatives", "model_instructions"]
 
@@ -55,8 +50,8 @@ class StageDerivatives:
             hundred MB of C); True / False force either.
         cache_dir: Cache folder (default :func:`whatmatters.io.cache_root`).
         flags: C compiler flags (the library is cached per flags and CPU, so
-            ``-march=native`` is safe); None: ``MpcConfig``'s default
-            ``compile_flags`` (those of the controller's model functions).
+            ``-march=native`` is safe); None: :data:`whatmatters.codegen.DEFAULT_FLAGS`
+            (also ``MpcConfig.compile_flags``' default).
     """
 
     def __init__(
@@ -81,39 +76,19 @@ class StageDerivatives:
         jac = ca.Function("wm_jac_stage", [x, u, p], [big_f, ca.jacobian(big_f, z)])
         hess = ca.Function("wm_hess_stage", [x, u, p, lam], [ca.hessian(ca.dot(lam, big_f), z)[0]])
         self.n, self.nx, self.nu = horizon, nx, nu
-        flags = MpcConfig().compile_flags if flags is None else flags
-        self.flags = flags.split()
-        ident = f"{horizon} {flags} {machine_id()}"
-        self.key = hashlib.sha256(jac.serialize().encode() + hess.serialize().encode() + ident.encode()).hexdigest()[:16]
         mapped = [jac.map("wm_jac", "serial", horizon, [], []), hess.map("wm_hess", "serial", horizon, [], [])]
-        self.build_seconds = 0.0
         if compile == "auto":
             compile = f.n_instructions() < COMPILE_LIMIT
             if not compile:
                 log.info("stage derivatives of a large model (%d instructions): evaluated in CasADi's VM", f.n_instructions())
-        if compile and shutil.which("gcc"):
-            self._jac, self._hess = self._compile(mapped, cache_dir)
-        else:
-            self._jac, self._hess = mapped
-
-    def _compile(self, fns: list[ca.Function], cache_dir: Path | None) -> list[ca.Function]:
-        folder = (cache_dir or cache_root()) / "derivatives"
-        name = f"wm_deriv_{self.key}"
-        lib = folder / f"{name}.so"
-        with file_lock(folder / f"{name}.lock"):
-            if not lib.is_file():
-                log.info("compiling stage derivatives %s (first use; cached afterwards)", name)
-                start = time.perf_counter()
-                cg = ca.CodeGenerator(f"{name}.c", {"with_header": False})
-                for fn in fns:
-                    cg.add(fn)
-                cg.generate(str(folder) + "/")
-                tmp = folder / f"{name}.so.tmp"
-                subprocess.run(["gcc", *self.flags, "-fPIC", "-shared", str(folder / f"{name}.c"), "-o", str(tmp)], check=True, capture_output=True)
-                tmp.replace(lib)
-                self.build_seconds = time.perf_counter() - start
-                log.info("compiled %s in %.1f s", name, self.build_seconds)
-        return [ca.external("wm_jac", str(lib)), ca.external("wm_hess", str(lib))]
+        self._jac, self._hess = mapped
+        if compile:
+            flags = DEFAULT_FLAGS if flags is None else flags
+            try:
+                lib = str(compile_library(mapped, "wm_deriv", flags, "derivatives", cache_dir))
+                self._jac, self._hess = ca.external("wm_jac", lib), ca.external("wm_hess", lib)
+            except CompileError as exc:
+                log.warning("stage derivatives evaluated in CasADi's VM: %s", exc)
 
     def _params(self, p: np.ndarray) -> np.ndarray:
         return np.repeat(np.asarray(p, dtype=float).reshape(-1, 1), self.n, axis=1)

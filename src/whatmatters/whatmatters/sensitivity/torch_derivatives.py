@@ -79,7 +79,6 @@ class TorchStageDerivatives:
         self.model, self.dt, self.n, self.chunk = model, dt, horizon, chunk
         self.nx, self.nu = model.nx, model.nu
         self.torch_params = torch_params or _default_torch_params(model)
-        self.build_seconds = 0.0
 
     def _step(self, z: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:
         """RK4 map on a batch of stacked (x, u), (B, nz) -> (B, nx), params (B, ...) or None."""
