@@ -209,3 +209,11 @@ def test_chain_from_panda_lumps_payload_into_last_link(params):
     assert heavy.mass[-1] == pytest.approx(bare.mass[-1] + 2.0)
     np.testing.assert_allclose(heavy.mass[:-1], bare.mass[:-1])
     assert isinstance(RigidBodyDynamics(heavy).nq, int)
+
+
+def test_mass_matrix_and_bias_together_equal_them_apart(nominal, rng):
+    q = torch.as_tensor(rng.normal(size=(5, 7)))
+    qd = torch.as_tensor(rng.normal(size=(5, 7)))
+    mass, bias = nominal.mass_matrix_and_bias(q, qd)
+    torch.testing.assert_close(mass, nominal.mass_matrix(q), rtol=0, atol=0)
+    torch.testing.assert_close(bias, nominal.bias(q, qd), rtol=0, atol=0)

@@ -128,8 +128,9 @@ class LearnedDynamics(DynamicsModel, nn.Module):
         if isinstance(q, torch.Tensor):
             z = params if params is not None else torch.as_tensor(self.context, dtype=q.dtype)
             h_res, torque = self.residual.terms(q, qd, z)
-            mass = self.nominal.mass_matrix(q) + h_res
-            rhs = tau - self.nominal.bias(q, qd) - torque
+            mass_nom, bias_nom = self.nominal.mass_matrix_and_bias(q, qd)
+            mass = mass_nom + h_res
+            rhs = tau - bias_nom - torque
             chol = torch.linalg.cholesky(mass)
             return torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
         if params is None:

@@ -182,6 +182,17 @@ class RigidBodyDynamics(DynamicsModel):
             rows[i][i] = rows[i][i] + float(self.chain.armature[i])
         return be.matrix(rows)
 
+    def mass_matrix_and_bias(self, q: Any, qd: Any) -> tuple[Any, Any]:
+        """:meth:`mass_matrix` and :meth:`bias` with the joint rotations computed once."""
+        be = backend_for(q)
+        rots = _rotations(be, self.chain, q)
+        rows = mass_matrix_rows(be, self.chain, q, rots)
+        for i in range(self.nq):
+            rows[i][i] = rows[i][i] + float(self.chain.armature[i])
+        tau = rnea(be, self.chain, q, qd, None, gravity=True, rots=rots)
+        bias = be.stack([t + float(d) * be.column(qd, i) for i, (t, d) in enumerate(zip(tau, self.chain.damping))])
+        return be.matrix(rows), bias
+
     def gravity(self, q: Any) -> Any:
         """Gravity torque g(q), Nm: (B, n) or n x 1."""
         be = backend_for(q)
