@@ -267,10 +267,19 @@ class SensitivityLoggerNode(Node):
     def _advance(self) -> None:
         """Feeds the context tracker every complete transition, then a sample that waited for it."""
         if self.tracker is not None:
-            while self.tracked + 1 < self.n_states and self.tracked in self.taus:
+            while self.tracked + 1 < self.n_states:
+                tau = self.taus.get(self.tracked)
+                if tau is None:
+                    if self.p.lockstep:
+                        break  # the command answering this state is still to come
+                    # real time: a state that got no command before the next one never gets one
+                    # (commands go to the latest state); the simulator held the previous command
+                    tau = self.taus.get(self.tracked - 1)
+                    if tau is not None:
+                        self.taus[self.tracked] = tau
                 x_prev, x = self.xs.get(self.tracked), self.xs.get(self.tracked + 1)
-                if x_prev is not None and x is not None:
-                    self.tracker.observe(x, self.taus[self.tracked], x_prev)
+                if tau is not None and x_prev is not None and x is not None:
+                    self.tracker.observe(x, tau, x_prev)
                 self.tracked += 1
         if self.waiting is not None and (self.tracker is None or self.tracked >= self.waiting[0]):
             k, ref = self.waiting
