@@ -66,7 +66,8 @@ class SensitivityConfig(YamlConfig):
         sqp_tol: KKT tolerance of the converged operating point.
         sqp_max_iter: SQP iteration limit.
         active_tol: Relative distance to a limit below which a bound is active.
-        derivatives: Stage derivatives from ``casadi`` (compiled C, or CasADi's
+        derivatives: The stages' multiplier-weighted Hessians (A and B come
+            from acados) from ``casadi`` (compiled C, or CasADi's
             VM for large models), ``torch`` (batched autograd on the model's
             torch form) or ``auto`` (compiled CasADi for small models such as
             the nominal one, torch for large torch models such as the learned
