@@ -161,6 +161,7 @@ class ContextTracker:
         fn = ca.Function("wm_tau_nom", [q, qd, qdd], [nominal.inverse_dynamics(q, qd, qdd)])
         self._tau_nom_vm = fn
         self._tau_nom_key = "wm_tau_nom_" + hashlib.sha256(fn.serialize().encode()).hexdigest()[:16]
+        shared_compiled(self._tau_nom_key, lambda: fn)  # compiled (or loaded) now, not in the first control step
         self._buf: deque[np.ndarray] = deque(maxlen=window)
         self._last: tuple[np.ndarray, np.ndarray] | None = None
 
