@@ -31,7 +31,7 @@ import numpy as np
 from whatmatters.errors import WhatmattersError
 from whatmatters.io import cache_root, file_lock, machine_id
 
-__all__ = ["DEFAULT_FLAGS", "CompileError", "CompiledFunction", "compile_library", "shared_compiled"]
+__all__ = ["DEFAULT_FLAGS", "CompileError", "CompiledFunction", "compile_library", "compile_source", "shared_compiled"]
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +62,42 @@ def compile_library(functions: list[ca.Function], prefix: str, flags: str, folde
     Raises:
         CompileError: Without gcc, or naming the library if gcc fails.
     """
+    ident = "".join(fn.serialize() for fn in functions)
+
+    def generate(out: Path, name: str) -> None:
+        cg = ca.CodeGenerator(f"{name}.c", {"with_header": False})  # casadi_int: long long, as casadi.external expects
+        for fn in functions:
+            cg.add(fn)
+        cg.generate(str(out) + "/")
+
+    return _compile(ident, generate, prefix, flags, folder, cache_dir)
+
+
+def compile_source(code: str, prefix: str, flags: str, folder: str, cache_dir: Path | None = None) -> Path:
+    """Compiles C source into a shared library, or finds it in the cache (as :func:`compile_library`).
+
+    Undefined symbols are allowed: they resolve when the library is loaded
+    (e.g. acados' functions, which :mod:`whatmatters.mpc.acados_env` preloads globally).
+    """
+
+    def generate(out: Path, name: str) -> None:
+        (out / f"{name}.c").write_text(code)
+
+    return _compile(code, generate, prefix, flags, folder, cache_dir)
+
+
+def _compile(ident: str, generate: Callable[[Path, str], None], prefix: str, flags: str, folder: str, cache_dir: Path | None) -> Path:
     if shutil.which("gcc") is None:
         raise CompileError("gcc is not installed")
-    ident = "".join(fn.serialize() for fn in functions) + f" {flags} {machine_id()} {_CODEGEN_VERSION}"
-    name = f"{prefix}_{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+    key = hashlib.sha256(f"{ident} {flags} {machine_id()} {_CODEGEN_VERSION}".encode()).hexdigest()[:16]
+    name = f"{prefix}_{key}"
     out = (cache_dir or cache_root()) / folder
     lib = out / f"{name}.so"
     with file_lock(out / f"{name}.lock"):
         if not lib.is_file():
             log.info("compiling %s (first use; cached afterwards)", name)
             start = time.perf_counter()
-            cg = ca.CodeGenerator(f"{name}.c", {"with_header": False})  # casadi_int: long long, as casadi.external expects
-            for fn in functions:
-                cg.add(fn)
-            cg.generate(str(out) + "/")
+            generate(out, name)
             tmp = out / f"{name}.so.tmp"
             proc = subprocess.run(["gcc", *flags.split(), "-fPIC", "-shared", str(out / f"{name}.c"), "-o", str(tmp)], capture_output=True, text=True)
             if proc.returncode != 0:

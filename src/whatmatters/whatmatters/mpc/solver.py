@@ -10,7 +10,6 @@ lock serialises concurrent first builds.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import sys
@@ -29,6 +28,7 @@ from whatmatters.mpc.acados_env import import_acados_template
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.discrete import chained_discrete_codegen, rk4_functions
 from whatmatters.mpc.ocp import build_ocp, formulation_key
+from whatmatters.mpc.stage_io import StageIO
 
 __all__ = ["AcadosMpcSolver", "MpcBuildError", "SolveResult", "cache_root"]
 
@@ -37,60 +37,6 @@ log = logging.getLogger(__name__)
 
 class MpcBuildError(WhatmattersError, RuntimeError):
     """The acados solver could not be generated, compiled or loaded."""
-
-
-class _StageIO:
-    """Direct ctypes access to acados' stage data, bound once.
-
-    ``AcadosOcpSolver.set/get`` re-declare ctypes signatures and query dimensions
-    on every call (~15 us each); a 50 Hz loop makes ~60 such calls per step.
-    This binds the same C functions once and writes from / reads into
-    preallocated float64 buffers (sizes are checked by the callers).
-    """
-
-    _SIG = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p]
-
-    def __init__(self, solver: Any) -> None:
-        lib = solver.shared_lib
-        self._capsule = solver.capsule
-        name = solver.model_name
-        self._params = getattr(lib, f"{name}_acados_update_params")
-        self._params.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
-        self._params.restype = ctypes.c_int
-        self._params_sparse = getattr(lib, f"{name}_acados_update_params_sparse")
-        self._params_sparse.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
-        self._params_sparse.restype = ctypes.c_int
-        self._ptrs = (solver.nlp_config, solver.nlp_dims)
-        self._in, self._out, self._solver = solver.nlp_in, solver.nlp_out, solver.nlp_solver
-        self._fns = {}
-        for name in ("ocp_nlp_out_get", "ocp_nlp_out_set", "ocp_nlp_cost_model_set", "ocp_nlp_constraints_model_set", "ocp_nlp_get_at_stage"):
-            fn = getattr(lib, name)
-            fn.argtypes = self._SIG
-            self._fns[name] = fn
-
-    def get(self, stage: int, field: bytes, out: np.ndarray) -> None:
-        self._fns["ocp_nlp_out_get"](*self._ptrs, self._out, stage, field, out.ctypes.data)
-
-    def get_qp_in(self, stage: int, field: bytes, out: np.ndarray) -> None:
-        """A matrix of the last QP (e.g. ``A``, ``B``) into a Fortran-ordered buffer of its shape."""
-        self._fns["ocp_nlp_get_at_stage"](*self._ptrs, self._solver, stage, field, out.ctypes.data)
-
-    def set_out(self, stage: int, field: bytes, value: np.ndarray) -> None:
-        self._fns["ocp_nlp_out_set"](*self._ptrs, self._out, stage, field, value.ctypes.data)
-
-    def set_cost(self, stage: int, field: bytes, value: np.ndarray) -> None:
-        self._fns["ocp_nlp_cost_model_set"](*self._ptrs, self._in, stage, field, value.ctypes.data)
-
-    def set_constraint(self, stage: int, field: bytes, value: np.ndarray) -> None:
-        self._fns["ocp_nlp_constraints_model_set"](*self._ptrs, self._in, stage, field, value.ctypes.data)
-
-    def set_params(self, stage: int, value: np.ndarray) -> None:
-        if self._params(self._capsule, stage, value.ctypes.data, value.size) != 0:
-            raise RuntimeError(f"acados rejected the parameters of stage {stage}")
-
-    def set_params_sparse(self, stage: int, idx: np.ndarray, value: np.ndarray) -> None:
-        if self._params_sparse(self._capsule, stage, idx.ctypes.data, value.ctypes.data, value.size) != 0:
-            raise RuntimeError(f"acados rejected the parameter update of stage {stage}")
 
 
 @contextlib.contextmanager
@@ -182,7 +128,7 @@ class AcadosMpcSolver:
         folder = (cache_dir or cache_root()) / "acados" / name
         self.build_seconds = 0.0
         self._solver = self._load_or_build(name, folder)
-        self._io = _StageIO(self._solver)
+        self._io = StageIO(self._solver)
         self._yref = np.zeros((self.n, self.nx + self.nu))
         # acados multiplies every stage cost by a "scaling" (its time step by
         # default); set it explicitly from the config (a run-time field; the
@@ -251,8 +197,7 @@ class AcadosMpcSolver:
         if start < 0 or start + values.size > self.n_params:
             raise ValueError(f"parameter slice [{start}, {start + values.size}) outside 0..{self.n_params}")
         idx = np.arange(start, start + values.size, dtype=np.intc)
-        for k in range(self.n + 1):
-            self._io.set_params_sparse(k, idx, values)
+        self._io.set_params_sparse_all(self.n, idx, values)
 
     def set_weights(self, q_weight: np.ndarray, r_weight: np.ndarray) -> None:
         """Sets Q (nx, nx) and R (nu, nu) on every stage (terminal: scaled Q)."""
@@ -267,9 +212,7 @@ class AcadosMpcSolver:
         if x_ref.shape != (self.n + 1, self.nx):
             raise ValueError(f"reference must have shape ({self.n + 1}, {self.nx}), got {x_ref.shape}")
         self._yref[:, : self.nx] = x_ref[: self.n]
-        for k in range(self.n):
-            self._io.set_cost(k, b"yref", self._yref[k])
-        self._io.set_cost(self.n, b"yref", np.ascontiguousarray(x_ref[self.n], dtype=float))
+        self._io.set_yref(self._yref, np.ascontiguousarray(x_ref[self.n], dtype=float))
 
     def set_input_bounds(self, stage: int, lower: np.ndarray, upper: np.ndarray) -> None:
         """Overrides the torque bounds of one stage (e.g. u0 fixed for sensitivities), (nu,) each."""
@@ -292,10 +235,7 @@ class AcadosMpcSolver:
         u = np.ascontiguousarray(u, dtype=float)
         if x.shape != (self.n + 1, self.nx) or u.shape != (self.n, self.nu):
             raise ValueError(f"iterate must be x ({self.n + 1}, {self.nx}) and u ({self.n}, {self.nu})")
-        for k in range(self.n):
-            self._io.set_out(k, b"x", x[k])
-            self._io.set_out(k, b"u", u[k])
-        self._io.set_out(self.n, b"x", x[self.n])
+        self._io.set_xu(x, u)
 
     def shift(self, last: SolveResult) -> None:
         """Warm start by shifting a previous solution one stage forward."""
@@ -315,10 +255,7 @@ class AcadosMpcSolver:
         status = int(s.solve())
         x = np.empty((self.n + 1, self.nx))
         u = np.empty((self.n, self.nu))
-        for k in range(self.n):
-            self._io.get(k, b"x", x[k])
-            self._io.get(k, b"u", u[k])
-        self._io.get(self.n, b"x", x[self.n])
+        self._io.get_xu(x, u)
         return SolveResult(
             status=status,
             u0=u[0].copy(),
