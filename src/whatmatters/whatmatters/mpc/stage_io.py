@@ -144,25 +144,21 @@ class StageIO:
     # ----------------------------------------------------------- all stages
     def get_xu(self, x: np.ndarray, u: np.ndarray) -> None:
         """The iterate into C-contiguous x (N + 1, nx) and u (N, nu)."""
-        n, nx, nu = u.shape[0], x.shape[1], u.shape[1]
-        if self._bulk is not None:
-            self._bulk.wm_get_xu(*self._ptrs, self._out, n, nx, nu, x.ctypes.data, u.ctypes.data)
-            return
-        for k in range(n):
-            self.get(k, b"x", x[k])
-            self.get(k, b"u", u[k])
-        self.get(n, b"x", x[n])
+        self._xu("wm_get_xu", self.get, x, u)
 
     def set_xu(self, x: np.ndarray, u: np.ndarray) -> None:
         """The iterate from C-contiguous float64 x (N + 1, nx) and u (N, nu)."""
+        self._xu("wm_set_xu", self.set_out, x, u)
+
+    def _xu(self, bulk_name: str, one_stage: Any, x: np.ndarray, u: np.ndarray) -> None:
         n, nx, nu = u.shape[0], x.shape[1], u.shape[1]
         if self._bulk is not None:
-            self._bulk.wm_set_xu(*self._ptrs, self._out, n, nx, nu, x.ctypes.data, u.ctypes.data)
+            getattr(self._bulk, bulk_name)(*self._ptrs, self._out, n, nx, nu, x.ctypes.data, u.ctypes.data)
             return
         for k in range(n):
-            self.set_out(k, b"x", x[k])
-            self.set_out(k, b"u", u[k])
-        self.set_out(n, b"x", x[n])
+            one_stage(k, b"x", x[k])
+            one_stage(k, b"u", u[k])
+        one_stage(n, b"x", x[n])
 
     def set_yref(self, yref: np.ndarray, yref_n: np.ndarray) -> None:
         """Stage references from C-contiguous float64 yref (N, ny) and the terminal yref_n."""
