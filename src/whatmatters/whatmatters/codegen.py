@@ -9,6 +9,9 @@ Two ways to call the compiled code:
   ctypes with preallocated buffers (dense inputs and outputs only), a few
   microseconds per call: for small functions evaluated every control step.
 
+:func:`compile_source` compiles hand-written C the same way (e.g. the acados
+stage loops of :mod:`whatmatters.mpc.stage_io`).
+
 Without ``gcc`` both raise :class:`CompileError`; callers fall back to
 CasADi's virtual machine or to numpy.
 """
@@ -111,7 +114,7 @@ class CompiledFunction:
     """A dense CasADi function, compiled, called through ctypes.
 
     Inputs are copied into preallocated buffers in CasADi's column-major
-    order (a (W, 21) numpy array is read as W x 21); outputs are returned as
+    order (a numpy (r, c) array is read as the r x c input); outputs are returned as
     new arrays, 1-D for column vectors. Calls are serialised by a lock (the
     buffers are shared).
 

@@ -105,6 +105,7 @@ class StageIO:
         self._params_sparse = getattr(lib, f"{name}_acados_update_params_sparse")
         self._params_sparse.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
         self._params_sparse.restype = ctypes.c_int
+        self._params_sparse_ptr = ctypes.cast(self._params_sparse, ctypes.c_void_p)  # for the C loop
         self._ptrs = (solver.nlp_config, solver.nlp_dims)
         self._in, self._out, self._solver = solver.nlp_in, solver.nlp_out, solver.nlp_solver
         self._fns = {}
@@ -173,8 +174,7 @@ class StageIO:
     def set_params_sparse_all(self, n: int, idx: np.ndarray, value: np.ndarray) -> None:
         """The same parameter entries (intc indices, float64 values) on stages 0..N."""
         if self._bulk is not None:
-            fn = ctypes.cast(self._params_sparse, ctypes.c_void_p)
-            failed = self._bulk.wm_set_params_sparse(fn, self._capsule, n, idx.ctypes.data, value.ctypes.data, value.size)
+            failed = self._bulk.wm_set_params_sparse(self._params_sparse_ptr, self._capsule, n, idx.ctypes.data, value.ctypes.data, value.size)
             if failed:
                 raise RuntimeError(f"acados rejected the parameter update of stage {failed - 1}")
             return
