@@ -177,13 +177,8 @@ def test_mpc_stale_joint_states_give_hold_and_error(start_node: Any, test_node: 
     assert cmds[-1] == pytest.approx(gravity, abs=1e-9)
 
 
-def test_reload_model_swaps_weights_without_a_missed_cycle(start_node: Any, test_node: Any, tmp_path: Path) -> None:
-    from whatmatters.dynamics.learned import LearnedDynamics
-    from whatmatters.dynamics.registry import base_checkpoint
-
-    ckpt = tmp_path / "model.pt"
-    base = LearnedDynamics.load(base_checkpoint())
-    base.save(ckpt)
+def _reload_rig(start_node: Any, test_node: Any, ckpt: Path) -> tuple[list[np.ndarray], Any, Any]:
+    """A lock-step MPC node on checkpoint ``ckpt``: (answers, step(k), reload() -> (k, response))."""
     start_node("mpc_controller", {"lockstep": True, "use_sim_time": False, "model": str(ckpt)})
     answers: list[np.ndarray] = []
     test_node.create_subscription(Float64MultiArray, m.COMMANDS, lambda msg: answers.append(np.array(msg.data)), m.RELIABLE)
@@ -199,24 +194,67 @@ def test_reload_model_swaps_weights_without_a_missed_cycle(start_node: Any, test
         pub_js.publish(m.joint_state_msg(stamp, Q_HOME, np.zeros(7), np.zeros(7)))
         assert test_node.spin_until(lambda: len(answers) == k + 1, 5.0), f"state {k} not answered"
 
+    def reload(k: int) -> tuple[int, Any]:  # the control loop goes on while the checkpoint loads
+        future = client.call_async(Trigger.Request())
+        while not future.done():
+            step(k)
+            k += 1
+        return k, future.result()
+
+    return answers, step, reload
+
+
+def test_reload_model_swaps_weights_without_a_missed_cycle(start_node: Any, test_node: Any, tmp_path: Path) -> None:
+    from whatmatters.dynamics.learned import LearnedDynamics
+    from whatmatters.dynamics.registry import base_checkpoint
+
+    ckpt = tmp_path / "model.pt"
+    base = LearnedDynamics.load(base_checkpoint())
+    base.save(ckpt)
+    answers, step, reload = _reload_rig(start_node, test_node, ckpt)
     for k in range(20):
         step(k)
     with __import__("torch").no_grad():
         for p in base.residual.parameters():
             p.mul_(3.0)  # other weights, same architecture
     base.save(ckpt)
-    future = client.call_async(Trigger.Request())
-    k = 20
-    while not future.done():  # the control loop goes on while the checkpoint loads
-        step(k)
-        k += 1
+    k, result = reload(20)
     for _ in range(20):
         step(k)
         k += 1
-    assert future.result().success, future.result().message
-    assert "version 2" in future.result().message
+    assert result.success, result.message
+    assert "version 2" in result.message
     assert len(answers) == k  # every state answered exactly once
     assert not np.allclose(answers[19], answers[-1], atol=1e-6)  # same state and reference, new weights
+
+
+@pytest.mark.parametrize("change, reason", [("residual", "another formulation"), ("window", "another context history")])
+def test_reload_model_refuses_a_model_needing_another_solver_or_history(start_node: Any, test_node: Any, tmp_path: Path, change: str, reason: str) -> None:
+    from dataclasses import replace
+
+    from whatmatters.dynamics.learned import LearnedDynamics
+    from whatmatters.dynamics.registry import base_checkpoint
+
+    ckpt = tmp_path / "model.pt"
+    base = LearnedDynamics.load(base_checkpoint())
+    base.save(ckpt)
+    answers, step, reload = _reload_rig(start_node, test_node, ckpt)
+    for k in range(5):
+        step(k)
+    if change == "residual":  # other network sizes: other generated code
+        other = replace(base.cfg, residual=replace(base.cfg.residual, hidden=(16, 16)))
+    else:  # the same solver, but the encoder reads a shorter history than the node keeps
+        other = replace(base.cfg, window=base.cfg.window - 5)
+    LearnedDynamics(other, base.nominal).save(ckpt)
+    k, result = reload(5)
+    assert not result.success
+    assert reason in result.message
+    base.save(ckpt)  # the running architecture again: accepted; the refusal did not count as a version
+    k, result = reload(k)
+    step(k)
+    assert result.success, result.message
+    assert "version 2" in result.message
+    assert len(answers) == k + 1  # every state answered exactly once, through both loads
 
 
 def test_real_robot_command_excludes_gravity_and_bag_keeps_total(start_node: Any, test_node: Any, tmp_path: Path) -> None:

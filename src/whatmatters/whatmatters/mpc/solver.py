@@ -168,10 +168,13 @@ class AcadosMpcSolver:
             return solver
 
     # ----------------------------------------------------------- run-time data
-    def swap_model(self, model: DynamicsModel) -> None:
-        """Replaces the model by one of the same formulation (e.g. a new checkpoint): no rebuild.
+    def check_model(self, model: DynamicsModel) -> None:
+        """Checks that ``model`` runs on this compiled solver (its formulation key is this solver's).
 
-        Its weights (and current context) become the runtime parameters.
+        A learned model of the same architecture passes whatever its weights
+        (they are run-time parameters); a rigid-body model passes only with
+        the same numbers (they are in the generated code). Builds the model's
+        CasADi form: call it off the control thread.
 
         Raises:
             MpcBuildError: If ``model`` would need a different compiled solver.
@@ -179,6 +182,16 @@ class AcadosMpcSolver:
         key = formulation_key(model, self.cfg, self.torque_limits)
         if key != self.key:
             raise MpcBuildError(f"{type(model).__name__} has another formulation than this solver's (key {key[:16]} != {self.key[:16]}); build a new solver")
+
+    def swap_model(self, model: DynamicsModel) -> None:
+        """Replaces the model by one of the same formulation (e.g. a new checkpoint): no rebuild.
+
+        Its weights (and current context) become the runtime parameters.
+
+        Raises:
+            MpcBuildError: If ``model`` would need a different compiled solver (:meth:`check_model`).
+        """
+        self.check_model(model)
         self.model = model
         self.set_parameters(model.parameter_values())
 

@@ -230,24 +230,15 @@ class MpcControllerNode(Node):
         self.pub_diag.publish(m.diagnostic_array(self.get_clock().now().to_msg(), "mpc_controller", level, message, values))
 
     # ----------------------------------------------------------------- reload
-    def _compatible(self, spec: str, model: DynamicsModel) -> None:
-        """Raises unless ``model`` generates the same solver code as the running one."""
-        old = self.solver.model
-        same = type(model) is type(old) and model.n_params == old.n_params
-        cfg_old, cfg_new = getattr(old, "cfg", None), getattr(model, "cfg", None)
-        if cfg_old is not None:  # learned: the architecture fixes the code, the weights are parameters
-            same = same and cfg_old.to_dict() == cfg_new.to_dict()
-        elif old.n_params == 0:  # rigid body: the numbers are in the code; only the same spec reloads
-            same = same and spec == self.model_spec
-        if not same:
-            raise WhatmattersError(f"model '{spec}' needs another compiled solver than the running one; restart the node to use it")
-
     def _load(self, spec: str, done: Future) -> None:
         """Worker thread: resolves and checks the model, hands it to the executor."""
         try:
             model = self._resolve(spec)
-            self._compatible(spec, model)
-            done.set_result((model, model.parameter_values()))
+            self.solver.check_model(model)  # the same generated code: weights only
+            running, tracker = self.controller.tracker, model.context_tracker()
+            if running is not None and (tracker is None or (tracker.window, tracker.dt) != (running.window, running.dt)):
+                raise WhatmattersError(f"model '{spec}' reads another context history than the running one (window, dt); restart the node to use it")
+            done.set_result((model, model.parameter_values(), tracker))
         except WhatmattersError as exc:
             done.set_result(exc)
 
@@ -261,11 +252,11 @@ class MpcControllerNode(Node):
             response.success, response.message = False, str(result)
             self.get_logger().error(f"reload_model refused: {result}")
             return response
-        model, values = result
+        model, values, tracker = result
         self.solver.set_parameters(values)  # between two control steps: this runs in the executor thread
         self.solver.model = model
         if self.controller.tracker is not None:
-            self.controller.tracker.encoder = model.context_tracker().encoder  # the history window is kept
+            self.controller.tracker.encoder = tracker.encoder  # the history window is kept
         self.model_version += 1
         self.model_spec = spec
         ms = 1e3 * (time.perf_counter() - start)
