@@ -19,7 +19,7 @@ small.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import casadi as ca
 import numpy as np
@@ -126,18 +126,29 @@ class Backend(ABC):
 class TorchBackend(Backend):
     """Batched torch tensors; differentiable, any float dtype."""
 
+    #: Most constants kept as tensors; past it the cache starts over (the chain's constants are ~100).
+    max_cached: ClassVar[int] = 4096
+
     def __init__(self, dtype: torch.dtype, device: torch.device) -> None:
         self.dtype = dtype
         self.device = device
-        self._cache: dict[int, tuple[np.ndarray, torch.Tensor]] = {}
+        self._cache: dict[tuple[tuple[int, ...], bytes], torch.Tensor] = {}
 
     def const(self, value: np.ndarray) -> torch.Tensor:
-        key = id(value)
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] is value:
-            return hit[1]
-        out = torch.as_tensor(np.asarray(value, dtype=float), dtype=self.dtype, device=self.device)
-        self._cache[key] = (value, out)
+        """The constant as a tensor, cached by content.
+
+        The dynamics pass fresh arrays for the same constants on every call
+        (views such as ``joint_rot[i]``, products such as ``m p p'``): a
+        cache keyed by content stays as small as the set of constants, where
+        one keyed by object identity grew with every call.
+        """
+        arr = np.ascontiguousarray(value, dtype=float)
+        key = (arr.shape, arr.tobytes())
+        out = self._cache.get(key)
+        if out is None:
+            if len(self._cache) >= self.max_cached:
+                self._cache.clear()
+            out = self._cache[key] = torch.tensor(arr, dtype=self.dtype, device=self.device)  # a copy: later changes to the array do not leak in
         return out
 
     def cos(self, x: torch.Tensor) -> torch.Tensor:
