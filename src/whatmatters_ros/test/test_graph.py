@@ -177,8 +177,14 @@ def test_mpc_stale_joint_states_give_hold_and_error(start_node: Any, test_node: 
     assert cmds[-1] == pytest.approx(gravity, abs=1e-9)
 
 
-def _reload_rig(start_node: Any, test_node: Any, ckpt: Path) -> tuple[list[np.ndarray], Any, Any]:
-    """A lock-step MPC node on checkpoint ``ckpt``: (answers, step(k), reload() -> (k, response))."""
+def _reload_rig(start_node: Any, test_node: Any, tmp_path: Path) -> tuple[Any, Path, list[np.ndarray], Any, Any]:
+    """A lock-step MPC node on a copy of the base checkpoint: (base, its path, answers, step(k), reload(k) -> (k, response))."""
+    from whatmatters.dynamics.learned import LearnedDynamics
+    from whatmatters.dynamics.registry import base_checkpoint
+
+    ckpt = tmp_path / "model.pt"
+    base = LearnedDynamics.load(base_checkpoint())
+    base.save(ckpt)
     start_node("mpc_controller", {"lockstep": True, "use_sim_time": False, "model": str(ckpt)})
     answers: list[np.ndarray] = []
     test_node.create_subscription(Float64MultiArray, m.COMMANDS, lambda msg: answers.append(np.array(msg.data)), m.RELIABLE)
@@ -201,17 +207,11 @@ def _reload_rig(start_node: Any, test_node: Any, ckpt: Path) -> tuple[list[np.nd
             k += 1
         return k, future.result()
 
-    return answers, step, reload
+    return base, ckpt, answers, step, reload
 
 
 def test_reload_model_swaps_weights_without_a_missed_cycle(start_node: Any, test_node: Any, tmp_path: Path) -> None:
-    from whatmatters.dynamics.learned import LearnedDynamics
-    from whatmatters.dynamics.registry import base_checkpoint
-
-    ckpt = tmp_path / "model.pt"
-    base = LearnedDynamics.load(base_checkpoint())
-    base.save(ckpt)
-    answers, step, reload = _reload_rig(start_node, test_node, ckpt)
+    base, ckpt, answers, step, reload = _reload_rig(start_node, test_node, tmp_path)
     for k in range(20):
         step(k)
     with __import__("torch").no_grad():
@@ -233,12 +233,8 @@ def test_reload_model_refuses_a_model_needing_another_solver_or_history(start_no
     from dataclasses import replace
 
     from whatmatters.dynamics.learned import LearnedDynamics
-    from whatmatters.dynamics.registry import base_checkpoint
 
-    ckpt = tmp_path / "model.pt"
-    base = LearnedDynamics.load(base_checkpoint())
-    base.save(ckpt)
-    answers, step, reload = _reload_rig(start_node, test_node, ckpt)
+    base, ckpt, answers, step, reload = _reload_rig(start_node, test_node, tmp_path)
     for k in range(5):
         step(k)
     if change == "residual":  # other network sizes: other generated code
