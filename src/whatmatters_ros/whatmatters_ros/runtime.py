@@ -1,21 +1,74 @@
-"""Running a node: init, parameter errors as a clean stop, spin until done or shutdown, close."""
+"""Running a node: init, parameter errors as a clean stop, spin until done or a stop signal, close.
+
+Stop signals (SIGINT, SIGTERM) are handled here, in the main thread, rather
+than by rclpy's own handlers: those shut the context down from a second
+(deferred signal-handling) thread while the main thread may already be
+destroying the node, and that race crashed about one node process in 80 with
+SIGSEGV in ``Node.destroy_node`` (Fast DDS). Here a signal only asks the spin
+loop to end; the node is closed and destroyed, then the context shut down, all
+in one thread.
+"""
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from types import FrameType
 from typing import Any
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 from whatmatters.errors import WhatmattersError
 
-__all__ = ["EXIT_CONFIG", "run_node"]
+__all__ = ["EXIT_CONFIG", "EXIT_INTERRUPTED", "STOP_SIGNALS", "StopSignals", "run_node"]
 
 EXIT_CONFIG = 2  # exit status of a node stopped by a bad parameter or configuration
+EXIT_INTERRUPTED = 130  # exit status of a node interrupted while starting, or by a second stop signal
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+log = logging.getLogger(__name__)
+
+
+class StopSignals:
+    """SIGINT and SIGTERM as a stop request, while installed (a context manager).
+
+    Once the node is built (``deferring`` True) the first signal only sets
+    :attr:`received`: the spin loop sees it within one turn (0.1 s) and the
+    node closes in order. A signal while the node is being built, or a second
+    signal at any time, raises ``KeyboardInterrupt`` so that a slow start or a
+    stuck close can still be interrupted. Outside the main thread (where
+    Python cannot install signal handlers) nothing is installed.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.deferring = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        first = self.received is None
+        if first:
+            self.received = signum
+            log.info("%s received: stopping", signal.Signals(signum).name)
+        if not (first and self.deferring):
+            raise KeyboardInterrupt
 
 
 def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> int:
@@ -23,19 +76,30 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> 
 
     The node may set ``done = True`` to end the spin (e.g. the simulator at the
     end of an episode) and may define ``close()``, called once on any exit
-    (SIGINT, SIGTERM, end of episode, error) before ``rclpy`` shuts down.
+    (SIGINT, SIGTERM, end of episode, error) before the node is destroyed and
+    ``rclpy`` shuts down (:class:`StopSignals`: rclpy installs no signal handlers).
 
     Args:
         factory: Builds the node (after ``rclpy.init``).
         args: Command line (ROS arguments included); ``sys.argv`` if None.
 
     Returns:
-        The exit status: 0, or :data:`EXIT_CONFIG` for a configuration error.
+        The exit status: 0, :data:`EXIT_CONFIG` for a configuration error,
+        :data:`EXIT_INTERRUPTED` if interrupted (see :class:`StopSignals`).
     """
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s", stream=sys.stderr)
-    rclpy.init(args=list(args) if args is not None else sys.argv)
+    with StopSignals() as stop:
+        try:
+            return _run(factory, args, stop)
+        except KeyboardInterrupt:  # a signal during start-up, or a second one: close may not have finished
+            log.warning("interrupted")
+            return EXIT_INTERRUPTED
+
+
+def _run(factory: Callable[[], Node], args: Sequence[str] | None, stop: StopSignals) -> int:
+    """:func:`run_node` under installed :class:`StopSignals`."""
+    rclpy.init(args=list(args) if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
     node: Any = None
-    status = 0
     try:
         try:
             node = factory()
@@ -47,10 +111,11 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> 
         # Slow work (loading a checkpoint, sensitivities) runs in plain threads.
         executor = SingleThreadedExecutor()
         executor.add_node(node)
+        stop.deferring = True
         try:
-            while rclpy.ok() and not getattr(node, "done", False):
+            while stop.received is None and rclpy.ok() and not getattr(node, "done", False):
                 executor.spin_once(timeout_sec=0.1)
-        except (KeyboardInterrupt, ExternalShutdownException):
+        except ExternalShutdownException:
             pass
         finally:
             _close(node)  # first: files (bags) are closed before any ROS teardown can fail
@@ -60,7 +125,7 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> 
             _close(node)
             node.destroy_node()
         rclpy.try_shutdown()
-    return status
+    return 0
 
 
 def _close(node: Any) -> None:

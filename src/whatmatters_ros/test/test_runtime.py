@@ -1,0 +1,94 @@
+"""Stop signals of a node process (whatmatters_ros.runtime): an orderly stop on the first, an interrupt on a second."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from whatmatters_ros.runtime import EXIT_INTERRUPTED
+
+pytest.importorskip("rclpy")
+
+# A node process whose start-up and close() can be made slow; it reports its phases on stdout.
+NODE_SCRIPT = textwrap.dedent("""
+    import sys, time
+    from rclpy.node import Node
+    from whatmatters_ros.runtime import run_node
+
+    start_s, close_s = float(sys.argv[1]), float(sys.argv[2])
+
+    class Slow(Node):
+        def __init__(self):
+            print("starting", flush=True)
+            time.sleep(start_s)
+            super().__init__("runtime_probe")
+            self.create_timer(0.05, self.tick)
+            self.ticks = 0
+
+        def tick(self):
+            self.ticks += 1
+            if self.ticks == 1:
+                print("spinning", flush=True)  # from a callback: the executor is running
+
+        def close(self):
+            print("closing", flush=True)
+            time.sleep(close_s)
+            print("closed", flush=True)
+
+    sys.exit(run_node(Slow, []))
+""")
+
+
+def _start(tmp_path: Path, start_s: float, close_s: float) -> tuple[subprocess.Popen[bytes], Path]:
+    log = tmp_path / "node.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-c", NODE_SCRIPT, str(start_s), str(close_s)],
+                                stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ))
+    return proc, log
+
+
+def _wait_for(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert proc.poll() is None, f"exited with {proc.returncode} before {text!r}: {log.read_text()}"
+        assert time.monotonic() < deadline, f"no {text!r} within {timeout} s: {log.read_text()}"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_closes_the_node_in_order_with_status_0(tmp_path: Path, sig: signal.Signals) -> None:
+    proc, log = _start(tmp_path, 0.0, 0.3)
+    _wait_for(log, "spinning", proc)
+    proc.send_signal(sig)
+    assert proc.wait(20) == 0, log.read_text()
+    text = log.read_text()
+    assert f"{sig.name} received: stopping" in text
+    assert text.index("closing") < text.index("closed")  # close() ran to its end
+
+
+def test_a_second_signal_interrupts_a_stuck_close(tmp_path: Path) -> None:
+    proc, log = _start(tmp_path, 0.0, 60.0)
+    _wait_for(log, "spinning", proc)
+    proc.send_signal(signal.SIGINT)
+    _wait_for(log, "closing", proc)
+    time.sleep(0.2)
+    assert proc.poll() is None  # the first signal waits for close()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == EXIT_INTERRUPTED, log.read_text()
+    assert "closed" not in log.read_text()
+
+
+def test_a_signal_during_start_up_interrupts_it(tmp_path: Path) -> None:
+    proc, log = _start(tmp_path, 60.0, 0.0)
+    _wait_for(log, "starting", proc)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(10) == EXIT_INTERRUPTED, log.read_text()
+    assert time.monotonic() - t0 < 5.0 and "spinning" not in log.read_text()
