@@ -291,3 +291,61 @@ def test_real_robot_command_excludes_gravity_and_bag_keeps_total(start_node: Any
     ep = read_episode(next((tmp_path / "bags").iterdir()))
     np.testing.assert_allclose(ep.tau, total[: len(ep.tau)], atol=1e-12)  # the total torque, not the wire command
     assert len(ep.tau) == 14
+
+
+# A process that starts a one-node graph, prints the node's pid, and on Ctrl-C stops the graph and prints the exit codes.
+GRAPH_PARENT = """
+import json, sys, time
+from pathlib import Path
+from whatmatters_ros.graph import SimGraph
+graph = SimGraph(Path(sys.argv[1]), domain_id=int(sys.argv[2]), nodes=("reference_publisher",))
+graph.start()
+print(graph.procs["reference_publisher"].pid, flush=True)
+try:
+    time.sleep(120)
+except KeyboardInterrupt:
+    print(json.dumps(graph.stop(grace=0.0)), flush=True)
+"""
+
+
+def _graph_parent(tmp_path: Path, domain_id: int) -> tuple[subprocess.Popen[str], int, Path]:
+    """The parent above in its own session (as a shell's foreground job); waits until its node spins."""
+    parent = subprocess.Popen([sys.executable, "-c", GRAPH_PARENT, str(tmp_path), str(domain_id)], stdout=subprocess.PIPE,
+                              text=True, env=dict(os.environ), start_new_session=True)
+    assert parent.stdout is not None
+    node_pid = int(parent.stdout.readline())
+    log = tmp_path / "logs" / "reference_publisher.log"
+    deadline = time.monotonic() + 60
+    while not (log.exists() and "reference seed" in log.read_text()):
+        assert time.monotonic() < deadline, "reference_publisher did not start"
+        time.sleep(0.05)
+    time.sleep(0.5)  # past the constructor: spinning
+    return parent, node_pid, log
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_ctrl_c_reaches_the_graph_runner_which_stops_each_node_once(tmp_path: Path, domain_id: int) -> None:
+    parent, node_pid, log = _graph_parent(tmp_path, domain_id)
+    assert os.getsid(node_pid) != os.getsid(parent.pid)  # a terminal's Ctrl-C does not reach the node directly
+    os.killpg(parent.pid, signal.SIGINT)  # what a terminal sends to its foreground job
+    out, _ = parent.communicate(timeout=30)
+    assert json.loads(out.splitlines()[-1]) == {"reference_publisher": 0}
+    assert log.read_text().count("received: stopping") == 1 and "interrupted" not in log.read_text()
+
+
+def test_nodes_stop_in_order_when_the_graph_runner_dies(tmp_path: Path, domain_id: int) -> None:
+    parent, node_pid, log = _graph_parent(tmp_path, domain_id)
+    parent.kill()
+    parent.wait(10)
+    assert _gone(node_pid, 20), "the node outlived the process that started it"
+    assert "SIGTERM received: stopping" in log.read_text()

@@ -6,10 +6,17 @@ processes with the same parameter files (``config/<node>.yaml``), on an
 isolated DDS domain restricted to this host, waits for the simulator to end
 its episode, stops the others with SIGINT (the logger closes its bag) and
 summarises the recorded bag (:func:`summarize_bag`). No rclpy in this process.
+
+The node processes run in their own session, so a Ctrl-C in the terminal
+reaches only this process, which then stops them with one SIGINT each (a
+second signal would interrupt the logger while it closes its bag); and each
+gets SIGTERM from the kernel if this process dies (Linux ``PR_SET_PDEATHSIG``),
+so no node outlives it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -52,6 +59,13 @@ def ros_environment(domain_id: int) -> dict[str, str]:
     env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE))
     env.pop("ROS_STATIC_PEERS", None)
     return env
+
+
+def _stop_with_parent() -> None:
+    """``preexec_fn`` of a node process: SIGTERM when the process that started it exits (Linux)."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def node_command(node: str, params: dict[str, Any], config: Path | None = None) -> list[str]:
@@ -103,13 +117,18 @@ class SimGraph:
         return {node: out[node] for node in self.nodes}
 
     def start(self) -> None:
-        """Starts every node process (logs in ``out/logs``)."""
+        """Starts every node process (logs in ``out/logs``).
+
+        Call it from the thread that stops the graph: the kernel sends the
+        nodes SIGTERM when the thread that started them exits.
+        """
         (self.out / "logs").mkdir(parents=True, exist_ok=True)
         env = ros_environment(self.domain_id)
         for node, params in self.params().items():
             fh = open(self.out / "logs" / f"{node}.log", "wb")  # noqa: SIM115 - closed in stop()
             self._logs.append(fh)
-            self.procs[node] = subprocess.Popen(node_command(node, params), stdout=fh, stderr=subprocess.STDOUT, env=env)
+            self.procs[node] = subprocess.Popen(node_command(node, params), stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                                start_new_session=True, preexec_fn=_stop_with_parent)
         log.info("graph started on ROS_DOMAIN_ID %d: %s", self.domain_id, ", ".join(f"{n} ({p.pid})" for n, p in self.procs.items()))
 
     def wait_sim(self, timeout: float) -> None:
