@@ -10,10 +10,9 @@ Finished bags are kept, so an interrupted collection resumes where it stopped.
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -26,6 +25,7 @@ from whatmatters.data.bags import EpisodeBagWriter
 from whatmatters.eval.evaluate import Evaluator
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.controller import ControlStep
+from whatmatters.parallel import worker_pool
 from whatmatters.sim.environments import make_environment
 from whatmatters.sim.simulator import SimConfig
 from whatmatters.trajectory.fourier import FourierConfig, sample_fourier_trajectory
@@ -144,7 +144,7 @@ def collect(
             paths.append(collect_episode(local, seed, out, cfg))
             bar.update()
     else:
-        with ProcessPoolExecutor(workers, mp.get_context("spawn"), _init, (model, mpc, sim, ref)) as pool:
+        with worker_pool(workers, _init, (model, mpc, sim, ref)) as pool:
             for fut in as_completed([pool.submit(_one, s, str(out), cfg) for s in seeds]):
                 paths.append(Path(fut.result()))
                 bar.update()

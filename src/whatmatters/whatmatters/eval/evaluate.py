@@ -7,10 +7,8 @@ its share of the episodes. The parent compiles first, so workers only load.
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +21,7 @@ from whatmatters.eval.episode import EpisodeResult, run_episode
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.controller import MpcController
 from whatmatters.mpc.solver import AcadosMpcSolver
+from whatmatters.parallel import worker_pool
 from whatmatters.sim.environments import Environment, make_environment
 from whatmatters.sim.simulator import PandaSim, SimConfig
 from whatmatters.trajectory.fourier import FourierConfig, FourierTrajectory, sample_fourier_trajectory
@@ -164,8 +163,7 @@ def evaluate(
             per_env[seed] = local.episode(seed, seconds).summary()
             log.info("evaluate %s: %d/%d envs (seed %d: J_track %.4g)", model_spec, i + 1, len(seeds), seed, per_env[seed]["j_track"])
     else:
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(workers, ctx, _init_worker, (model_spec, mpc, sim, reference)) as pool:
+        with worker_pool(workers, _init_worker, (model_spec, mpc, sim, reference)) as pool:
             futures = [pool.submit(_run, seed, seconds) for seed in seeds]
             for i, fut in enumerate(futures):
                 seed, summary = fut.result()

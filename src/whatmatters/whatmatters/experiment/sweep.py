@@ -23,7 +23,7 @@ import multiprocessing as mp
 import os
 import time
 import queue as queue_mod
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from whatmatters.errors import ConfigError
 from whatmatters.eval.evaluate import Evaluator, evaluate
 from whatmatters.experiment.config import ExperimentConfig
 from whatmatters.io import atomic_write_text
+from whatmatters.parallel import worker_pool
 from whatmatters.sensitivity.batch import compute_bag_dir
 from whatmatters.sim.environments import environment_seeds
 from whatmatters.sim.simulator import SimConfig
@@ -364,24 +365,16 @@ def run_sweep(
             ctx = mp.get_context("spawn")
             with ctx.Manager() as manager:
                 queue = manager.Queue()
-                with ProcessPoolExecutor(n_workers, ctx, _init_worker, (cfg, str(data), base, queue)) as pool:
+                # interrupted, the pool stops its workers at once (their finished epochs are saved)
+                with worker_pool(n_workers, _init_worker, (cfg, str(data), base, queue)) as pool:
                     futures = {pool.submit(_run, *key, str(out)): key for key in todo}
                     pending = set(futures)
-                    try:
-                        while pending:
-                            finished_now, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-                            _drain(queue, report)
-                            for fut in finished_now:
-                                done[futures[fut]] = fut.result()
-                                finished += 1
-                    except BaseException:
-                        # interrupted: stop the workers now (their finished epochs are saved) instead of
-                        # waiting for their runs to end, which is what leaving the pool would do
-                        procs = list((getattr(pool, "_processes", None) or {}).values())
-                        pool.shutdown(wait=False, cancel_futures=True)
-                        for proc in procs:
-                            proc.terminate()
-                        raise
+                    while pending:
+                        finished_now, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                        _drain(queue, report)
+                        for fut in finished_now:
+                            done[futures[fut]] = fut.result()
+                            finished += 1
                     _drain(queue, report)
     bar.close()
     results = [done[r] for r in runs]

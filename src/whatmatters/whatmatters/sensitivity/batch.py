@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import io
 import logging
-import multiprocessing as mp
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ from whatmatters.dynamics.learned import LearnedDynamics
 from whatmatters.dynamics.registry import resolve_model
 from whatmatters.io import atomic_write_bytes
 from whatmatters.mpc.config import MpcConfig
+from whatmatters.parallel import worker_pool
 from whatmatters.robot.params import load_panda_params
 from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig, SensitivityError, shifted
 
@@ -193,7 +193,7 @@ def compute_bag_dir(
             results.append(_one(bag, max_steps))
             bar.update()
     else:
-        with ProcessPoolExecutor(workers, mp.get_context("spawn"), _init, (model_spec, mpc)) as pool:
+        with worker_pool(workers, _init, (model_spec, mpc)) as pool:
             for fut in as_completed([pool.submit(_one, b, max_steps) for b in bags]):
                 results.append(fut.result())
                 bar.update()
