@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +87,22 @@ def test_trainer_trains_skips_damaged_bag_and_reloads_the_mpc(start_node: Any, t
     assert "loaded as version 2" in log
     model = LearnedDynamics.load(ckpt)
     assert model.cfg.window > 0  # a checkpoint the MPC and the core load
+
+
+def test_trainer_waits_for_an_absent_mpc_without_blocking_and_stops_at_once(start_node: Any, tmp_path: Path) -> None:
+    bags = tmp_path / "bags"
+    for i in range(2):
+        _episode_bag(bags / f"episode_{i:04d}", 3100 + i, steps=30)
+    trainer = start_node("trainer", {"bag_dir": str(bags), "checkpoint": str(tmp_path / "out" / "model.pt"), "weighting": "stand",
+                                     "rollout": 1, "epochs": 1, "min_bags": 2, "poll_period": 0.2, "max_rounds": 1,
+                                     "mpc_node": "/absent_mpc", "service_timeout": 600.0})
+    log_path: Path = trainer.log_path  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 180.0
+    while "[reloading]" not in log_path.read_text():  # trained; now waiting for the services
+        assert trainer.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+        time.sleep(0.1)
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    trainer.send_signal(signal.SIGINT)
+    assert trainer.wait(20) == 0, log_path.read_text()[-3000:]
+    assert time.monotonic() - t0 < 5.0  # not after service_timeout: the wait does not block the executor

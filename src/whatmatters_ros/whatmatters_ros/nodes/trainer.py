@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -86,6 +87,7 @@ class TrainerNode(Node):
         self.busy = False
         self.status: dict[str, Any] = {"state": "waiting", "round": 0, "bags": 0, "skipped": [], "checkpoint": self.p.checkpoint}
         self.result: Future | None = None
+        self.pending_swap: tuple[str, float] | None = None  # (checkpoint, monotonic deadline) while waiting for the MPC
         self.pub_status = self.create_publisher(String, "~/status", 10)
         node = self.p.mpc_node.rstrip("/")
         self.set_params = self.create_client(SetParameters, f"{node}/set_parameters") if node else None
@@ -107,6 +109,8 @@ class TrainerNode(Node):
     def _poll(self) -> None:
         if self.result is not None and self.result.done():
             self._trained(self.result.result())
+        elif self.pending_swap is not None:
+            self._try_swap()
         if self.busy or self.done:
             return
         try:
@@ -157,9 +161,20 @@ class TrainerNode(Node):
         if self.set_params is None or self.reload is None:
             self._finished(True, "no MPC to reload")
             return
-        if not (self.set_params.wait_for_service(self.p.service_timeout) and self.reload.wait_for_service(self.p.service_timeout)):
-            self._finished(False, f"{self.p.mpc_node} services not available within {self.p.service_timeout:g} s")
+        self.pending_swap = (checkpoint, time.monotonic() + self.p.service_timeout)
+        self._try_swap()
+
+    def _try_swap(self) -> None:
+        """Sends the new model once the MPC's services are there (checked from the poll timer: the executor never blocks)."""
+        if self.pending_swap is None or self.set_params is None or self.reload is None:
             return
+        checkpoint, deadline = self.pending_swap
+        if not (self.set_params.service_is_ready() and self.reload.service_is_ready()):
+            if time.monotonic() > deadline:
+                self.pending_swap = None
+                self._finished(False, f"{self.p.mpc_node} services not available within {self.p.service_timeout:g} s")
+            return
+        self.pending_swap = None
         request = SetParameters.Request(parameters=[Parameter("model", value=str(Path(checkpoint).resolve())).to_parameter_msg()])
         self.set_params.call_async(request).add_done_callback(self._parameter_set)
 
