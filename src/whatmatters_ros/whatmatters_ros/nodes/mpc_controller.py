@@ -234,7 +234,10 @@ class MpcControllerNode(Node):
         """Worker thread: resolves and checks the model, hands it to the executor."""
         try:
             model = self._resolve(spec)
-            self.solver.check_model(model)  # the same generated code: weights only
+            try:
+                self.solver.check_model(model)  # the same generated code: weights only
+            except WhatmattersError as exc:
+                raise WhatmattersError(f"model '{spec}' cannot be swapped into the running solver ({exc}); restart the node to use it") from exc
             running, tracker = self.controller.tracker, model.context_tracker()
             if running is not None and (tracker is None or (tracker.window, tracker.dt) != (running.window, running.dt)):
                 raise WhatmattersError(f"model '{spec}' reads another context history than the running one (window, dt); restart the node to use it")
