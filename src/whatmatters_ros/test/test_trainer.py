@@ -89,20 +89,32 @@ def test_trainer_trains_skips_damaged_bag_and_reloads_the_mpc(start_node: Any, t
     assert model.cfg.window > 0  # a checkpoint the MPC and the core load
 
 
-def test_trainer_waits_for_an_absent_mpc_without_blocking_and_stops_at_once(start_node: Any, tmp_path: Path) -> None:
+def _absent_mpc_trainer(start_node: Any, tmp_path: Path, service_timeout: float) -> tuple[Any, Path]:
+    """A trainer whose MPC node does not exist, started on two small bags (one 1-epoch round)."""
     bags = tmp_path / "bags"
     for i in range(2):
         _episode_bag(bags / f"episode_{i:04d}", 3100 + i, steps=30)
     trainer = start_node("trainer", {"bag_dir": str(bags), "checkpoint": str(tmp_path / "out" / "model.pt"), "weighting": "stand",
                                      "rollout": 1, "epochs": 1, "min_bags": 2, "poll_period": 0.2, "max_rounds": 1,
-                                     "mpc_node": "/absent_mpc", "service_timeout": 600.0})
+                                     "mpc_node": "/absent_mpc", "service_timeout": service_timeout})
     log_path: Path = trainer.log_path  # type: ignore[attr-defined]
     deadline = time.monotonic() + 180.0
     while "[reloading]" not in log_path.read_text():  # trained; now waiting for the services
         assert trainer.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
         time.sleep(0.1)
+    return trainer, log_path
+
+
+def test_trainer_waits_for_an_absent_mpc_without_blocking_and_stops_at_once(start_node: Any, tmp_path: Path) -> None:
+    trainer, log_path = _absent_mpc_trainer(start_node, tmp_path, 600.0)
     time.sleep(1.0)
     t0 = time.monotonic()
     trainer.send_signal(signal.SIGINT)
     assert trainer.wait(20) == 0, log_path.read_text()[-3000:]
     assert time.monotonic() - t0 < 5.0  # not after service_timeout: the wait does not block the executor
+
+
+def test_trainer_reports_an_absent_mpc_after_its_service_timeout(start_node: Any, tmp_path: Path) -> None:
+    trainer, log_path = _absent_mpc_trainer(start_node, tmp_path, 1.0)
+    assert trainer.wait(30) == 0, log_path.read_text()[-3000:]  # max_rounds reached: the node ends
+    assert "[error] round 1: /absent_mpc services not available within 1 s" in log_path.read_text()

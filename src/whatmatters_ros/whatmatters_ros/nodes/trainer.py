@@ -102,8 +102,11 @@ class TrainerNode(Node):
     def _report(self, state: str, message: str, **values: Any) -> None:
         self.status.update(state=state, message=message, **values)
         self.pub_status.publish(String(data=json.dumps(self.status)))
-        log = self.get_logger().error if state == "error" else self.get_logger().info
-        log(f"[{state}] {message}")
+        # two call sites: rclpy refuses to log from one line at another severity than before (ValueError)
+        if state == "error":
+            self.get_logger().error(f"[{state}] {message}")
+        else:
+            self.get_logger().info(f"[{state}] {message}")
 
     # ------------------------------------------------------------------ rounds
     def _poll(self) -> None:
