@@ -61,6 +61,14 @@ def test_fig2_json_has_the_documented_shape(sweep):
     assert "share of samples with u0 at a bound" in md  # the factors of S_hat
 
 
+def test_the_report_shows_per_environment_costs(sweep):
+    root, _ = sweep
+    fig = json.loads((root / "docs" / "results" / "fig2.json").read_text())
+    assert all(len(r["j_track_per_env"]) == len(r["j_track"]) and all(len(e) == 1 for e in r["j_track_per_env"]) for r in fig["raw"])
+    md = (root / "docs" / "results.md").read_text()
+    assert "## Per environment" in md and "of the sum" in md and "Closed-loop failures" in md
+
+
 def test_final_values_are_last_epochs_over_stand(sweep):
     root, _ = sweep
     fig = json.loads((root / "docs" / "results" / "fig2.json").read_text())

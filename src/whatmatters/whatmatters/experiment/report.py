@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from whatmatters.experiment.per_env import per_env_markdown
 from whatmatters.io import atomic_write_bytes, atomic_write_text
 
 __all__ = ["fig2_data", "plot_fig2", "results_markdown", "write_report"]
@@ -61,6 +62,7 @@ def fig2_data(results: list[dict[str, Any]], weightings: list[str], rollouts: li
             "j_track": _all(r),
             "train_loss": [float(e["train_loss"]) for e in r["epochs"]],
             "wall_s": float(r.get("wall_s", float("nan"))),
+            "j_track_per_env": [{str(k): float(v) for k, v in (e.get("j_track_per_env") or {}).items()} for e in r["epochs"]],
         }
         for r in results
     ]
@@ -150,8 +152,19 @@ def _factors_table(st: dict[str, list[float]]) -> list[str]:
     ]
 
 
-def results_markdown(fig: dict[str, Any], meta: dict[str, Any], weightings: list[str], rollouts: list[int], png_name: str) -> str:
-    """``results.md``: tables, figure, command, wall time and machine."""
+def results_markdown(
+    fig: dict[str, Any],
+    meta: dict[str, Any],
+    weightings: list[str],
+    rollouts: list[int],
+    png_name: str,
+    results: list[dict[str, Any]] | None = None,
+) -> str:
+    """``results.md``: tables, figure, command, wall time and machine.
+
+    With ``results`` and ``meta["base_per_env"]`` (the base model's J per
+    environment) it adds :func:`~whatmatters.experiment.per_env.per_env_markdown`.
+    """
     cfg = meta["config"]
     lines = [
         "# Results: sensitivity-weighted fine-tuning (the paper's Fig. 2)",
@@ -188,6 +201,7 @@ def results_markdown(fig: dict[str, Any], meta: dict[str, Any], weightings: list
         "",
         *_weights_table(meta.get("ours_weights") or {}),
         *_factors_table(meta.get("factors") or {}),
+        *per_env_markdown(results or [], meta.get("base_per_env") or {}, weightings, rollouts),
         "Definitions of the weightings and of the normalisation: `docs/training.md`. Every run's per-epoch costs: `raw` in fig2.json.",
         "",
     ]
@@ -209,5 +223,5 @@ def write_report(
     atomic_write_text(json.dumps(fig, indent=1), json_path)
     atomic_write_bytes(plot_fig2(fig, weightings, rollouts), png_path)
     rel = Path(os.path.relpath(png_path, md_path.parent))
-    atomic_write_text(results_markdown(fig, meta, weightings, rollouts, rel.as_posix()), md_path)
+    atomic_write_text(results_markdown(fig, meta, weightings, rollouts, rel.as_posix(), results), md_path)
     return fig

@@ -64,7 +64,7 @@ class FinetuneConfig(YamlConfig):
     lr: float = 1e-3
     weight_decay: float = 0.0
     objective: str = "position"
-    train_encoder: bool = True
+    train_encoder: bool = False
     ours_scaling: str = "global"
     ours_action: str = "effective"
 

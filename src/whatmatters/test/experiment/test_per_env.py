@@ -1,0 +1,79 @@
+"""Per-environment statistics of the sweep, on hand-made runs with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from whatmatters.experiment.per_env import base_concentration, failures, per_env_markdown, per_env_normalised
+from whatmatters.experiment.report import results_markdown
+
+BASE = {"2000": 10.0, "2001": 1.0, "2002": 89.0}
+
+
+def _run(weighting: str, p: int, seed: int, per_epoch: list[dict[str, float]]) -> dict:
+    epochs = [
+        {"epoch": i + 1, "train_loss": 0.1, "j_track_mean": sum(j.values()) / len(j), "j_track_per_env": j} for i, j in enumerate(per_epoch)
+    ]
+    return {"weighting": weighting, "p": p, "seed": seed, "epochs": epochs}
+
+
+def test_base_concentration_ranks_environments_by_their_share():
+    top = base_concentration(BASE, top=2)
+    assert [e for e, _, _ in top] == ["2002", "2000"]
+    assert top[0][2] == pytest.approx(0.89) and top[1][2] == pytest.approx(0.10)
+
+
+def test_each_environment_counts_equally_in_the_normalised_score():
+    stand = [_run("stand", 4, s, [{"2000": 2.0, "2001": 1.0, "2002": 100.0}]) for s in (0, 1)]
+    # 4x worse in one small environment, 4x better in the large one: the mean over environments says
+    # much better (J 22.3 vs 34.3), the per-environment score says even (geometric mean of 4, 1, 1/4 = 1)
+    ours = _run("ours", 4, 0, [{"2000": 8.0, "2001": 1.0, "2002": 25.0}])
+    half = _run("ours_avg", 4, 0, [{"2000": 1.0, "2001": 0.5, "2002": 50.0}])
+    out = per_env_normalised([*stand, ours, half], ["stand", "ours", "ours_avg"], [4, 12])
+    assert out["ours"]["4"] == {"mean": pytest.approx(1.0), "std": 0.0, "runs": 1}
+    assert out["ours_avg"]["4"]["mean"] == pytest.approx(0.5)
+    assert out["stand"]["4"]["mean"] == pytest.approx(1.0)
+    assert "12" not in out["ours"]  # no stand run at p = 12: nothing to normalise by
+
+
+def test_the_normalised_score_uses_the_last_epoch():
+    stand = _run("stand", 1, 0, [{"2000": 1.0}, {"2000": 2.0}])
+    ours = _run("ours", 1, 0, [{"2000": 2.0}, {"2000": 1.0}])
+    assert per_env_normalised([stand, ours], ["stand", "ours"], [1])["ours"]["1"]["mean"] == pytest.approx(0.5)
+
+
+def test_failures_count_evaluations_above_the_factor_and_name_them():
+    runs = [
+        _run("stand", 12, 0, [{"2000": 49.0, "2001": 1.0, "2002": 89.0}, {"2000": 51.0, "2001": 5.5, "2002": 89.0}]),
+        _run("stand", 12, 1, [{"2000": 10.0, "2001": 1.0, "2002": 445.1}]),
+    ]
+    out = failures(runs, BASE, ["stand"], [12], factor=5.0)["stand"]["12"]
+    assert out["evaluations"] == 9
+    assert out["where"] == ["stand_p12_s0@2:2000", "stand_p12_s0@2:2001", "stand_p12_s1@1:2002"]
+    assert out["count"] == 3
+
+
+def test_the_report_section_appears_only_with_the_base_models_costs():
+    runs = [_run("stand", 1, 0, [{"2000": 10.0, "2001": 1.0, "2002": 89.0}]), _run("ours", 1, 0, [{"2000": 5.0, "2001": 1.0, "2002": 60.0}])]
+    md = per_env_markdown(runs, BASE, ["stand", "ours"], [1])
+    text = "\n".join(md)
+    assert "environment 2002: J 89.0 (89 % of the sum)" in text
+    score = 100 * math.exp((math.log(0.5) + math.log(60.0 / 89.0)) / 3)
+    assert f"| ours | {score:.1f} ± 0.0 % (1) |" in text
+    assert "| ours | 0 of 3 |" in text
+    assert per_env_markdown(runs, {}, ["stand", "ours"], [1]) == []
+    fig = {"final": {"stand": {}, "ours": {}}, "best5": {"stand": {}, "ours": {}}}
+    meta = {
+        "config": {"data_envs": 1, "data_seconds": 1.0, "eval_envs": 3, "eval_set": "eval", "eval_seconds": 1.0, "finetune": {}},
+        "command": "whatmatters experiment",
+        "runs_done": 2,
+        "runs_total": 2,
+        "machine": "test",
+        "wall_h": 0.1,
+        "sitting_s": 1.0,
+        "windows": "windows per p: 1",
+        "base_j": 33.3,
+    }
+    assert "## Per environment" not in results_markdown(fig, meta, ["stand", "ours"], [1], "fig2.png", runs)
+    assert "## Per environment" in results_markdown(fig, {**meta, "base_per_env": BASE}, ["stand", "ours"], [1], "fig2.png", runs)

@@ -1,0 +1,134 @@
+"""What the mean over environments hides: per-environment statistics of the sweep.
+
+The headline numbers (:mod:`whatmatters.experiment.report`) average J_track
+over the evaluation environments before normalising, so an environment with a
+large J weighs in proportion to it, and one closed-loop failure in one
+environment can move a run's mean. These statistics show both effects:
+
+* :func:`base_concentration`: the environments with the largest J of the base
+  model and their share of its mean.
+* :func:`per_env_normalised`: each environment normalised on its own, then
+  combined with equal weight: for a run, the geometric mean over environments e
+  of ``J_e(run, last epoch) / mean over stand's runs of J_e(stand, last epoch)``
+  at the same p; mean and standard deviation (ddof 0) over runs.
+* :func:`failures`: closed-loop failures, evaluations (run x epoch x
+  environment) whose J_e exceeds ``factor`` (default 5) times the base model's
+  J_e in that environment. The factor is high on purpose: environments with a
+  small base J (below 1) often double after fine-tuning without failing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["base_concentration", "failures", "per_env_markdown", "per_env_normalised"]
+
+
+def _per_env(epoch: dict[str, Any]) -> dict[str, float]:
+    return {str(k): float(v) for k, v in (epoch.get("j_track_per_env") or {}).items()}
+
+
+def base_concentration(base_per_env: dict[str, float], top: int = 3) -> list[tuple[str, float, float]]:
+    """The ``top`` environments with the largest base J: (environment, J, share of the sum over environments)."""
+    total = float(sum(base_per_env.values()))
+    ranked = sorted(base_per_env.items(), key=lambda kv: -kv[1])[:top]
+    return [(str(env), float(j), float(j) / total if total > 0 else float("nan")) for env, j in ranked]
+
+
+def per_env_normalised(results: list[dict[str, Any]], weightings: list[str], rollouts: list[int]) -> dict[str, dict[str, Any]]:
+    """Geometric mean over environments of the last-epoch J_e relative to ``stand`` (see module docstring).
+
+    Returns:
+        ``{weighting: {str(p): {"mean", "std", "runs"}}}``; a p without a
+        ``stand`` run, or runs without per-environment costs, have no entry.
+    """
+    out: dict[str, dict[str, Any]] = {w: {} for w in weightings}
+    for p in rollouts:
+        stand = [_per_env(r["epochs"][-1]) for r in results if r["weighting"] == "stand" and r["p"] == p]
+        envs = sorted(set.intersection(*(set(s) for s in stand))) if stand else []
+        if not envs:
+            continue
+        ref = np.array([np.mean([s[e] for s in stand]) for e in envs])  # (E,)
+        for w in weightings:
+            scores = []
+            for r in results:
+                if r["weighting"] != w or r["p"] != p:
+                    continue
+                last = _per_env(r["epochs"][-1])
+                if not all(e in last for e in envs):
+                    continue
+                j = np.array([last[e] for e in envs])  # (E,)
+                scores.append(float(np.exp(np.mean(np.log(j / ref)))))
+            if scores:
+                out[w][str(p)] = {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "runs": len(scores)}
+    return out
+
+
+def failures(
+    results: list[dict[str, Any]], base_per_env: dict[str, float], weightings: list[str], rollouts: list[int], factor: float = 5.0
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Evaluations whose J_e exceeds ``factor`` x the base model's J_e.
+
+    Returns:
+        ``{weighting: {str(p): {"count", "evaluations", "where"}}}`` with
+        ``where`` the ``"<weighting>_p<p>_s<seed>@<epoch>:<env>"`` labels.
+    """
+    out: dict[str, dict[str, dict[str, Any]]] = {w: {} for w in weightings}
+    base = {str(k): float(v) for k, v in base_per_env.items()}
+    for w in weightings:
+        for p in rollouts:
+            runs = [r for r in results if r["weighting"] == w and r["p"] == p]
+            if not runs:
+                continue
+            where, total = [], 0
+            for r in sorted(runs, key=lambda r: r["seed"]):
+                for ep in r["epochs"]:
+                    for env, j in _per_env(ep).items():
+                        if env not in base:
+                            continue
+                        total += 1
+                        if j > factor * base[env]:
+                            where.append(f"{w}_p{p}_s{r['seed']}@{ep['epoch']}:{env}")
+            out[w][str(p)] = {"count": len(where), "evaluations": total, "where": where}
+    return out
+
+
+def per_env_markdown(
+    results: list[dict[str, Any]], base_per_env: dict[str, float], weightings: list[str], rollouts: list[int], factor: float = 5.0
+) -> list[str]:
+    """The report's section on environments (empty without per-environment costs)."""
+    if not base_per_env:
+        return []
+    norm = per_env_normalised(results, weightings, rollouts)
+    fails = failures(results, base_per_env, weightings, rollouts, factor)
+    top = base_concentration(base_per_env)
+    header = ["| weighting | " + " | ".join(f"p = {p}" for p in rollouts) + " |", "|---" * (len(rollouts) + 1) + "|"]
+    norm_rows, fail_rows, listed = [], [], []
+    for w in weightings:
+        cells = [norm[w].get(str(p)) for p in rollouts]
+        norm_rows.append(f"| {w} | " + " | ".join("—" if c is None else f"{100 * c['mean']:.1f} ± {100 * c['std']:.1f} % ({c['runs']})" for c in cells) + " |")
+        f_cells = [fails[w].get(str(p)) for p in rollouts]
+        fail_rows.append(f"| {w} | " + " | ".join("—" if c is None else f"{c['count']} of {c['evaluations']}" for c in f_cells) + " |")
+        listed += [x for c in f_cells if c for x in c["where"]]
+    shown = ", ".join(listed[:12]) + (f" and {len(listed) - 12} more" if len(listed) > 12 else "")
+    return [
+        "## Per environment (what the mean over environments hides)",
+        "",
+        "Definitions: `whatmatters.experiment.per_env`. The base model's largest costs: "
+        + "; ".join(f"environment {e}: J {j:.1f} ({100 * s:.0f} % of the sum)" for e, j, s in top)
+        + ". The tables above average J over environments first, so these weigh in proportion.",
+        "",
+        "Each environment normalised on its own, then combined with equal weight (last epoch; geometric mean over environments of J_e / stand's mean J_e, mean ± std over runs):",
+        "",
+        *header,
+        *norm_rows,
+        "",
+        f"Closed-loop failures: evaluations (run x epoch x environment) with J_e above {factor:g} x the base model's J_e in that environment:",
+        "",
+        *header,
+        *fail_rows,
+        "",
+        *([f"Where: {shown}.", ""] if listed else []),
+    ]
