@@ -48,7 +48,8 @@ class FinetuneConfig(YamlConfig):
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         objective: ``position`` (paper default), ``velocity`` or ``both``.
-        train_encoder: Also fine-tune the context encoder (else only the residual).
+        train_encoder: Also fine-tune the context encoder; False (default) fine-tunes
+            only the residual (chosen on the validation environments, ``docs/training.md``).
         ours_scaling: How ``ours`` standardises |S_hat|: ``global`` (one
             dataset constant, the default) or ``per_state``
             (:func:`~whatmatters.train.weighting.weights`).
