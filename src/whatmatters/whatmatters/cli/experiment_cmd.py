@@ -111,7 +111,7 @@ def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
         "runs_total": len(cfg.runs()),
         "windows": "windows per p: " + ", ".join(str(w) for w in windows),
         "base_j": float(res.base_eval["j_track_mean"]),
-        "base_per_env": {str(k): float(v) for k, v in (res.base_eval.get("j_track_per_env") or {}).items()},
+        "base_per_env": res.base_eval.get("j_track_per_env") or {},
         "sittings": timing["sittings"],
         "ours_weights": ours_statistics(cfg, data),
         "factors": factor_statistics(data),

@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["base_concentration", "failures", "per_env_markdown", "per_env_normalised"]
+__all__ = ["base_concentration", "env_costs", "failures", "per_env_markdown", "per_env_normalised"]
 
 
-def _per_env(epoch: dict[str, Any]) -> dict[str, float]:
+def env_costs(epoch: dict[str, Any]) -> dict[str, float]:
+    """An epoch record's J_track per environment (``{}`` for records made without them)."""
     return {str(k): float(v) for k, v in (epoch.get("j_track_per_env") or {}).items()}
 
 
@@ -46,7 +47,7 @@ def per_env_normalised(results: list[dict[str, Any]], weightings: list[str], rol
     """
     out: dict[str, dict[str, Any]] = {w: {} for w in weightings}
     for p in rollouts:
-        stand = [_per_env(r["epochs"][-1]) for r in results if r["weighting"] == "stand" and r["p"] == p]
+        stand = [env_costs(r["epochs"][-1]) for r in results if r["weighting"] == "stand" and r["p"] == p]
         envs = sorted(set.intersection(*(set(s) for s in stand))) if stand else []
         if not envs:
             continue
@@ -56,7 +57,7 @@ def per_env_normalised(results: list[dict[str, Any]], weightings: list[str], rol
             for r in results:
                 if r["weighting"] != w or r["p"] != p:
                     continue
-                last = _per_env(r["epochs"][-1])
+                last = env_costs(r["epochs"][-1])
                 if not all(e in last for e in envs):
                     continue
                 j = np.array([last[e] for e in envs])  # (E,)
@@ -85,7 +86,7 @@ def failures(
             where, total = [], 0
             for r in sorted(runs, key=lambda r: r["seed"]):
                 for ep in r["epochs"]:
-                    for env, j in _per_env(ep).items():
+                    for env, j in env_costs(ep).items():
                         if env not in base:
                             continue
                         total += 1

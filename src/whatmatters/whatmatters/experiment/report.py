@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from whatmatters.experiment.per_env import per_env_markdown
+from whatmatters.experiment.per_env import env_costs, per_env_markdown
 from whatmatters.io import atomic_write_bytes, atomic_write_text
 
 __all__ = ["fig2_data", "plot_fig2", "results_markdown", "write_report"]
@@ -62,7 +62,7 @@ def fig2_data(results: list[dict[str, Any]], weightings: list[str], rollouts: li
             "j_track": _all(r),
             "train_loss": [float(e["train_loss"]) for e in r["epochs"]],
             "wall_s": float(r.get("wall_s", float("nan"))),
-            "j_track_per_env": [{str(k): float(v) for k, v in (e.get("j_track_per_env") or {}).items()} for e in r["epochs"]],
+            "j_track_per_env": [env_costs(e) for e in r["epochs"]],
         }
         for r in results
     ]
