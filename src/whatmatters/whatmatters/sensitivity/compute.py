@@ -20,6 +20,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -32,7 +34,8 @@ from whatmatters.errors import ConfigError, WhatmattersError
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.solver import AcadosMpcSolver
 from whatmatters.sensitivity.derivatives import COMPILE_LIMIT, StageDerivatives, model_instructions
-from whatmatters.sensitivity.kkt import active_set, dynamics_multipliers, first_input_sensitivity
+from whatmatters.sensitivity.kkt import KktSensitivity, active_set, dynamics_multipliers
+from whatmatters.sensitivity.riccati import CompiledRiccati
 from whatmatters.sensitivity.torch_derivatives import TorchStageDerivatives
 
 __all__ = ["OperatingPoint", "SensitivityComputer", "SensitivityConfig", "SensitivityError", "SensitivitySample", "shifted"]
@@ -72,6 +75,11 @@ class SensitivityConfig(YamlConfig):
             torch form) or ``auto`` (compiled CasADi for small models such as
             the nominal one, torch for large torch models such as the learned
             one). All give the same numbers (tested).
+        parallel: In :meth:`SensitivityComputer.compute` (one sample: the
+            logger, ``whatmatters bench``), run the ``u0* +- eps`` re-solves
+            in a second thread while the stage Hessians and the Riccati pass
+            run (acados and the compiled derivatives release the GIL); the
+            numbers are the same either way. Off for one-core machines.
     """
 
     yaml_file: ClassVar[str] = "sensitivity.yaml"
@@ -81,6 +89,7 @@ class SensitivityConfig(YamlConfig):
     sqp_max_iter: int = 200
     active_tol: float = 1e-6
     derivatives: str = "auto"
+    parallel: bool = True
 
     def __post_init__(self) -> None:
         if self.derivatives not in ("auto", "casadi", "torch"):
@@ -163,9 +172,14 @@ class SensitivityComputer:
             sqp_tol=self.cfg.sqp_tol, sqp_max_iter=self.cfg.sqp_max_iter,
         )  # fmt: skip
         self.solver = AcadosMpcSolver(model, sqp, self.limits)
+        self.minus_solver = AcadosMpcSolver(model, sqp, self.limits)  # the u0* - eps re-solve (may run beside the other)
         self.derivatives = self._derivatives(model, mpc)
+        self.riccati = CompiledRiccati(model.nx, model.nu, mpc.horizon, flags=mpc.compile_flags)
         self.q_w, self.r_w = mpc.stage_scale * mpc.state_weight, mpc.stage_scale * mpc.input_weight
         self.qn_w = mpc.terminal_scale * mpc.state_weight
+        self._pool: ThreadPoolExecutor | None = None
+        if self.cfg.parallel and (os.cpu_count() or 1) > 1:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="wm-resolve")
 
     def _derivatives(self, model: DynamicsModel, mpc: MpcConfig) -> StageDerivatives | TorchStageDerivatives:
         kind = self.cfg.derivatives
@@ -176,9 +190,12 @@ class SensitivityComputer:
             return TorchStageDerivatives(model, mpc.dt, mpc.horizon)
         return StageDerivatives(model, mpc.dt, mpc.horizon, flags=mpc.compile_flags)
 
-    def _solve(self, x0: np.ndarray, x_init: np.ndarray, u_init: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        self.solver.initialize(x_init, u_init)
-        res = self.solver.solve(x0)
+    def _solve(
+        self, x0: np.ndarray, x_init: np.ndarray, u_init: np.ndarray, solver: AcadosMpcSolver | None = None
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        solver = solver or self.solver
+        solver.initialize(x_init, u_init)
+        res = solver.solve(x0)
         if not res.ok:
             raise SensitivityError(f"SQP did not converge (acados status {res.status}, {res.sqp_iter} iterations)")
         return res.x, res.u, res.sqp_iter
@@ -188,25 +205,24 @@ class SensitivityComputer:
 
         The reference and parameters must be set on :attr:`solver` already.
         """
-        grad, cost, _, _ = self._fixed_u0_solve(x0, u0, x_init, u_init)
-        return grad, cost
+        return self._fixed_u0_solve(x0, u0, x_init, u_init, self.solver)
 
     def _fixed_u0_solve(
-        self, x0: np.ndarray, u0: np.ndarray, x_init: np.ndarray, u_init: np.ndarray
-    ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
-        """:meth:`cost_gradient_u0` and the converged solution (x (N + 1, nx), u (N, nu))."""
+        self, x0: np.ndarray, u0: np.ndarray, x_init: np.ndarray, u_init: np.ndarray, solver: AcadosMpcSolver
+    ) -> tuple[np.ndarray, float]:
+        """:meth:`cost_gradient_u0` on ``solver``."""
         nu, nx = self.model.nu, self.model.nx
-        self.solver.set_input_bounds(0, u0, u0)
+        solver.set_input_bounds(0, u0, u0)
         try:
             u_start = u_init.copy()
             u_start[0] = u0
-            x, u, _ = self._solve(x0, x_init, u_start)
-            lam = np.asarray(self.solver.acados.get(0, "lam"))
-            cost = self.solver.cost()
+            self._solve(x0, x_init, u_start, solver)
+            lam = np.asarray(solver.acados.get(0, "lam"))
+            cost = solver.cost()
         finally:
-            self.solver.set_input_bounds(0, -self.limits, self.limits)
+            solver.set_input_bounds(0, -self.limits, self.limits)
         # stage 0 multipliers: [lbu (nu), lbx (nx: x0), ubu (nu), ubx (nx)]
-        return lam[:nu] - lam[nu + nx : 2 * nu + nx], cost, x, u
+        return lam[:nu] - lam[nu + nx : 2 * nu + nx], cost
 
     def operating_point(
         self,
@@ -223,21 +239,40 @@ class SensitivityComputer:
         Raises:
             SensitivityError: If the operating point does not converge.
         """
+        p, x, u, iters, a, b = self._converge(x0, x_ref, params, x_init, u_init)
+        grad_plus, grad_minus = self._cost_gradients(x0, x, u)
+        return OperatingPoint(np.asarray(x_ref, dtype=float), p, x, u, iters, grad_plus, grad_minus, a, b)
+
+    def _converge(
+        self,
+        x0: np.ndarray,
+        x_ref: np.ndarray,
+        params: np.ndarray | None,
+        x_init: np.ndarray | None,
+        u_init: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]:
+        """Step 1: ``(params, x (N + 1, nx), u (N, nu), SQP iterations, A (N, nx, nx), B (N, nx, nu))``."""
         n, nu = self.mpc.horizon, self.model.nu
         p = self.model.parameter_values() if params is None else np.asarray(params, dtype=float)
         x_init = np.tile(x0, (n + 1, 1)) if x_init is None else x_init
         u_init = np.zeros((n, nu)) if u_init is None else u_init
-        self.solver.set_parameters(p)
-        self.solver.set_reference(x_ref)
+        for solver in (self.solver, self.minus_solver):
+            solver.set_parameters(p)
+            solver.set_reference(x_ref)
         x, u, iters = self._solve(x0, x_init, u_init)
         a, b = self.solver.dynamics_jacobians()  # before the re-solves overwrite acados' QP
-        # u0* + eps from the operating point; u0* - eps from the mirror image of that
-        # solution about the operating point (first-order exact: fewer SQP iterations)
-        u_plus0 = np.clip(u[0] + self.cfg.eps, -self.limits, self.limits)
-        u_minus0 = np.clip(u[0] - self.cfg.eps, -self.limits, self.limits)
-        grad_plus, _, x_plus, u_plus = self._fixed_u0_solve(x0, u_plus0, x, u)
-        grad_minus = self._fixed_u0_solve(x0, u_minus0, 2.0 * x - x_plus, 2.0 * u - u_plus)[0]
-        return OperatingPoint(np.asarray(x_ref, dtype=float), p, x, u, iters, grad_plus, grad_minus, a, b)
+        return p, x, u, iters, a, b
+
+    def _fixed_inputs(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``u0* + eps`` and ``u0* - eps``, clipped to the torque limits, (nu,) each."""
+        return (np.clip(u[0] + self.cfg.eps, -self.limits, self.limits), np.clip(u[0] - self.cfg.eps, -self.limits, self.limits))
+
+    def _cost_gradients(self, x0: np.ndarray, x: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Step 3: dJ*/du_0 at ``u0* + eps`` and ``u0* - eps``, each re-solve started from the
+        operating point (x (N + 1, nx), u (N, nu)) on its own solver."""
+        u_plus0, u_minus0 = self._fixed_inputs(u)
+        plus = self._fixed_u0_solve(x0, u_plus0, x, u, self.solver)[0]
+        return plus, self._fixed_u0_solve(x0, u_minus0, x, u, self.minus_solver)[0]
 
     def finish(self, points: list[OperatingPoint]) -> list[SensitivitySample | None]:
         """du0/de and S_hat for operating points (stage derivatives batched over all of them).
@@ -247,26 +282,40 @@ class SensitivityComputer:
         """
         if not points:
             return []
-        n, nx, nu = self.mpc.horizon, self.model.nx, self.model.nu
-        xs = np.stack([pt.x[:n] for pt in points])
-        us = np.stack([pt.u for pt in points])
-        ps = np.stack([pt.params for pt in points])
-        a, b = np.stack([pt.a for pt in points]), np.stack([pt.b for pt in points])
-        lam = np.stack([dynamics_multipliers(pt.x, pt.x_ref, a[i], self.q_w, self.qn_w) for i, pt in enumerate(points)])
+        kkts = self._controller_sensitivities([(pt.x, pt.u, pt.x_ref, pt.params, pt.a, pt.b) for pt in points])
+        return [None if kkt is None else self._sample(pt, kkt) for pt, kkt in zip(points, kkts)]
+
+    def _controller_sensitivities(
+        self, points: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+    ) -> list[KktSensitivity | None]:
+        """Step 2 for converged points ``(x, u, x_ref, params, A, B)`` (stage Hessians batched).
+
+        Returns:
+            du0/de per point; None (logged) where the KKT system is singular.
+        """
+        n = self.mpc.horizon
+        xs = np.stack([pt[0][:n] for pt in points])
+        us = np.stack([pt[1] for pt in points])
+        ps = np.stack([pt[3] for pt in points])
+        a, b = np.stack([pt[4] for pt in points]), np.stack([pt[5] for pt in points])
+        lam = np.stack([dynamics_multipliers(pt[0], pt[2], a[i], self.q_w, self.qn_w) for i, pt in enumerate(points)])
         hess = self.derivatives.hessians_many(xs, us, ps, lam)
-        out: list[SensitivitySample | None] = []
+        out: list[KktSensitivity | None] = []
         for i, pt in enumerate(points):
-            active = active_set(pt.u, self.limits, self.cfg.active_tol)
+            active = active_set(pt[1], self.limits, self.cfg.active_tol)
             try:
-                kkt = first_input_sensitivity(a[i], b[i], hess[i], self.q_w, self.r_w, self.qn_w, active)
+                out.append(self.riccati(a[i], b[i], hess[i], self.q_w, self.r_w, self.qn_w, active))
             except np.linalg.LinAlgError as exc:
                 log.warning("sensitivity of point %d: singular KKT system (%s)", i, exc)
                 out.append(None)
-                continue
-            eff = 0.5 * (np.abs(pt.grad_plus) + np.abs(pt.grad_minus))
-            s_hat = (eff @ kkt.du0_de.reshape(nu, n * nx)).reshape(n, nx)
-            out.append(SensitivitySample(s_hat, kkt.du0_de, eff, pt.grad_plus, pt.grad_minus, pt.x, pt.u, active[0], pt.sqp_iter))
         return out
+
+    def _sample(self, pt: OperatingPoint, kkt: KktSensitivity) -> SensitivitySample:
+        """Step 4: S_hat from the point's cost gradients and its du0/de."""
+        n, nx, nu = self.mpc.horizon, self.model.nx, self.model.nu
+        eff = 0.5 * (np.abs(pt.grad_plus) + np.abs(pt.grad_minus))
+        s_hat = (eff @ kkt.du0_de.reshape(nu, n * nx)).reshape(n, nx)
+        return SensitivitySample(s_hat, kkt.du0_de, eff, pt.grad_plus, pt.grad_minus, pt.x, pt.u, ~kkt.free0, pt.sqp_iter)
 
     def compute(
         self,
@@ -289,7 +338,20 @@ class SensitivityComputer:
         Raises:
             SensitivityError: If the operating point does not converge.
         """
-        (sample,) = self.finish([self.operating_point(x0, x_ref, params, x_init, u_init)])
+        if self._pool is None:
+            (sample,) = self.finish([self.operating_point(x0, x_ref, params, x_init, u_init)])
+        else:  # two cores busy: the u0* + eps re-solve beside du0/de, then the u0* - eps one
+            p, x, u, iters, a, b = self._converge(x0, x_ref, params, x_init, u_init)
+            u_plus0, u_minus0 = self._fixed_inputs(u)
+            plus = self._pool.submit(self._fixed_u0_solve, x0, u_plus0, x, u, self.solver)
+            x_ref = np.asarray(x_ref, dtype=float)
+            try:
+                (kkt,) = self._controller_sensitivities([(x, u, x_ref, p, a, b)])
+                grad_minus = self._fixed_u0_solve(x0, u_minus0, x, u, self.minus_solver)[0]
+            finally:
+                wait([plus])  # the solver is free again before anything else happens
+            point = OperatingPoint(x_ref, p, x, u, iters, plus.result()[0], grad_minus, a, b)
+            sample = None if kkt is None else self._sample(point, kkt)
         if sample is None:
             raise SensitivityError("the KKT system at the operating point is singular")
         return sample

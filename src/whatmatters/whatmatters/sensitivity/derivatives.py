@@ -3,12 +3,32 @@
 For the KKT-based sensitivities every stage k needs, at the converged
 solution, ``A_k = dF/dx``, ``B_k = dF/du`` and the second-order term
 ``W_k = d^2 (lambda_{k+1}' F) / d(x, u)^2`` ((nx + nu) x (nx + nu)), for all N
-stages. They are built from the model's CasADi form with the RK4 map at the
-MX level (the continuous dynamics stay one SX function, so the generated code
-stays compact), mapped over the horizon, compiled to C once (cached by a hash
-of the function, like the acados solvers) and loaded with ``casadi.external``.
+stages. They are mapped over the horizon, compiled to C once (cached by a hash
+of the functions, like the acados solvers) and loaded with ``casadi.external``.
 Without a C compiler the same functions run in CasADi's virtual machine
 (slower, identical numbers).
+
+**Chained form** (models whose state derivative is small, e.g. the nominal
+one). In the RK4 map everything but the four calls of ``f`` is affine::
+
+    s_1 = x,  s_{i+1} = x + c_i dt k_i  (c = 1/2, 1/2, 1),  k_i = f(s_i, u)
+    F = x + dt (k_1 + 2 k_2 + 2 k_3 + k_4) / 6
+
+so the Hessian of ``lambda' F`` is a sum over the calls::
+
+    W = sum_i D_i' [d^2 (kbar_i' f) / d(s, u)^2 at (s_i, u)] D_i,   D_i = d(s_i, u) / d(x, u)
+
+with the adjoints ``kbar_4 = dt lambda / 6``,
+``kbar_i = dt w_i lambda + c_i dt J_x(s_{i+1})' kbar_{i+1}`` (w = 1/6, 1/3, 1/3)
+and ``D_i`` from the forward chain of the Jacobians ``J = df/d(s, u)`` (as in
+:mod:`whatmatters.mpc.discrete`). The weighted Hessian of ``f`` itself is one
+CasADi SX expression (it exploits ``f``'s structure: ``d qd / d x`` is
+constant, the rigid-body ``f`` is affine in ``u``), ~3x cheaper than CasADi's
+forward-over-reverse through the whole map.
+
+**Direct form** (large models, e.g. the learned one in CasADi's VM): CasADi's
+MX Hessian of ``lambda' F`` with ``f`` as one SX function. Both forms agree to
+rounding (tested).
 """
 
 from __future__ import annotations
@@ -19,7 +39,7 @@ from pathlib import Path
 import casadi as ca
 import numpy as np
 
-from whatmatters.codegen import DEFAULT_FLAGS, CompileError, compile_library
+from whatmatters.codegen import DEFAULT_FLAGS, CompileError, CompiledFunction
 from whatmatters.dynamics.base import DynamicsModel
 
 __all__ = ["StageDerivatives", "model_instructions"]
@@ -63,30 +83,24 @@ class StageDerivatives:
         cache_dir: Path | None = None,
         flags: str | None = None,
     ) -> None:
-        nx, nu, npar = model.nx, model.nu, model.n_params
-        xs, us, ps = ca.SX.sym("x", nx), ca.SX.sym("u", nu), ca.SX.sym("p", npar)
+        xs, us, ps = ca.SX.sym("x", model.nx), ca.SX.sym("u", model.nu), ca.SX.sym("p", model.n_params)
         f = ca.Function("wm_f", [xs, us, ps], [model.state_derivative(xs, us, ps)])
-        x, u, p, lam = ca.MX.sym("x", nx), ca.MX.sym("u", nu), ca.MX.sym("p", npar), ca.MX.sym("lam", nx)
-        k1 = f(x, u, p)
-        k2 = f(x + 0.5 * dt * k1, u, p)
-        k3 = f(x + 0.5 * dt * k2, u, p)
-        k4 = f(x + dt * k3, u, p)
-        big_f = x + (dt / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
-        z = ca.vertcat(x, u)
-        jac = ca.Function("wm_jac_stage", [x, u, p], [big_f, ca.jacobian(big_f, z)])
-        hess = ca.Function("wm_hess_stage", [x, u, p, lam], [ca.hessian(ca.dot(lam, big_f), z)[0]])
+        small = f.n_instructions() < COMPILE_LIMIT
+        jac, hess = (_chained_stage if small else _direct_stage)(model, dt)
+        nx, nu = model.nx, model.nu
         self.n, self.nx, self.nu = horizon, nx, nu
+        self.form = "chained" if small else "direct"  # see the module docstring
         mapped = [jac.map("wm_jac", "serial", horizon, [], []), hess.map("wm_hess", "serial", horizon, [], [])]
         if compile == "auto":
-            compile = f.n_instructions() < COMPILE_LIMIT
+            compile = small
             if not compile:
                 log.info("stage derivatives of a large model (%d instructions): evaluated in CasADi's VM", f.n_instructions())
-        self._jac, self._hess = mapped
+        self._jac: ca.Function | CompiledFunction = mapped[0]
+        self._hess: ca.Function | CompiledFunction = mapped[1]
         if compile:
             flags = DEFAULT_FLAGS if flags is None else flags
-            try:
-                lib = str(compile_library(mapped, "wm_deriv", flags, "derivatives", cache_dir))
-                self._jac, self._hess = ca.external("wm_jac", lib), ca.external("wm_hess", lib)
+            try:  # called through ctypes: no DM conversions (~0.25 ms a call), and the GIL is released
+                self._jac, self._hess = (CompiledFunction(fn, flags, cache_dir) for fn in mapped)
             except CompileError as exc:
                 log.warning("stage derivatives evaluated in CasADi's VM: %s", exc)
 
@@ -96,7 +110,7 @@ class StageDerivatives:
     def jacobians(self, x: np.ndarray, u: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``F`` (N, nx), ``A`` (N, nx, nx), ``B`` (N, nx, nu) at x_0..x_{N-1} (N, nx), u (N, nu)."""
         n, nx, nu = self.n, self.nx, self.nu
-        f, jac = self._jac(x.T, u.T, self._params(p))
+        f, jac = _evaluate(self._jac, x.T, u.T, self._params(p))
         # the map concatenates the stages' (nx, nz) blocks horizontally: column k * nz + j
         jac = np.asarray(jac).reshape(nx, nx + nu, n, order="F").transpose(2, 0, 1)
         return np.asarray(f).T, jac[:, :, :nx], jac[:, :, nx:]
@@ -104,7 +118,7 @@ class StageDerivatives:
     def hessians(self, x: np.ndarray, u: np.ndarray, p: np.ndarray, lam: np.ndarray) -> np.ndarray:
         """``W`` (N, nx + nu, nx + nu) with lambda_1..lambda_N (N, nx)."""
         n, nz = self.n, self.nx + self.nu
-        hess = self._hess(x.T, u.T, self._params(p), lam.T)
+        (hess,) = _evaluate(self._hess, x.T, u.T, self._params(p), lam.T)
         return np.asarray(hess).reshape(nz, nz, n, order="F").transpose(2, 0, 1)
 
     def jacobians_many(self, x: np.ndarray, u: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -116,3 +130,62 @@ class StageDerivatives:
     def hessians_many(self, x: np.ndarray, u: np.ndarray, p: np.ndarray, lam: np.ndarray) -> np.ndarray:
         """:meth:`hessians` for S samples, lam (S, N, nx) -> W (S, N, nz, nz)."""
         return np.stack([self.hessians(x[i], u[i], p[i], lam[i]) for i in range(x.shape[0])])
+
+
+def _evaluate(fn: ca.Function | CompiledFunction, *args: np.ndarray) -> list[np.ndarray]:
+    """Outputs of a compiled or a CasADi function as numpy arrays."""
+    if isinstance(fn, CompiledFunction):
+        return fn(*args)
+    return [np.asarray(out) for out in fn.call([ca.DM(a) for a in args])]
+
+
+def _direct_stage(model: DynamicsModel, dt: float) -> tuple[ca.Function, ca.Function]:
+    """``(x, u, p) -> (F, dF/d(x, u))`` and ``(x, u, p, lam) -> W`` by CasADi's MX AD of the RK4 map."""
+    nx, nu, npar = model.nx, model.nu, model.n_params
+    xs, us, ps = ca.SX.sym("x", nx), ca.SX.sym("u", nu), ca.SX.sym("p", npar)
+    f = ca.Function("wm_f", [xs, us, ps], [model.state_derivative(xs, us, ps)])
+    x, u, p, lam = ca.MX.sym("x", nx), ca.MX.sym("u", nu), ca.MX.sym("p", npar), ca.MX.sym("lam", nx)
+    k1 = f(x, u, p)
+    k2 = f(x + 0.5 * dt * k1, u, p)
+    k3 = f(x + 0.5 * dt * k2, u, p)
+    k4 = f(x + dt * k3, u, p)
+    big_f = x + (dt / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+    z = ca.vertcat(x, u)
+    jac = ca.Function("wm_jac_stage", [x, u, p], [big_f, ca.jacobian(big_f, z)])
+    hess = ca.Function("wm_hess_stage", [x, u, p, lam], [ca.hessian(ca.dot(lam, big_f), z)[0]])
+    return jac, hess
+
+
+def _chained_stage(model: DynamicsModel, dt: float) -> tuple[ca.Function, ca.Function]:
+    """The same two functions by the chained form of the module docstring."""
+    nx, nu, npar = model.nx, model.nu, model.n_params
+    xs, us, ps, mus = ca.SX.sym("x", nx), ca.SX.sym("u", nu), ca.SX.sym("p", npar), ca.SX.sym("mu", nx)
+    fj = ca.Function("wm_fj", [xs, us, ps], [*model.state_derivative_jacobian(xs, us, ps)])  # f (nx), J (nx, nx + nu)
+    weighted = ca.dot(mus, model.state_derivative(xs, us, ps))
+    hf = ca.Function("wm_hf", [xs, us, ps, mus], [ca.hessian(weighted, ca.vertcat(xs, us))[0]])  # (nx + nu, nx + nu)
+
+    x, u, p, lam = ca.MX.sym("x", nx), ca.MX.sym("u", nu), ca.MX.sym("p", npar), ca.MX.sym("lam", nx)
+    dx = ca.horzcat(ca.MX.eye(nx), ca.MX(nx, nu))  # d x / d(x, u)
+    du = ca.horzcat(ca.MX(nu, nx), ca.MX.eye(nu))  # d u / d(x, u)
+    weights, shifts = (1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0), (0.5, 0.5, 1.0)
+    s, ds = x, dx
+    big_f, d_big_f = x, dx
+    nodes: list[tuple[ca.MX, ca.MX, ca.MX]] = []  # (s_i, d s_i / d(x, u), J_x(s_i))
+    for i in range(4):
+        k, j = fj(s, u, p)
+        dk = ca.mtimes(j[:, :nx], ds) + ca.horzcat(ca.MX(nx, nx), j[:, nx:])  # d k_i / d(x, u)
+        nodes.append((s, ds, j[:, :nx]))
+        big_f, d_big_f = big_f + (dt * weights[i]) * k, d_big_f + (dt * weights[i]) * dk
+        if i < 3:
+            s, ds = x + (shifts[i] * dt) * k, dx + (shifts[i] * dt) * dk
+    kbar = (dt * weights[3]) * lam
+    hess = ca.MX(nx + nu, nx + nu)
+    for i in reversed(range(4)):
+        s_i, ds_i, jx_i = nodes[i]
+        d_i = ca.vertcat(ds_i, du)
+        hess = hess + ca.mtimes([d_i.T, hf(s_i, u, p, kbar), d_i])
+        if i > 0:
+            kbar = (dt * weights[i - 1]) * lam + (shifts[i - 1] * dt) * ca.mtimes(jx_i.T, kbar)
+    jac = ca.Function("wm_jac_stage", [x, u, p], [big_f, ca.densify(d_big_f)])
+    return jac, ca.Function("wm_hess_stage", [x, u, p, lam], [ca.densify(hess)])
+
