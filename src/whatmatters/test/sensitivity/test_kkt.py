@@ -172,3 +172,16 @@ def test_one_at_a_time_equals_batch(computer):
     batch = [computer.compute(*c).s_hat for c in cases[::-1]][::-1]  # another order, warm solver
     for a, b in zip(single, batch):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * np.abs(a).max())
+
+
+def test_parallel_re_solves_give_the_serial_numbers(nominal, mpc_config, params):
+    """compute() with the u0* + eps re-solve in a thread equals the serial path exactly."""
+    threaded = SensitivityComputer(nominal, mpc_config, params.torque_limits, SensitivityConfig(parallel=True))
+    serial = SensitivityComputer(nominal, mpc_config, params.torque_limits, SensitivityConfig(parallel=False))
+    if threaded._pool is None:
+        pytest.skip("one CPU: no thread is used")
+    assert serial._pool is None
+    for case in (_case(0.02), _case(0.01, 2)):
+        a, b = threaded.compute(*case), serial.compute(*case)
+        for field in ("s_hat", "du0_de", "dj_du0_plus", "dj_du0_minus", "x", "u"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
