@@ -87,6 +87,18 @@ class DynamicsModel(ABC):
         f = self.state_derivative(x, u, params)
         return f, ca.jacobian(f, ca.vertcat(x, u))
 
+    def state_derivative_hessian(
+        self, x: ca.SX, u: ca.SX, mu: ca.SX, params: ca.SX | None = None, xdot: ca.SX | None = None, jac: ca.SX | None = None
+    ) -> ca.SX:
+        """CasADi form only: ``d^2 (mu' xdot) / d(x, u)^2``, (nx + nu, nx + nu), for a weight ``mu`` (nx).
+
+        ``xdot`` and ``jac`` (this model's :meth:`state_derivative_jacobian` at
+        the same point) may be passed for a model to reuse; the default
+        ignores them and differentiates :meth:`state_derivative` twice with
+        CasADi's AD. The sensitivities evaluate it at every RK4 stage.
+        """
+        return ca.hessian(ca.dot(mu, self.state_derivative(x, u, params)), ca.vertcat(x, u))[0]
+
     def rk4_step(self, x: Any, u: Any, dt: float, params: Any = None) -> Any:
         """One classical Runge-Kutta step of length ``dt`` s with ``u`` held constant."""
         return rk4(lambda xx: self.state_derivative(xx, u, params), x, dt)

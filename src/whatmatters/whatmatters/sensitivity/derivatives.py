@@ -160,9 +160,10 @@ def _chained_stage(model: DynamicsModel, dt: float) -> tuple[ca.Function, ca.Fun
     """The same two functions by the chained form of the module docstring."""
     nx, nu, npar = model.nx, model.nu, model.n_params
     xs, us, ps, mus = ca.SX.sym("x", nx), ca.SX.sym("u", nu), ca.SX.sym("p", npar), ca.SX.sym("mu", nx)
+    fs, js = ca.SX.sym("f", nx), ca.SX.sym("j", nx, nx + nu)
     fj = ca.Function("wm_fj", [xs, us, ps], [*model.state_derivative_jacobian(xs, us, ps)])  # f (nx), J (nx, nx + nu)
-    weighted = ca.dot(mus, model.state_derivative(xs, us, ps))
-    hf = ca.Function("wm_hf", [xs, us, ps, mus], [ca.hessian(weighted, ca.vertcat(xs, us))[0]])  # (nx + nu, nx + nu)
+    weighted = model.state_derivative_hessian(xs, us, mus, ps, fs, js)  # (nx + nu, nx + nu)
+    hf = ca.Function("wm_hf", [xs, us, ps, mus, fs, js], [weighted])
 
     x, u, p, lam = ca.MX.sym("x", nx), ca.MX.sym("u", nu), ca.MX.sym("p", npar), ca.MX.sym("lam", nx)
     dx = ca.horzcat(ca.MX.eye(nx), ca.MX(nx, nu))  # d x / d(x, u)
@@ -170,22 +171,22 @@ def _chained_stage(model: DynamicsModel, dt: float) -> tuple[ca.Function, ca.Fun
     weights, shifts = (1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0), (0.5, 0.5, 1.0)
     s, ds = x, dx
     big_f, d_big_f = x, dx
-    nodes: list[tuple[ca.MX, ca.MX, ca.MX]] = []  # (s_i, d s_i / d(x, u), J_x(s_i))
+    nodes: list[tuple[ca.MX, ca.MX, ca.MX, ca.MX]] = []  # (s_i, d s_i / d(x, u), k_i, J(s_i))
     for i in range(4):
         k, j = fj(s, u, p)
         dk = ca.mtimes(j[:, :nx], ds) + ca.horzcat(ca.MX(nx, nx), j[:, nx:])  # d k_i / d(x, u)
-        nodes.append((s, ds, j[:, :nx]))
+        nodes.append((s, ds, k, j))
         big_f, d_big_f = big_f + (dt * weights[i]) * k, d_big_f + (dt * weights[i]) * dk
         if i < 3:
             s, ds = x + (shifts[i] * dt) * k, dx + (shifts[i] * dt) * dk
     kbar = (dt * weights[3]) * lam
     hess = ca.MX(nx + nu, nx + nu)
     for i in reversed(range(4)):
-        s_i, ds_i, jx_i = nodes[i]
+        s_i, ds_i, k_i, j_i = nodes[i]
         d_i = ca.vertcat(ds_i, du)
-        hess = hess + ca.mtimes([d_i.T, hf(s_i, u, p, kbar), d_i])
+        hess = hess + ca.mtimes([d_i.T, hf(s_i, u, p, kbar, k_i, ca.densify(j_i)), d_i])
         if i > 0:
-            kbar = (dt * weights[i - 1]) * lam + (shifts[i - 1] * dt) * ca.mtimes(jx_i.T, kbar)
+            kbar = (dt * weights[i - 1]) * lam + (shifts[i - 1] * dt) * ca.mtimes(j_i[:, :nx].T, kbar)
     jac = ca.Function("wm_jac_stage", [x, u, p], [big_f, ca.densify(d_big_f)])
     return jac, ca.Function("wm_hess_stage", [x, u, p, lam], [ca.densify(hess)])
 
