@@ -7,7 +7,10 @@ for the learned model, ~20 ms for the nominal one) and the stage derivatives
 point alone, ~0.25 s a point in batches of 16. The worker therefore computes
 each step's operating point as it comes (warm-started from the previous one)
 and finishes them ``batch`` at a time, or as soon as no new step arrives for
-``flush_after`` s (end of an episode, lock-step waiting for it).
+``flush_after`` s (end of an episode, lock-step waiting for it). With
+``batch`` 1 each step is computed whole by :meth:`SensitivityComputer.compute`
+(the ``u0* + eps`` re-solve in a second thread: the lowest latency, for the
+nominal model; the same numbers).
 
 Steps are queued without limit (``queue_all``, lock-step: every step is
 computed, the simulator waits for them) or offered only while the worker is
@@ -126,13 +129,30 @@ class SensitivityWorker:
                     return
                 self.computer, self._warm = item, None
                 continue
-            pending.append((item.tag, item.stamp_ns, self._operating_point(item)))
+            if self.batch == 1:
+                self._compute(item)
+            else:
+                pending.append((item.tag, item.stamp_ns, self._operating_point(item)))
             if len(pending) >= self.batch:
                 self._finish(pending)
             if self._jobs.empty() and not pending:
                 self._idle.set()
             elif not self.queue_all and self._jobs.empty():
                 self._idle.set()  # real time: take the next step while the batch fills
+
+    def _compute(self, job: SensitivityJob) -> None:
+        init = (None, None) if self._warm is None else shifted(*self._warm)
+        try:
+            sample = self.computer.compute(job.x, job.x_ref, job.params, *init)
+        except (SensitivityError, np.linalg.LinAlgError) as exc:
+            self._warm = None
+            log.warning("sensitivity at t = %.3f s failed: %s", job.stamp_ns * 1e-9, exc)
+            self.counts["failed"] += 1
+            self.on_result(job.tag, job.stamp_ns, None)
+            return
+        self._warm = (sample.x, sample.u)
+        self.counts["samples"] += 1
+        self.on_result(job.tag, job.stamp_ns, sample.s_hat)
 
     def _operating_point(self, job: SensitivityJob) -> OperatingPoint | None:
         init = (None, None) if self._warm is None else shifted(*self._warm)

@@ -5,15 +5,17 @@
    ``sqp_tol`` on all KKT residuals) from that iterate (or from the start
    given). The result is the solution the RTI controller converges to; its
    first input is kept next to S_hat for comparison.
-2. **du0/de** (nu, N, nx) by :mod:`whatmatters.sensitivity.kkt` with the
-   exact Lagrangian Hessian from :mod:`whatmatters.sensitivity.derivatives`
-   and the dynamics Jacobians of acados' last linearisation (the converged
-   iterate's: the sensitivity solver uses the exact RK4 Jacobian).
+2. **du0/de** (nu, N, nx) by the Riccati pass of :mod:`whatmatters.sensitivity.kkt`
+   (compiled: :mod:`whatmatters.sensitivity.riccati`) with the exact
+   Lagrangian Hessian from :mod:`whatmatters.sensitivity.derivatives` and the
+   dynamics Jacobians of acados' last linearisation (the converged iterate's:
+   the sensitivity solver uses the exact RK4 Jacobian).
 3. **|dJ/du0|_eff** (nu,) (eq. 6): u_0 fixed to ``u0* + xi`` for
    ``xi in {-eps, +eps}`` (stage-0 lower = upper bound, clipped to the torque
-   limits), re-solved, and the gradient of the optimal cost w.r.t. u_0 read
-   from the stage-0 bound multipliers (lower minus upper); absolute values
-   averaged. The cost is acados' (1/2 of the weighted squares).
+   limits), re-solved from the operating point (each on its own solver, so
+   the two can run side by side), and the gradient of the optimal cost
+   w.r.t. u_0 read from the stage-0 bound multipliers (lower minus upper);
+   absolute values averaged. The cost is acados' (1/2 of the weighted squares).
 4. **S_hat** (N, nx) (eq. 5) = ``|dJ/du0|_eff @ du0/de``.
 """
 
@@ -76,10 +78,11 @@ class SensitivityConfig(YamlConfig):
             the nominal one, torch for large torch models such as the learned
             one). All give the same numbers (tested).
         parallel: In :meth:`SensitivityComputer.compute` (one sample: the
-            logger, ``whatmatters bench``), run the ``u0* +- eps`` re-solves
-            in a second thread while the stage Hessians and the Riccati pass
-            run (acados and the compiled derivatives release the GIL); the
-            numbers are the same either way. Off for one-core machines.
+            logger with ``batch`` 1, ``whatmatters bench``), run the
+            ``u0* + eps`` re-solve in a second thread while du0/de and then
+            the ``u0* - eps`` re-solve run in the caller's (acados and the
+            compiled derivatives release the GIL); the numbers are the same
+            either way, bit for bit. Off on one-CPU machines.
     """
 
     yaml_file: ClassVar[str] = "sensitivity.yaml"

@@ -102,7 +102,7 @@ class LoggerParams(NodeParams):
     model: str = param("nominal", "model of the MPC whose sensitivities are computed (nominal, base, checkpoint path)")
     sensitivity: bool = param(True, "compute S_hat online")
     decimation: int = param(1, "real time: offer every this many control steps to the sensitivity worker", lo=1, hi=100000)
-    batch: int = param(16, "operating points finished together (stage derivatives batched)", lo=1, hi=1024)
+    batch: int = param(16, "operating points finished together (stage derivatives batched); 1: each step whole, lowest latency", lo=1, hi=1024)
     flush_after: float = param(0.2, "finish a partial batch after this long without a new step, s (wall)", lo=0.001, hi=60.0)
     max_bag_seconds: float = param(0.0, "start a new bag past this much recorded time, s (0: one bag per episode)", lo=0.0)
     lockstep: bool = param(False, "stamp commands with the joint state they answer (lock-step graphs)")
