@@ -170,8 +170,10 @@ def test_one_at_a_time_equals_batch(computer):
     cases = [_case(o, seed) for o, seed in ((0.01, 1), (0.03, 2), (0.02, 4))]
     single = [computer.compute(*c).s_hat for c in cases]
     batch = [computer.compute(*c).s_hat for c in cases[::-1]][::-1]  # another order, warm solver
-    for a, b in zip(single, batch):
+    finished = [s.s_hat for s in computer.finish([computer.operating_point(*c) for c in cases])]  # the batch job's path
+    for a, b, f in zip(single, batch, finished):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * np.abs(a).max())
+        np.testing.assert_allclose(a, f, rtol=1e-10, atol=1e-10 * np.abs(a).max())
 
 
 def test_parallel_re_solves_give_the_serial_numbers(nominal, mpc_config, params):
