@@ -7,7 +7,8 @@ import pytest
 from whatmatters.dynamics.nominal import nominal_model
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.robot.params import load_panda_params
-from whatmatters.sensitivity.compute import SensitivityComputer, shifted
+from whatmatters.sensitivity.compute import SensitivityComputer
+from whatmatters.sensitivity.point import shifted
 from whatmatters.trajectory.fourier import sample_fourier_trajectory
 
 from whatmatters_ros.sensitivity_worker import SensitivityJob, SensitivityWorker

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from whatmatters.sensitivity.compute import OperatingPoint, SensitivityComputer, SensitivityError, shifted
+from whatmatters.sensitivity.compute import SensitivityComputer
+from whatmatters.sensitivity.point import OperatingPoint, SensitivityError, shifted
 
 __all__ = ["SensitivityJob", "SensitivityWorker"]
 

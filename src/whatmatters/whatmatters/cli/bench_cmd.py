@@ -25,9 +25,10 @@ from whatmatters.eval.episode import run_episode
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.controller import MpcController
 from whatmatters.mpc.solver import AcadosMpcSolver
-from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig, shifted
+from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig
 from whatmatters.sensitivity.kkt import active_set, dynamics_multipliers, first_input_sensitivity
 from whatmatters.sensitivity.mpc_pytorch import du0_de_mpc_pytorch
+from whatmatters.sensitivity.point import shifted
 from whatmatters.sim.environments import make_environment
 from whatmatters.sim.simulator import PandaSim, SimConfig
 from whatmatters.train.pretrain import PretrainConfig, pretrain

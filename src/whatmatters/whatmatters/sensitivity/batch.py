@@ -36,7 +36,8 @@ from whatmatters.io import atomic_write_bytes
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.parallel import worker_pool
 from whatmatters.robot.params import load_panda_params
-from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig, SensitivityError, shifted
+from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig
+from whatmatters.sensitivity.point import SensitivityError, shifted
 
 __all__ = ["SIDECAR", "STATE_LABELS", "compute_bag_dir", "compute_episode", "factor_statistics", "load_sidecar"]
 

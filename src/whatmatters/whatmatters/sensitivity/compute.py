@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -32,34 +33,18 @@ import torch
 
 from whatmatters.config import YamlConfig
 from whatmatters.dynamics.base import DynamicsModel
-from whatmatters.errors import ConfigError, WhatmattersError
+from whatmatters.errors import ConfigError
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.solver import AcadosMpcSolver
 from whatmatters.sensitivity.derivatives import COMPILE_LIMIT, StageDerivatives, model_instructions
 from whatmatters.sensitivity.kkt import KktSensitivity, active_set, dynamics_multipliers
+from whatmatters.sensitivity.point import ConvergedPoint, OperatingPoint, SensitivityError, SensitivitySample, shifted
 from whatmatters.sensitivity.riccati import CompiledRiccati
 from whatmatters.sensitivity.torch_derivatives import TorchStageDerivatives
 
-__all__ = ["OperatingPoint", "SensitivityComputer", "SensitivityConfig", "SensitivityError", "SensitivitySample", "shifted"]
+__all__ = ["SensitivityComputer", "SensitivityConfig"]
 
 log = logging.getLogger(__name__)
-
-
-def shifted(x: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A converged solution shifted by one stage (last stage repeated): the next step's SQP start.
-
-    Args:
-        x: States, (N + 1, nx).
-        u: Inputs, (N, nu).
-
-    Returns:
-        ``(x_init (N + 1, nx), u_init (N, nu))``.
-    """
-    return np.vstack([x[1:], x[-1:]]), np.vstack([u[1:], u[-1:]])
-
-
-class SensitivityError(WhatmattersError, RuntimeError):
-    """The operating point could not be converged (the sample is reported, not used)."""
 
 
 @dataclass(frozen=True)
@@ -99,60 +84,6 @@ class SensitivityConfig(YamlConfig):
             raise ConfigError(f"sensitivity.derivatives must be auto, casadi or torch, got {self.derivatives!r}")
         if not self.eps > 0:
             raise ConfigError(f"sensitivity.eps must be > 0 Nm, got {self.eps}")
-
-
-@dataclass(frozen=True)
-class OperatingPoint:
-    """The converged OCP solution of one control step and its u_0 cost gradients.
-
-    Attributes:
-        x_ref: Reference, (N + 1, nx).
-        params: Model parameters used, (n_params,).
-        x: Converged predicted states, (N + 1, nx).
-        u: Converged inputs, (N, nu).
-        sqp_iter: SQP iterations.
-        grad_plus: dJ*/du_0 with u_0 fixed at u0* + eps, (nu,).
-        grad_minus: The same at u0* - eps, (nu,).
-        a: Dynamics Jacobians dF/dx at the solution, (N, nx, nx).
-        b: Dynamics Jacobians dF/du at the solution, (N, nx, nu).
-    """
-
-    x_ref: np.ndarray
-    params: np.ndarray
-    x: np.ndarray
-    u: np.ndarray
-    sqp_iter: int
-    grad_plus: np.ndarray
-    grad_minus: np.ndarray
-    a: np.ndarray
-    b: np.ndarray
-
-
-@dataclass(frozen=True)
-class SensitivitySample:
-    """Sensitivities of one control step.
-
-    Attributes:
-        s_hat: Eq. (5), (N, nx).
-        du0_de: Controller sensitivity, (nu, N, nx); row k-1 of axis 1 is e_k.
-        dj_du0_eff: Effective action sensitivity, (nu,).
-        dj_du0_plus: Cost gradient at u0* + eps, (nu,).
-        dj_du0_minus: Cost gradient at u0* - eps, (nu,).
-        x: Converged predicted states, (N + 1, nx).
-        u: Converged inputs, (N, nu).
-        active0: Active bounds of u_0, (nu,).
-        sqp_iter: SQP iterations to the operating point.
-    """
-
-    s_hat: np.ndarray
-    du0_de: np.ndarray
-    dj_du0_eff: np.ndarray
-    dj_du0_plus: np.ndarray
-    dj_du0_minus: np.ndarray
-    x: np.ndarray
-    u: np.ndarray
-    active0: np.ndarray
-    sqp_iter: int
 
 
 class SensitivityComputer:
@@ -242,9 +173,9 @@ class SensitivityComputer:
         Raises:
             SensitivityError: If the operating point does not converge.
         """
-        p, x, u, iters, a, b = self._converge(x0, x_ref, params, x_init, u_init)
-        grad_plus, grad_minus = self._cost_gradients(x0, x, u)
-        return OperatingPoint(np.asarray(x_ref, dtype=float), p, x, u, iters, grad_plus, grad_minus, a, b)
+        point = self._converge(x0, x_ref, params, x_init, u_init)
+        grad_plus, grad_minus = self._cost_gradients(x0, point.x, point.u)
+        return OperatingPoint(**vars(point), grad_plus=grad_plus, grad_minus=grad_minus)
 
     def _converge(
         self,
@@ -253,8 +184,8 @@ class SensitivityComputer:
         params: np.ndarray | None,
         x_init: np.ndarray | None,
         u_init: np.ndarray | None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]:
-        """Step 1: ``(params, x (N + 1, nx), u (N, nu), SQP iterations, A (N, nx, nx), B (N, nx, nu))``."""
+    ) -> ConvergedPoint:
+        """Step 1 (arguments as :meth:`compute`)."""
         n, nu = self.mpc.horizon, self.model.nu
         p = self.model.parameter_values() if params is None else np.asarray(params, dtype=float)
         x_init = np.tile(x0, (n + 1, 1)) if x_init is None else x_init
@@ -264,7 +195,7 @@ class SensitivityComputer:
             solver.set_reference(x_ref)
         x, u, iters = self._solve(x0, x_init, u_init)
         a, b = self.solver.dynamics_jacobians()  # before the re-solves overwrite acados' QP
-        return p, x, u, iters, a, b
+        return ConvergedPoint(np.asarray(x_ref, dtype=float), p, x, u, iters, a, b)
 
     def _fixed_inputs(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``u0* + eps`` and ``u0* - eps``, clipped to the torque limits, (nu,) each."""
@@ -285,27 +216,21 @@ class SensitivityComputer:
         """
         if not points:
             return []
-        kkts = self._controller_sensitivities([(pt.x, pt.u, pt.x_ref, pt.params, pt.a, pt.b) for pt in points])
+        kkts = self._controller_sensitivities(points)
         return [None if kkt is None else self._sample(pt, kkt) for pt, kkt in zip(points, kkts)]
 
-    def _controller_sensitivities(
-        self, points: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
-    ) -> list[KktSensitivity | None]:
-        """Step 2 for converged points ``(x, u, x_ref, params, A, B)`` (stage Hessians batched).
-
-        Returns:
-            du0/de per point; None (logged) where the KKT system is singular.
-        """
+    def _controller_sensitivities(self, points: Sequence[ConvergedPoint]) -> list[KktSensitivity | None]:
+        """Step 2: du0/de per point (stage Hessians batched); None (logged) where the KKT system is singular."""
         n = self.mpc.horizon
-        xs = np.stack([pt[0][:n] for pt in points])
-        us = np.stack([pt[1] for pt in points])
-        ps = np.stack([pt[3] for pt in points])
-        a, b = np.stack([pt[4] for pt in points]), np.stack([pt[5] for pt in points])
-        lam = np.stack([dynamics_multipliers(pt[0], pt[2], a[i], self.q_w, self.qn_w) for i, pt in enumerate(points)])
+        xs = np.stack([pt.x[:n] for pt in points])
+        us = np.stack([pt.u for pt in points])
+        ps = np.stack([pt.params for pt in points])
+        a, b = np.stack([pt.a for pt in points]), np.stack([pt.b for pt in points])
+        lam = np.stack([dynamics_multipliers(pt.x, pt.x_ref, a[i], self.q_w, self.qn_w) for i, pt in enumerate(points)])
         hess = self.derivatives.hessians_many(xs, us, ps, lam)
         out: list[KktSensitivity | None] = []
         for i, pt in enumerate(points):
-            active = active_set(pt[1], self.limits, self.cfg.active_tol)
+            active = active_set(pt.u, self.limits, self.cfg.active_tol)
             try:
                 out.append(self.riccati(a[i], b[i], hess[i], self.q_w, self.r_w, self.qn_w, active))
             except np.linalg.LinAlgError as exc:
@@ -344,16 +269,15 @@ class SensitivityComputer:
         if self._pool is None:
             (sample,) = self.finish([self.operating_point(x0, x_ref, params, x_init, u_init)])
         else:  # two cores busy: the u0* + eps re-solve beside du0/de, then the u0* - eps one
-            p, x, u, iters, a, b = self._converge(x0, x_ref, params, x_init, u_init)
-            u_plus0, u_minus0 = self._fixed_inputs(u)
-            plus = self._pool.submit(self._fixed_u0_solve, x0, u_plus0, x, u, self.solver)
-            x_ref = np.asarray(x_ref, dtype=float)
+            conv = self._converge(x0, x_ref, params, x_init, u_init)
+            u_plus0, u_minus0 = self._fixed_inputs(conv.u)
+            plus = self._pool.submit(self._fixed_u0_solve, x0, u_plus0, conv.x, conv.u, self.solver)
             try:
-                (kkt,) = self._controller_sensitivities([(x, u, x_ref, p, a, b)])
-                grad_minus = self._fixed_u0_solve(x0, u_minus0, x, u, self.minus_solver)[0]
+                (kkt,) = self._controller_sensitivities([conv])
+                grad_minus = self._fixed_u0_solve(x0, u_minus0, conv.x, conv.u, self.minus_solver)[0]
             finally:
                 wait([plus])  # the solver is free again before anything else happens
-            point = OperatingPoint(x_ref, p, x, u, iters, plus.result()[0], grad_minus, a, b)
+            point = OperatingPoint(**vars(conv), grad_plus=plus.result()[0], grad_minus=grad_minus)
             sample = None if kkt is None else self._sample(point, kkt)
         if sample is None:
             raise SensitivityError("the KKT system at the operating point is singular")

@@ -1,0 +1,91 @@
+"""What the sensitivity computation returns, and the warm start of the next step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from whatmatters.errors import WhatmattersError
+
+__all__ = ["ConvergedPoint", "OperatingPoint", "SensitivityError", "SensitivitySample", "shifted"]
+
+
+def shifted(x: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A converged solution shifted by one stage (last stage repeated): the next step's SQP start.
+
+    Args:
+        x: States, (N + 1, nx).
+        u: Inputs, (N, nu).
+
+    Returns:
+        ``(x_init (N + 1, nx), u_init (N, nu))``.
+    """
+    return np.vstack([x[1:], x[-1:]]), np.vstack([u[1:], u[-1:]])
+
+
+class SensitivityError(WhatmattersError, RuntimeError):
+    """The operating point could not be converged (the sample is reported, not used)."""
+
+
+@dataclass(frozen=True)
+class ConvergedPoint:
+    """The converged OCP solution of one control step (step 1).
+
+    Attributes:
+        x_ref: Reference, (N + 1, nx).
+        params: Model parameters used, (n_params,).
+        x: Converged predicted states, (N + 1, nx).
+        u: Converged inputs, (N, nu).
+        sqp_iter: SQP iterations.
+        a: Dynamics Jacobians dF/dx at the solution, (N, nx, nx).
+        b: Dynamics Jacobians dF/du at the solution, (N, nx, nu).
+    """
+
+    x_ref: np.ndarray
+    params: np.ndarray
+    x: np.ndarray
+    u: np.ndarray
+    sqp_iter: int
+    a: np.ndarray
+    b: np.ndarray
+
+
+@dataclass(frozen=True)
+class OperatingPoint(ConvergedPoint):
+    """:class:`ConvergedPoint` with its u_0 cost gradients (steps 1 and 3).
+
+    Attributes:
+        grad_plus: dJ*/du_0 with u_0 fixed at u0* + eps, (nu,).
+        grad_minus: The same at u0* - eps, (nu,).
+    """
+
+    grad_plus: np.ndarray
+    grad_minus: np.ndarray
+
+
+@dataclass(frozen=True)
+class SensitivitySample:
+    """Sensitivities of one control step.
+
+    Attributes:
+        s_hat: Eq. (5), (N, nx).
+        du0_de: Controller sensitivity, (nu, N, nx); row k-1 of axis 1 is e_k.
+        dj_du0_eff: Effective action sensitivity, (nu,).
+        dj_du0_plus: Cost gradient at u0* + eps, (nu,).
+        dj_du0_minus: Cost gradient at u0* - eps, (nu,).
+        x: Converged predicted states, (N + 1, nx).
+        u: Converged inputs, (N, nu).
+        active0: Active bounds of u_0, (nu,).
+        sqp_iter: SQP iterations to the operating point.
+    """
+
+    s_hat: np.ndarray
+    du0_de: np.ndarray
+    dj_du0_eff: np.ndarray
+    dj_du0_plus: np.ndarray
+    dj_du0_minus: np.ndarray
+    x: np.ndarray
+    u: np.ndarray
+    active0: np.ndarray
+    sqp_iter: int
