@@ -28,11 +28,12 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from whatmatters.sensitivity.compute import SensitivityComputer
-from whatmatters.sensitivity.point import OperatingPoint, SensitivityError, shifted
+from whatmatters.sensitivity.point import OperatingPoint, SensitivityError, SensitivitySample, shifted
 
 __all__ = ["SensitivityJob", "SensitivityWorker"]
 
@@ -59,6 +60,7 @@ class SensitivityJob:
 
 
 ResultCallback = Callable[[int, int, "np.ndarray | None"], None]
+_Solved = TypeVar("_Solved", OperatingPoint, SensitivitySample)
 
 
 class SensitivityWorker:
@@ -142,29 +144,24 @@ class SensitivityWorker:
                 self._idle.set()  # real time: take the next step while the batch fills
 
     def _compute(self, job: SensitivityJob) -> None:
-        init = (None, None) if self._warm is None else shifted(*self._warm)
-        try:
-            sample = self.computer.compute(job.x, job.x_ref, job.params, *init)
-        except (SensitivityError, np.linalg.LinAlgError) as exc:
-            self._warm = None
-            log.warning("sensitivity at t = %.3f s failed: %s", job.stamp_ns * 1e-9, exc)
-            self.counts["failed"] += 1
-            self.on_result(job.tag, job.stamp_ns, None)
-            return
-        self._warm = (sample.x, sample.u)
-        self.counts["samples"] += 1
-        self.on_result(job.tag, job.stamp_ns, sample.s_hat)
+        sample = self._warm_started(job, self.computer.compute)
+        self.counts["samples" if sample is not None else "failed"] += 1
+        self.on_result(job.tag, job.stamp_ns, None if sample is None else sample.s_hat)
 
     def _operating_point(self, job: SensitivityJob) -> OperatingPoint | None:
+        return self._warm_started(job, self.computer.operating_point)
+
+    def _warm_started(self, job: SensitivityJob, method: Callable[..., _Solved]) -> _Solved | None:
+        """``method(x, x_ref, params, x_init, u_init)`` from the last solution shifted; None (logged) if it fails."""
         init = (None, None) if self._warm is None else shifted(*self._warm)
         try:
-            point = self.computer.operating_point(job.x, job.x_ref, job.params, *init)
+            out = method(job.x, job.x_ref, job.params, *init)
         except (SensitivityError, np.linalg.LinAlgError) as exc:
             self._warm = None
             log.warning("sensitivity at t = %.3f s failed: %s", job.stamp_ns * 1e-9, exc)
             return None
-        self._warm = (point.x, point.u)
-        return point
+        self._warm = (out.x, out.u)
+        return out
 
     def _finish(self, pending: list[tuple[int, int, OperatingPoint | None]]) -> None:
         if not pending:
