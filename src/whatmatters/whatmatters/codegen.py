@@ -34,7 +34,7 @@ import numpy as np
 from whatmatters.errors import WhatmattersError
 from whatmatters.io import cache_root, file_lock, machine_id
 
-__all__ = ["DEFAULT_FLAGS", "CompileError", "CompiledFunction", "compile_library", "compile_source", "shared_compiled"]
+__all__ = ["DEFAULT_FLAGS", "CompileError", "CompiledFunction", "compile_library", "compile_source", "evaluate", "shared_compiled"]
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,16 @@ class CompiledFunction:
             if self._fn(self._arg, self._res, self._iw.ctypes.data, self._w.ctypes.data, 0) != 0:
                 raise RuntimeError(f"{self.name} failed")
             return [out.reshape(shape, order="F").copy() if shape[1] > 1 else out.copy() for out, shape in zip(self._outputs, self._out_shapes)]
+
+
+def evaluate(fn: ca.Function | CompiledFunction, *args: np.ndarray) -> list[np.ndarray]:
+    """The outputs of a :class:`CompiledFunction` or of a CasADi function (its VM: the fallback) as numpy arrays.
+
+    A compiled function returns column vectors 1-D, CasADi (n, 1): callers ravel where it matters.
+    """
+    if isinstance(fn, CompiledFunction):
+        return fn(*args)
+    return [np.asarray(out) for out in fn.call([ca.DM(a) for a in args])]
 
 
 _SHARED: dict[str, CompiledFunction | None] = {}

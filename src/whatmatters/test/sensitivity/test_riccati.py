@@ -52,3 +52,12 @@ def test_indefinite_reduced_hessian_raises(riccati, rng):
         first_input_sensitivity(a, b, h, q_w, r_w, qn_w, np.zeros((N, NU), dtype=bool))
     with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
         riccati(a, b, h, q_w, r_w, qn_w, np.zeros((N, NU), dtype=bool))
+
+
+def test_casadi_vm_fallback_gives_the_same_numbers(riccati, rng):
+    """Without a C compiler the pass runs in CasADi's VM (the fallback path)."""
+    a, b, h, q_w, r_w, qn_w = _problem(rng)
+    active = rng.uniform(size=(N, NU)) < 0.2
+    vm = CompiledRiccati(NX, NU, N, compile=False)
+    got, ref = vm(a, b, h, q_w, r_w, qn_w, active), riccati(a, b, h, q_w, r_w, qn_w, active)
+    np.testing.assert_allclose(got.du0_de, ref.du0_de, rtol=0, atol=1e-12 * np.abs(ref.du0_de).max())

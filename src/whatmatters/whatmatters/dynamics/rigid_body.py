@@ -302,4 +302,3 @@ class RigidBodyDynamics(DynamicsModel):
         psi_ya = ca.vertcat(psi[: 2 * n, 2 * n :], ca.SX(n, n))  # (3n, n)
         cross = ca.mtimes(psi_ya, jac[n:, :])
         return -(psi_yy + cross + cross.T)
-

@@ -22,7 +22,7 @@ from pathlib import Path
 import casadi as ca
 import numpy as np
 
-from whatmatters.codegen import DEFAULT_FLAGS, CompileError, CompiledFunction
+from whatmatters.codegen import DEFAULT_FLAGS, CompileError, CompiledFunction, evaluate
 from whatmatters.dynamics.backend import CasadiBackend
 from whatmatters.sensitivity.kkt import KktSensitivity
 
@@ -42,7 +42,7 @@ def _stage_function(nx: int, nu: int) -> ca.Function:
     low, diag = CasadiBackend.ldl_factor(quu)
     gain = ca.horzcat(*[-ca.vertcat(*CasadiBackend.ldl_solve((low, diag), [qux[i, c] for i in range(nu)])) for c in range(nx)])
     p_new = h[:nx, :nx] + ca.mtimes(qux.T, gain)
-    pivot = ca.mmin(ca.vertcat(*[free[i] * diag[i] + (1.0 - free[i]) * 1.0 for i in range(nu)]))
+    pivot = ca.mmin(ca.vertcat(*[free[i] * diag[i] + (1.0 - free[i]) for i in range(nu)]))  # active: 1
     acl = ab[:, :nx] + ca.mtimes(ab[:, nx:], gain)
     quu_mat = ca.vertcat(*[ca.horzcat(*row) for row in quu])
     bt = ab[:, nx:].T * ca.repmat(free, 1, nx)  # (nu, nx), active rows zero
@@ -116,11 +116,7 @@ class CompiledRiccati:
         ab = np.concatenate([a, b], axis=2).transpose(1, 0, 2).reshape(nx, n * nz)  # stage k: columns k nz ..
         w = hess.transpose(1, 0, 2).reshape(nz, n * nz)
         free = (~np.asarray(active, dtype=bool)).T.astype(float)  # (nu, N)
-        args = (w, ab, q_w, r_w, qn_w, free)
-        if isinstance(self._fn, CompiledFunction):
-            du0_de, quu0, pivot = self._fn(*args)
-        else:
-            du0_de, quu0, pivot = (np.asarray(out) for out in self._fn.call([ca.DM(a) for a in args]))
+        du0_de, quu0, pivot = evaluate(self._fn, w, ab, q_w, r_w, qn_w, free)
         pivot = float(np.ravel(pivot)[0])
         if not pivot > 0.0:
             raise np.linalg.LinAlgError(f"reduced Hessian not positive definite (LDL pivot {pivot:.3g})")
