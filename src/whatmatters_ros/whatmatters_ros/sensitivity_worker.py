@@ -2,7 +2,7 @@
 
 A control step's S_hat has two parts (:class:`whatmatters.sensitivity.SensitivityComputer`):
 the operating point (acados: converged SQP and the u0* +- eps re-solves, ~0.1 s
-for the learned model, ~20 ms for the nominal one) and the stage derivatives
+for the learned model, ~7 ms for the nominal one) and the stage derivatives
 (:meth:`SensitivityComputer.finish`), which batch well: ~1 s for one learned
 point alone, ~0.25 s a point in batches of 16. The worker therefore computes
 each step's operating point as it comes (warm-started from the previous one)
