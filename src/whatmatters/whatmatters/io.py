@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_torch_save", "atomic_write_bytes", "atomic_write_text", "cache_root", "file_lock", "machine_id"]
+__all__ = ["atomic_torch_save", "atomic_write_bytes", "atomic_write_npz", "atomic_write_text", "cache_root", "file_lock", "machine_id"]
 
 
 def _atomic(path: Path, write: Any) -> None:
@@ -48,6 +48,14 @@ def atomic_write_text(text: str, path: str | Path) -> None:
 def atomic_write_bytes(data: bytes, path: str | Path) -> None:
     """Writes a binary file atomically."""
     _atomic(Path(path), lambda fh: fh.write(data))
+
+
+def atomic_write_npz(path: str | Path, **arrays: Any) -> Path:
+    """``numpy.savez`` of ``arrays`` written atomically to ``path``; returns the path."""
+    import numpy as np
+
+    _atomic(Path(path), lambda fh: np.savez(fh, **arrays))
+    return Path(path)
 
 
 def machine_id() -> str:

@@ -48,7 +48,8 @@ def generate_launch_description():
         DeclareLaunchArgument("env_seed", default_value="2000", description="picks the reference trajectory"),
         Node(
             package=PACKAGE, executable="reference_publisher", name="reference_publisher", output="screen",
-            parameters=[_config("reference_publisher"), {"lockstep": False, "env_seed": env_seed}], remappings=remaps,
+            # the trajectory starts where the robot stands; its clock when the first command is applied
+            parameters=[_config("reference_publisher"), {"lockstep": False, "env_seed": env_seed, "start_pose": "measured"}], remappings=remaps,
         ),
         Node(
             package=PACKAGE, executable="mpc_controller", name="mpc_controller", output="screen",

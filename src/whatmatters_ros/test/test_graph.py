@@ -111,6 +111,67 @@ def test_sigkilled_logger_leaves_readable_chunks(lockstep_run: dict[str, Any], t
     assert len(ep.x) >= 100 and np.all(np.isfinite(ep.x))
 
 
+RT_SECONDS = 5.0
+
+
+@pytest.fixture(scope="module")
+def realtime_run(tmp_path_factory: pytest.TempPathFactory, domain_id: int) -> dict[str, Any]:
+    """The real-time graph (nominal model, logger with sensitivities) for RT_SECONDS, the simulator keeping its own record."""
+    from whatmatters_ros.graph import SimGraph, summarize_bag
+
+    out = tmp_path_factory.mktemp("realtime")
+    record = out / "sim_record.npz"
+    graph = SimGraph(out, RT_SECONDS, lockstep=False, domain_id=domain_id,
+                     overrides={"franka_sim": {"env_seed": 2000, "record_path": str(record)}, "reference_publisher": {"env_seed": 2000}})
+    graph.start()
+    try:
+        graph.wait_sim(120)
+    finally:
+        codes = graph.stop()
+    bag = next((out / "bags").iterdir())
+    return {"bag": bag, "record": record, "codes": codes, "summary": summarize_bag(bag, 2000, seconds=RT_SECONDS), "out": out}
+
+
+def test_realtime_graph_tracks_as_well_as_lock_step(realtime_run: dict[str, Any]) -> None:
+    from whatmatters.eval.evaluate import Evaluator
+    from whatmatters.sim.simulator import SimConfig
+    from whatmatters.trajectory.fourier import FourierConfig
+
+    s = realtime_run["summary"]
+    assert all(code == 0 for code in realtime_run["codes"].values()), realtime_run["codes"]
+    lockstep = Evaluator("nominal", MpcConfig.from_yaml(), SimConfig.from_yaml(), FourierConfig.from_yaml()).episode(2000, RT_SECONDS).j_track
+    assert s["j_points"] == int(RT_SECONDS / 0.02) + 1
+    assert s["j_track"] / lockstep <= 2.0, (s["j_track"], lockstep)  # loose: CI machines are busy
+    assert s["commands"] >= 0.9 * s["expected_commands"]
+    assert s["latency_ms_median"] is not None and s["robot_latency_ms_median"] is not None
+
+
+def test_realtime_task_starts_when_the_first_command_takes_effect(realtime_run: dict[str, Any]) -> None:
+    with np.load(realtime_run["record"]) as rec:
+        start, t_ns, tau = int(rec["start_ns"]), rec["t_ns"], rec["tau"]
+        q = rec["q"]
+    held = t_ns < start
+    assert held.any() and np.all(tau[held] == 0.0)  # the robot stood (no physics) until then
+    np.testing.assert_array_equal(q[held], np.tile(q[0], (held.sum(), 1)))
+    assert np.any(tau[t_ns == start] != 0.0)
+    reference_start = read_episode(realtime_run["bag"]).t[0]
+    assert abs(reference_start - start * 1e-9) <= 0.0021  # the reference's clock starts at that tick (within one, as on a robot)
+
+
+def test_realtime_bag_gives_the_simulators_own_transitions(realtime_run: dict[str, Any]) -> None:
+    ep = read_episode(realtime_run["bag"])
+    with np.load(realtime_run["record"]) as rec:
+        t_ns, x_rec, tau_rec = rec["t_ns"], np.concatenate([rec["q"], rec["qd"]], axis=1), rec["tau"]
+    grid = np.round(ep.t * 1e9).astype(np.int64)  # float seconds: ~0.2 us
+    idx = np.searchsorted(t_ns, grid - 10_000)
+    inside = idx < len(t_ns)  # the record ends with the last physics step; the final state has none
+    assert inside[:-1].all() and np.abs(t_ns[idx[inside]] - grid[inside]).max() < 10_000  # the control instants are its ticks
+    np.testing.assert_allclose(ep.x[inside], x_rec[idx[inside]], atol=1e-12)  # the states the MPC solved from
+    for k in range(len(ep.tau)):  # the torque applied over each step: the mean of the simulator's physics steps
+        np.testing.assert_allclose(ep.tau[k], tau_rec[idx[k] : idx[k + 1]].mean(axis=0), atol=1e-9)
+    assert len(ep.tau) >= int(RT_SECONDS / 0.02) - 1
+
+
 def _command(values: list[float]) -> Float64MultiArray:
     msg = Float64MultiArray()
     msg.data = values
@@ -152,7 +213,7 @@ Q_HOME = np.array([0.0, -0.4, 0.0, -2.4, 0.0, 2.2, -0.785])
 
 
 def test_mpc_stale_joint_states_give_hold_and_error(start_node: Any, test_node: Any) -> None:
-    start_node("mpc_controller", {"rate_hz": 50.0, "stale_timeout": 0.1})
+    start_node("mpc_controller", {"rate_hz": 50.0, "stale_timeout": 0.1, "start_after": test_node.get_name(), "start_delay": 0.0})
     cmds: list[np.ndarray] = []
     diags: list[Any] = []
     test_node.create_subscription(Float64MultiArray, m.COMMANDS, lambda msg: cmds.append(np.array(msg.data)), m.RELIABLE)

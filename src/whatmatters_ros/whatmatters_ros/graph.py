@@ -33,7 +33,7 @@ from rosbags.rosbag2 import Reader
 from whatmatters.config import config_dir
 from whatmatters.data.bags import COMMANDS, JOINT_STATES, TYPESTORE
 from whatmatters.errors import WhatmattersError
-from whatmatters.eval.episode import tracking_cost
+from whatmatters.realtime.metrics import bag_figures
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.robot.params import load_panda_params
 from whatmatters.sim.environments import make_environment
@@ -105,10 +105,12 @@ class SimGraph:
         sim_time = {"use_sim_time": True} if self.lockstep else {}
         out = {
             # lock-step: the simulator also waits for the logger, so every step gets its S_hat
+            # real time: the robot stands until the first command, so no node waits for another
             "franka_sim": {"lockstep": self.lockstep, "episode_seconds": self.seconds, "wait_for_sensitivity": self.lockstep,
-                           "wait_for_nodes": ",".join(NODES[1:]), "start_delay": 1.5},
+                           **({"wait_for_nodes": ",".join(NODES[1:]), "start_delay": 1.5} if self.lockstep else {})},
             "reference_publisher": {"lockstep": self.lockstep, **sim_time},
-            "mpc_controller": {"lockstep": self.lockstep, **sim_time},
+            "mpc_controller": {"lockstep": self.lockstep, **sim_time,
+                               **({} if self.lockstep else {"start_after": ",".join(n for n in NODES if n != "mpc_controller" and n in self.nodes)})},
             "sensitivity_logger": {"lockstep": self.lockstep, "bag_dir": str(self.out / "bags"), **sim_time},
             "trainer": {},
         }
@@ -175,44 +177,66 @@ class SimGraph:
         return {node: proc.returncode for node, proc in self.procs.items()}
 
 
-def summarize_bag(bag: Path, env_seed: int, mpc: MpcConfig | None = None) -> dict[str, Any]:
-    """Command and sensitivity counts and rates, and eq. (7) J_track, from a recorded bag.
+def summarize_bag(bag: Path, env_seed: int, mpc: MpcConfig | None = None, seconds: float | None = None) -> dict[str, Any]:
+    """Counts, rates, J_track on the reference's clock and the timing figures of a recorded bag.
 
-    The reference is regenerated from the environment seed and evaluated at
-    the joint states' times (relative to the first), independently of the
-    recorded ``/reference``.
+    J_track (eq. 7) is taken on the task's clock (:func:`whatmatters.realtime.metrics.bag_figures`):
+    the states at ``t_0 + k dt`` (``t_0``: ``/reference/start`` in real time, the
+    first state in lock-step) against the reference regenerated from the
+    environment seed (``j_track``) and against the recorded ``/reference``
+    (``j_track_recorded``).
 
     Returns:
-        ``states``, ``commands``, ``expected_commands``, ``sensitivities``,
-        ``seconds`` (recorded time span), ``command_rate_hz``, ``sensitivity_rate_hz``, ``j_track``.
+        ``states``, ``commands``, ``expected_commands``, ``sensitivities``, ``seconds`` (task time
+        recorded), ``command_rate_hz``, ``sensitivity_rate_hz``, ``j_track``, ``j_track_recorded``,
+        ``latency_ms_median``, ``latency_ms_p99``, ``latency_ms_max``, ``late_commands``, ``sim_lag_ms_p99``,
+        ``sim_lag_ms_max``, ``sim_late_steps``, ``rate_limited_steps``.
     """
     mpc = mpc or MpcConfig.from_yaml()
-    logged: dict[str, list[int]] = {}
-    stamps, xs = [], []
-    with Reader(bag) as reader:
-        for conn, ts, raw in reader.messages():
-            logged.setdefault(conn.topic, []).append(ts)
-            if conn.topic == JOINT_STATES:
-                msg = TYPESTORE.deserialize_cdr(raw, conn.msgtype)
-                stamps.append(msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec)
-                xs.append(np.concatenate([msg.position, msg.velocity]))
-    if len(stamps) < 2:
-        raise GraphError(f"bag {bag} holds fewer than two joint states")
-    t, x = np.array(stamps), np.array(xs)
-    span = float(t[-1] - t[0])
     env = make_environment(env_seed)
     reference = sample_fourier_trajectory(env.reference_seed, FourierConfig.from_yaml(), load_panda_params())
-    j = tracking_cost(x, reference.state(t - t[0]), np.asarray(mpc.q_weights), np.asarray(mpc.qd_weights))
-    # steps are the intervals between states: what answers the last state is past the episode
-    last_ns = int(round(t[-1] * 1e9))
-    commands, sens = (sum(ts < last_ns for ts in logged.get(topic, [])) for topic in (COMMANDS, SENSITIVITY))
+    fig = bag_figures(bag, mpc.dt, np.asarray(mpc.q_weights), np.asarray(mpc.qd_weights), seconds, reference=reference.state)
+    start = fig["start_ns"]
+    logged: dict[str, list[int]] = {}
+    states = 0
+    with Reader(bag) as reader:
+        for conn, ts, raw in reader.messages():
+            if conn.topic == JOINT_STATES:
+                msg = TYPESTORE.deserialize_cdr(raw, conn.msgtype)
+                ts = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+                states += 1
+            logged.setdefault(conn.topic, []).append(ts)
+    stamps = sorted(logged.get(JOINT_STATES, []))
+    if len(stamps) < 2:
+        raise GraphError(f"bag {bag} holds fewer than two joint states")
+    end = stamps[-1] if seconds is None else min(stamps[-1], start + int(round(seconds * 1e9)))
+    span = (end - start) * 1e-9
+    if span <= 0:
+        raise GraphError(f"bag {bag}: no joint states after the task's start")
+    # steps are the intervals between control instants: what answers the last state is past the episode
+    commands, sens = (sum(start <= ts < end for ts in logged.get(topic, [])) for topic in (COMMANDS, SENSITIVITY))
+    sim = fig["sim"]
     return {
-        "states": len(t),
+        "states": states,
         "commands": commands,
         "expected_commands": int(round(span / mpc.dt)),
         "sensitivities": sens,
         "seconds": span,
         "command_rate_hz": commands / span,
         "sensitivity_rate_hz": sens / span,
-        "j_track": j,
+        "j_track": fig["j_track"],
+        "j_track_recorded": fig["j_track_recorded"],
+        "j_points": fig["j_points"],
+        "latency_ms_median": fig["latency_ms_median"],
+        "latency_ms_p99": fig["latency_ms_p99"],
+        "latency_ms_max": fig["latency_ms_max"],
+        "late_commands": fig["late_commands"],
+        "robot_latency_ms_median": sim.get("robot_latency_ms_median"),
+        "robot_latency_ms_p99": sim.get("robot_latency_ms_p99"),
+        "robot_latency_ms_max": sim.get("robot_latency_ms_max"),
+        "robot_late_commands": sim.get("robot_late_commands"),
+        "sim_lag_ms_p99": sim.get("lag_ms_p99"),
+        "sim_lag_ms_max": sim.get("lag_ms_max"),
+        "sim_late_steps": sim.get("late_steps"),
+        "rate_limited_steps": sim.get("rate_limited_steps"),
     }

@@ -19,13 +19,15 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension, MultiArrayLayout
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from whatmatters.data.bags import COMMANDS, JOINT_NAMES, JOINT_STATES, PAYLOAD, REFERENCE
+from whatmatters.data.bags import COMMANDS, JOINT_NAMES, JOINT_STATES, MPC_REFERENCE, MPC_STATE, PAYLOAD, REFERENCE, REFERENCE_START
+from whatmatters.realtime.reference import ReferenceBuffer
 from whatmatters.robot.payload import Payload
 
 __all__ = [
-    "CLOCK", "COMMANDS", "DIAGNOSTICS", "ERROR", "OK", "WARN", "JOINT_NAMES", "JOINT_STATES", "LATCHED", "PAYLOAD", "PREDICTION",
+    "CLOCK", "COMMANDS", "DIAGNOSTICS", "ERROR", "OK", "WARN", "JOINT_NAMES", "JOINT_STATES", "LATCHED", "MPC_REFERENCE", "MPC_STATE",
+    "PAYLOAD", "PREDICTION", "REFERENCE_START",
     "RELIABLE", "REFERENCE", "SENSITIVITY", "TORQUE", "ReferenceBuffer", "diagnostic_array", "float64_array", "inertia_msg", "joint_state_msg",
-    "joint_state_to_x", "stamp_seconds", "time_msg", "trajectory_msg", "trajectory_to_array",
+    "joint_state_effort", "joint_state_to_x", "stamp_seconds", "time_msg", "time_msg_ns", "trajectory_msg", "trajectory_to_array",
 ]
 
 PREDICTION = "/mpc/prediction"
@@ -48,6 +50,11 @@ def time_msg(t: float) -> Time:
     return Time(sec=int(sec), nanosec=min(int(round((t - sec) * 1e9)), 999_999_999))
 
 
+def time_msg_ns(t_ns: int) -> Time:
+    """A ``builtin_interfaces/Time`` from integer nanoseconds (exact)."""
+    return Time(sec=int(t_ns // 1_000_000_000), nanosec=int(t_ns % 1_000_000_000))
+
+
 def stamp_seconds(stamp: Time) -> float:
     """Seconds of a ``builtin_interfaces/Time``."""
     return stamp.sec + 1e-9 * stamp.nanosec
@@ -67,20 +74,47 @@ def joint_state_msg(stamp: Time, q: np.ndarray, qd: np.ndarray, effort: np.ndarr
     return msg
 
 
+_ORDER: dict[tuple[str, ...], list[int] | None] = {}
+
+
+def _joint_order(names: Sequence[str]) -> list[int] | None:
+    """Indices of panda_joint1..7 in a JointState's names (``fr3_`` accepted), cached per name list."""
+    key = tuple(names)
+    if key not in _ORDER:
+        canonical = [n.replace("fr3_", "panda_") for n in key]
+        try:
+            _ORDER[key] = [canonical.index(n) for n in JOINT_NAMES]
+        except ValueError:
+            _ORDER[key] = None
+        if len(_ORDER) > 64:
+            _ORDER.pop(next(iter(_ORDER)))
+    return _ORDER[key]
+
+
 def joint_state_to_x(msg: JointState) -> np.ndarray | None:
     """State ``[q, qd]`` (14,) in panda_joint1..7 order, or None if joints are missing or not finite.
 
     Accepts ``fr3_joint*`` names (franka_ros2 with an FR3) and any joint order.
     """
-    names = [n.replace("fr3_", "panda_") for n in msg.name]
-    if len(msg.position) != len(names) or len(msg.velocity) != len(names):
+    n = len(msg.name)
+    if len(msg.position) != n or len(msg.velocity) != n:
         return None
-    try:
-        idx = [names.index(n) for n in JOINT_NAMES]
-    except ValueError:
+    idx = _joint_order(msg.name)
+    if idx is None:
         return None
-    x = np.array([msg.position[i] for i in idx] + [msg.velocity[i] for i in idx], dtype=float)
+    x = np.concatenate([np.asarray(msg.position, dtype=float)[idx], np.asarray(msg.velocity, dtype=float)[idx]])
     return x if np.all(np.isfinite(x)) else None
+
+
+def joint_state_effort(msg: JointState) -> np.ndarray | None:
+    """Effort (7,) in panda_joint1..7 order, Nm, or None if absent or not finite (same names as :func:`joint_state_to_x`)."""
+    if len(msg.effort) != len(msg.name):
+        return None
+    idx = _joint_order(msg.name)
+    if idx is None:
+        return None
+    tau = np.asarray(msg.effort, dtype=float)[idx]
+    return tau if np.all(np.isfinite(tau)) else None
 
 
 def float64_array(values: np.ndarray, labels: Sequence[str]) -> Float64MultiArray:
@@ -95,11 +129,11 @@ def float64_array(values: np.ndarray, labels: Sequence[str]) -> Float64MultiArra
     return msg
 
 
-def trajectory_msg(stamp: Time, x: np.ndarray, dt: float) -> JointTrajectory:
-    """JointTrajectory of states ``x`` (K, 14) ``dt`` s apart, the first at ``stamp``."""
+def trajectory_msg(stamp: Time, x: np.ndarray, dt: float, offset: float = 0.0) -> JointTrajectory:
+    """JointTrajectory of states ``x`` (K, 14) ``dt`` s apart, the first ``offset`` s after ``stamp``."""
     msg = JointTrajectory(header=Header(stamp=stamp), joint_names=list(JOINT_NAMES))
     for k, xk in enumerate(np.asarray(x, dtype=float)):
-        tk = k * dt
+        tk = offset + k * dt
         sec = math.floor(tk + 1e-12)
         pt = JointTrajectoryPoint(time_from_start=Duration(sec=int(sec), nanosec=int(round((tk - sec) * 1e9))))
         pt.positions = xk[:7].tolist()
@@ -129,44 +163,3 @@ def diagnostic_array(stamp: Time, name: str, level: int, message: str, values: d
 
 # DiagnosticStatus levels as ints (the message field is a byte).
 OK, WARN, ERROR = 0, 1, 2
-
-
-class ReferenceBuffer:
-    """The last few references (stamp -> (N + 1, 14)), looked up by a state's stamp.
-
-    Args:
-        dt: Spacing of the reference's points, s.
-        keep: References kept.
-    """
-
-    def __init__(self, dt: float, keep: int = 50) -> None:
-        self.dt, self.keep = dt, keep
-        self.refs: dict[int, np.ndarray] = {}
-
-    def add(self, stamp_ns: int, x_ref: np.ndarray) -> None:
-        """Stores a reference whose first point is at ``stamp_ns``."""
-        self.refs[stamp_ns] = x_ref
-        if len(self.refs) > self.keep:
-            for old in sorted(self.refs)[: len(self.refs) - self.keep]:
-                del self.refs[old]
-
-    def exact(self, stamp_ns: int) -> np.ndarray | None:
-        """The reference stamped exactly ``stamp_ns`` (lock-step), or None."""
-        return self.refs.get(stamp_ns)
-
-    def at(self, stamp_ns: int) -> np.ndarray | None:
-        """The latest reference at or before ``stamp_ns``, shifted to it (last point repeated).
-
-        Returns None if there is none, or if it is older than its own horizon.
-        """
-        if stamp_ns in self.refs:
-            return self.refs[stamp_ns]
-        older = [s for s in self.refs if s <= stamp_ns]
-        if not older:
-            return None
-        s = max(older)
-        ref = self.refs[s]
-        shift = int(round((stamp_ns - s) * 1e-9 / self.dt))
-        if shift >= len(ref):
-            return None
-        return np.vstack([ref[shift:], np.repeat(ref[-1:], shift, axis=0)])

@@ -11,7 +11,9 @@ in one thread.
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import signal
 import sys
 import threading
@@ -106,10 +108,12 @@ def _run(factory: Callable[[], Node], args: Sequence[str] | None, stop: StopSign
         except WhatmattersError as exc:
             rclpy.logging.get_logger("whatmatters_ros").fatal(f"{exc}")
             return EXIT_CONFIG
-        # Single-threaded on purpose: rclpy's MultiThreadedExecutor was seen to delay
-        # callbacks of a mutually exclusive group by over a second (lock-step stalls).
-        # Slow work (loading a checkpoint, sensitivities) runs in plain threads.
-        executor = SingleThreadedExecutor()
+        # Everything built so far (torch, acados, the model) lives as long as the node: move it out
+        # of the garbage collector's reach. A full collection over it takes ~0.1 s here, which
+        # stalled the control loop and the simulator's clock when it struck.
+        gc.collect()
+        gc.freeze()
+        executor = make_executor()
         executor.add_node(node)
         stop.deferring = True
         try:
@@ -126,6 +130,52 @@ def _run(factory: Callable[[], Node], args: Sequence[str] | None, stop: StopSign
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def make_executor() -> Any:
+    """The executor of a node: rclpy's EventsExecutor (C++, one thread) where it exists, else the SingleThreadedExecutor.
+
+    One thread on purpose: rclpy's MultiThreadedExecutor was seen to delay callbacks
+    of a mutually exclusive group by over a second (lock-step stalls); slow work
+    (loading a checkpoint, sensitivities, physics) runs in plain threads. The
+    EventsExecutor dispatches a callback in a few microseconds where the Python
+    executor takes ~0.3-1 ms (its wait set is rebuilt every turn): with the robot's
+    states at 500 Hz that is the difference between a few percent of a core and
+    half of one. ``WHATMATTERS_EXECUTOR=single`` selects the Python executor.
+    """
+    if os.environ.get("WHATMATTERS_EXECUTOR", "events") != "single":
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError:
+            pass
+        else:
+            return EventsExecutor()
+    return SingleThreadedExecutor()
+
+
+def realtime_priority(priority: int, what: str, process: bool = False) -> bool:
+    """Puts the calling thread (``process``: every thread of this process, DDS's included)
+    under SCHED_FIFO at ``priority`` (1..99; 0: leave it), as ``chrt -f`` or ros2_control's
+    controller manager do for a control loop: it then preempts every ordinary thread at once.
+    A whole process matters in Python: a thread waiting for the GIL waits for whichever
+    thread holds it, and DDS's threads deliver the messages.
+
+    Needs the privilege (root, CAP_SYS_NICE or an ``rtprio`` limit in limits.conf); without it
+    the threads keep their ordinary priority and a warning says so. Returns whether it was set.
+    """
+    if priority <= 0:
+        return False
+    tids = [int(t) for t in os.listdir("/proc/self/task")] if process and os.path.isdir("/proc/self/task") else [0]
+    try:
+        for tid in tids:  # 0: the calling thread (Linux: scheduling is per thread)
+            os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
+    except ProcessLookupError:
+        pass  # a thread ended meanwhile
+    except (PermissionError, OSError, AttributeError) as exc:
+        log.warning("%s: no real-time priority (SCHED_FIFO %d: %s); running at the ordinary priority", what, priority, exc)
+        return False
+    log.info("%s: SCHED_FIFO priority %d%s", what, priority, f" ({len(tids)} threads)" if process else "")
+    return True
 
 
 def _close(node: Any) -> None:

@@ -24,6 +24,7 @@ two queued steps. No ROS in this module.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -72,10 +73,15 @@ class SensitivityWorker:
         batch: Operating points finished together (>= 1).
         flush_after: Finish a partial batch after this long without a new step, s.
         queue_all: Queue every step (lock-step) instead of skipping steps while busy.
+        nice: Niceness of the worker thread (Linux: per thread; 19 is the lowest priority),
+            so that its work never takes the CPU from the control loop.
     """
 
-    def __init__(self, computer: SensitivityComputer, on_result: ResultCallback, batch: int, flush_after: float, queue_all: bool) -> None:
+    def __init__(
+        self, computer: SensitivityComputer, on_result: ResultCallback, batch: int, flush_after: float, queue_all: bool, nice: int = 0
+    ) -> None:
         self.computer = computer
+        self.nice = nice
         self.on_result = on_result
         self.batch, self.flush_after, self.queue_all = max(1, batch), flush_after, queue_all
         self.counts = {"offered": 0, "skipped": 0, "samples": 0, "failed": 0}
@@ -83,8 +89,11 @@ class SensitivityWorker:
         self._idle = threading.Event()
         self._idle.set()
         self._warm: tuple[np.ndarray, np.ndarray] | None = None
+        self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sensitivity", daemon=True)
         self._thread.start()
+        if self.nice:
+            self.lower_priority()
 
     @property
     def backlog(self) -> int:
@@ -117,7 +126,21 @@ class SensitivityWorker:
         self._thread.join(timeout=60.0 if drain else 10.0)
 
     # ----------------------------------------------------------------- thread
+    def lower_priority(self) -> None:
+        """Ordinary scheduling at niceness ``nice`` for the worker thread (also after its process
+        was put under a real-time policy: the worker must never preempt the control loop)."""
+        self._started.wait(5.0)
+        tid = self._thread.native_id
+        if tid is None:
+            return
+        try:  # Linux: scheduling and niceness are per thread
+            os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+            os.setpriority(os.PRIO_PROCESS, tid, self.nice)
+        except (OSError, AttributeError) as exc:
+            log.warning("cannot lower the sensitivity worker's priority: %s", exc)
+
     def _run(self) -> None:
+        self._started.set()
         pending: list[tuple[int, int, OperatingPoint | None]] = []
         while True:
             try:

@@ -35,8 +35,8 @@ def _defaults(node: str) -> Any:
 
 def add_parser(sub: Any) -> None:
     """Registers ``up``."""
-    p = sub.add_parser("up", help="start the ROS 2 node graph as processes (sim: simulator, reference, MPC, logger)")
-    p.add_argument("graph", choices=["sim"], help="which graph (sim: the one of launch/sim.launch.py)")
+    p = sub.add_parser("up", help="start the ROS 2 node graph as processes (sim: simulator, reference, MPC, logger; bench: real time vs lock-step)")
+    p.add_argument("graph", choices=["sim", "bench"], help="sim: the graph of launch/sim.launch.py; bench: real-time runs against lock-step (docs/ros.md)")
     p.add_argument("--seconds", type=float, default=10.0, help="simulated episode length, s")
     p.add_argument("--lockstep", action="store_true", help="lock-step clock (faster than real time, deterministic)")
     p.add_argument("--env-seed", type=int, default=None, help="environment seed (default: config/franka_sim.yaml)")
@@ -45,11 +45,51 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: 1 + pid mod 100)")
     p.add_argument("--timeout", type=float, default=600.0, help="wall-clock limit of the run, s")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--envs", default="eval:5", help="bench: environment seeds (comma-separated) or SET:N, the first N of a seed set")
+    p.add_argument("--models", default="nominal,base", help="bench: comma-separated MPC models")
+    p.add_argument("--runs", type=int, default=3, help="bench: real-time runs per environment and model")
+    p.add_argument("--rate-limit", action="store_true", help="real time: Franka's torque-rate limit in the simulator")
+    p.add_argument("--delay-compensation", action="store_true", help="real time: the MPC compensates its input delay")
     p.set_defaults(run=run_up)
 
 
+def _switches(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {"franka_sim": {}, "mpc_controller": {}}
+    if args.rate_limit:
+        out["franka_sim"]["torque_rate_limit"] = True
+    if args.delay_compensation:
+        out["mpc_controller"]["delay_compensation"] = True
+    return out
+
+
+def _env_seeds(spec: str) -> list[int]:
+    if ":" in spec:
+        from whatmatters.sim.environments import environment_seeds
+
+        name, n = spec.split(":", 1)
+        return list(environment_seeds(name))[: int(n)]
+    try:
+        return [int(v) for v in spec.split(",") if v.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"--envs must be seeds (2000,2001) or SET:N (eval:5), got {spec!r}") from exc
+
+
+def run_bench_cmd(args: argparse.Namespace, domain: int) -> dict[str, Any]:
+    """``whatmatters up bench``."""
+    from whatmatters_ros.realtime_bench import run_bench
+
+    out = args.out or Path("runs/realtime_bench") / time.strftime("%Y%m%d-%H%M%S")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    result = run_bench(_env_seeds(args.envs), models, args.runs, args.seconds, out.resolve(), domain, _switches(args))
+    if args.json:
+        return result
+    from whatmatters_ros.realtime_bench import markdown_table
+
+    return {"results": str(out / "realtime_bench.json"), "worst_ratio": result["worst_ratio"], "table": "\n" + markdown_table(result["rows"])}
+
+
 def run_up(args: argparse.Namespace) -> dict[str, Any]:
-    """Runs the graph for one episode and summarises its bag."""
+    """Runs the graph for one episode and summarises its bag (``bench``: the benchmark)."""
     if args.seconds <= 0:
         raise ConfigError(f"--seconds must be > 0, got {args.seconds}")
     sim, mpc = _defaults("franka_sim"), _defaults("mpc_controller")
@@ -58,11 +98,14 @@ def run_up(args: argparse.Namespace) -> dict[str, Any]:
     domain = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 100
     if not (0 <= domain <= 101 or 215 <= domain <= 232):
         raise ConfigError(f"--domain-id must be in 0..101 or 215..232 (ROS 2's safe ranges on Linux), got {domain}")
+    if args.graph == "bench":
+        return run_bench_cmd(args, domain)
     out = args.out or Path("runs/ros") / time.strftime("%Y%m%d-%H%M%S")
+    switches = _switches(args)
     overrides = {
-        "franka_sim": {"env_seed": env_seed},
+        "franka_sim": {"env_seed": env_seed, **switches["franka_sim"]},
         "reference_publisher": {"env_seed": env_seed},
-        "mpc_controller": {"model": model},
+        "mpc_controller": {"model": model, **switches["mpc_controller"]},
         "sensitivity_logger": {"model": model},
     }
     graph = SimGraph(out.resolve(), args.seconds, args.lockstep, domain, overrides)
@@ -77,7 +120,7 @@ def run_up(args: argparse.Namespace) -> dict[str, Any]:
     if not bags:
         raise WhatmattersError(f"no closed bag under {out / 'bags'}; see {out / 'logs'}")
     bag = bags[-1].parent
-    summary = summarize_bag(bag, env_seed)
+    summary = summarize_bag(bag, env_seed, seconds=args.seconds)
     return {
         "bag": str(bag), **summary, "lockstep": args.lockstep, "env_seed": env_seed, "model": model,
         "wall_seconds": wall, "realtime_factor": summary["seconds"] / wall, "domain_id": domain,

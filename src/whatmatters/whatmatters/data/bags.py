@@ -27,6 +27,7 @@ import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from whatmatters.data.realtime_episode import control_steps
 from whatmatters.errors import WhatmattersError
 from whatmatters.robot.payload import Payload
 
@@ -40,12 +41,16 @@ COMMANDS = "/effort_controller/commands"
 REFERENCE = "/reference"
 PAYLOAD = "/payload"
 SENSITIVITY = "/mpc/sensitivity"  # S_hat per control step (the ROS logger's topic), Float64MultiArray (N, nx)
+MPC_STATE = "/mpc/state"  # real time: per control step, the state solved from (stamp, q, qd) and the torque commanded (effort)
+MPC_REFERENCE = "/mpc/reference"  # real time: the reference the MPC tracked at that step (JointTrajectory)
+REFERENCE_START = "/reference/start"  # real time: the reference's time origin (std_msgs/Header stamp; latched)
 TOPIC_TYPES = {
     JOINT_STATES: "sensor_msgs/msg/JointState",
     COMMANDS: "std_msgs/msg/Float64MultiArray",
     REFERENCE: "trajectory_msgs/msg/JointTrajectory",
     PAYLOAD: "geometry_msgs/msg/Inertia",
 }
+REALTIME_TOPICS = (MPC_STATE, REFERENCE_START)  # read_episode: a bag with REFERENCE_START is read on the control grid
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 
 
@@ -217,14 +222,19 @@ def read_episode(path: str | Path, extra_topics: tuple[str, ...] = ()) -> Episod
     msgs: list[tuple[str, int, Any]] = []
     try:
         with Reader(path) as reader:
-            wanted = [c for c in reader.connections if c.topic in (*TOPIC_TYPES, *extra_topics)]
+            wanted = [c for c in reader.connections if c.topic in (*TOPIC_TYPES, *REALTIME_TOPICS, *extra_topics)]
             for conn, ts, raw in reader.messages(connections=wanted):
                 msg = TYPESTORE.deserialize_cdr(raw, conn.msgtype)
-                header = getattr(msg, "header", None)
+                header = msg if conn.topic == REFERENCE_START else getattr(msg, "header", None)
                 stamp = header.stamp.sec * 10**9 + header.stamp.nanosec if header is not None else ts
                 msgs.append((conn.topic, stamp, msg))
     except Exception as exc:  # rosbags raises several types for damaged files
         raise BagError(f"bag {path} cannot be read: {type(exc).__name__}: {exc}") from exc
+    payload = next((_payload(msg) for topic, _, msg in msgs if topic == PAYLOAD), None)
+    if any(topic == REFERENCE_START for topic, _, _ in msgs):
+        fields = control_steps(path, msgs, _reference_dt(msgs), extra_topics)
+        return EpisodeRecord(path, fields["t"], fields["x"], fields["tau"], fields["x_ref_horizon"][:, 0], fields["x_ref_horizon"],
+                             payload, fields["extra"], fields["extra_steps"])
     stamps = sorted(s for topic, s, _ in msgs if topic == JOINT_STATES)
     if len(stamps) < 2:
         raise BagError(f"bag {path}: fewer than two {JOINT_STATES} messages")
@@ -236,7 +246,6 @@ def read_episode(path: str | Path, extra_topics: tuple[str, ...] = ()) -> Episod
     refs: dict[int, np.ndarray] = {}
     extras: dict[str, dict[int, np.ndarray]] = {t: {} for t in extra_topics}
     times: dict[int, float] = {}
-    payload = None
     for topic, stamp, msg in msgs:
         k = int(round((stamp - t0) / dt_ns))
         if topic == JOINT_STATES:
@@ -246,8 +255,8 @@ def read_episode(path: str | Path, extra_topics: tuple[str, ...] = ()) -> Episod
             cmds[k] = np.asarray(msg.data, dtype=float)
         elif topic == REFERENCE:
             refs[k] = np.array([np.concatenate([pt.positions, pt.velocities]) for pt in msg.points])
-        elif topic == PAYLOAD:
-            payload = Payload(float(msg.m), (msg.com.x, msg.com.y, msg.com.z), (msg.ixx, msg.iyy, msg.izz))
+        elif topic in (PAYLOAD, *REALTIME_TOPICS):
+            continue
         else:
             shape = tuple(d.size for d in msg.layout.dim) or (len(msg.data),)
             extras[topic][k] = np.asarray(msg.data, dtype=float).reshape(shape)
@@ -270,6 +279,19 @@ def read_episode(path: str | Path, extra_topics: tuple[str, ...] = ()) -> Episod
     extra = {topic: np.array([v[k] for k in sorted(v)]) for topic, v in extras.items() if v}
     extra_steps = {topic: np.array(sorted(v), dtype=int) for topic, v in extras.items() if v}
     return EpisodeRecord(path, t, x, tau, x_ref, x_ref_h, payload, extra, extra_steps)
+
+
+def _payload(msg: Any) -> Payload:
+    return Payload(float(msg.m), (msg.com.x, msg.com.y, msg.com.z), (msg.ixx, msg.iyy, msg.izz))
+
+
+def _reference_dt(msgs: list[tuple[str, int, Any]]) -> float:
+    """The spacing of the recorded reference's points, s (the control period); 0.02 s without a reference."""
+    for topic, _, msg in msgs:
+        if topic == REFERENCE and len(msg.points) > 1:
+            d = msg.points[1].time_from_start
+            return d.sec + 1e-9 * d.nanosec
+    return 0.02
 
 
 def find_bags(folder: str | Path, complete_only: bool = False) -> list[Path]:

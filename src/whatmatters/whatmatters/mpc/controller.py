@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,7 +91,7 @@ class MpcController:
         self._plan: SolveResult | None = None
         self._plan_age = 0
         self._consecutive = 0
-        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (x, tau) of the previous step
+        self._last: tuple[np.ndarray, np.ndarray | None] | None = None  # (x, tau) of the previous step
 
     def reset(self, x0: np.ndarray, x_ref: np.ndarray | None = None) -> None:
         """Starts a new episode: cold start at ``x0`` (or along ``x_ref``), zero statistics."""
@@ -104,27 +105,44 @@ class MpcController:
         if self.tracker is not None:
             self.tracker.reset(x0)
 
-    def __call__(self, x: np.ndarray, x_ref: np.ndarray) -> ControlStep:
+    def restart_history(self, x: np.ndarray, tau: np.ndarray | None) -> None:
+        """Starts the context history at ``x`` (at rest, as at an episode's start), the next
+        transition from ``x`` under ``tau`` (replaced by :meth:`applied` if called before the
+        next step); the solver's iterate and the statistics are kept (real time: the task starts)."""
+        if self.tracker is not None:
+            self.tracker.reset(x)
+        self._last = (np.asarray(x, dtype=float).copy(), None if tau is None else np.asarray(tau, dtype=float).copy())
+
+    def __call__(
+        self, x: np.ndarray, x_ref: np.ndarray, predict: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    ) -> ControlStep:
         """Computes the torque for the measured state.
 
         Args:
-            x: Measured state ``[q, qd]``, shape (nx,).
+            x: Measured state ``[q, qd]``, shape (nx,): the context history observes it.
             x_ref: Reference along the horizon, shape (N + 1, nx).
+            predict: Delay compensation: ``predict(x, params) -> x0``, the state the OCP is
+                solved from, given the runtime parameters with this step's context (n_params,);
+                None solves from ``x``.
         """
         start = time.perf_counter()
         limits = self.solver.torque_limits
         status, solve_ms, prediction = -1, 0.0, np.full((self.solver.n + 1, self.solver.nx), np.nan)
         finite = bool(np.all(np.isfinite(x)) and np.all(np.isfinite(x_ref)))
         if finite and self.tracker is not None:
-            if self._last is not None:
+            if self._last is not None and self._last[1] is not None:
                 self.tracker.observe(x, self._last[1], self._last[0])
             start_idx, z = self.tracker.context()
             finite = bool(np.all(np.isfinite(z)))
             if finite:
                 self.solver.set_parameter_slice(start_idx, z)
+        x0 = x
+        if finite and predict is not None:
+            x0 = predict(x, self.solver.parameters)
+            finite = bool(np.all(np.isfinite(x0)))
         if finite:
             self.solver.set_reference(x_ref)
-            res = self.solver.solve(x)
+            res = self.solver.solve(x0)
             status, solve_ms, prediction = res.status, 1e3 * res.time_s, res.x
             if res.ok and np.all(np.abs(res.u0) <= limits + 1e-6):
                 self._plan, self._plan_age, self._consecutive = res, 0, 0

@@ -109,6 +109,7 @@ class AcadosMpcSolver:
         build_seconds: Time spent generating and compiling in this process
             (0 when the cached library was loaded).
         key: The formulation key (names the cache entry).
+        parameters: The runtime parameters set now (weights and context), (n_params,).
     """
 
     def __init__(
@@ -200,6 +201,7 @@ class AcadosMpcSolver:
         values = np.ascontiguousarray(values, dtype=float)
         if values.shape != (self.n_params,):
             raise ValueError(f"parameters must have shape ({self.n_params},), got {values.shape}")
+        self.parameters = values.copy()
         if values.size:
             for k in range(self.n + 1):
                 self._io.set_params(k, values)
@@ -211,6 +213,7 @@ class AcadosMpcSolver:
             raise ValueError(f"parameter slice [{start}, {start + values.size}) outside 0..{self.n_params}")
         idx = np.arange(start, start + values.size, dtype=np.intc)
         self._io.set_params_sparse_all(self.n, idx, values)
+        self.parameters[start : start + values.size] = values
 
     def set_weights(self, q_weight: np.ndarray, r_weight: np.ndarray) -> None:
         """Sets Q (nx, nx) and R (nu, nu) on every stage (terminal: scaled Q)."""

@@ -27,9 +27,20 @@ points are computed online, one per step, and finished ``batch`` at a time.
   ``sensitivity_lag`` steps behind, so every step gets one. A step whose
   S_hat fails is published as NaN (so the simulator's count advances) and not
   recorded.
-* real time: every ``decimation``-th step is offered; one arriving while the
+* real time: the controller's steps are rebuilt from its messages
+  (:class:`whatmatters.realtime.steps.StepAssembler`): the state it solved
+  from (``/mpc/prediction`` point 0), the reference it tracked
+  (``/mpc/reference``) and the context from the same history (restarted at
+  the task's start, transitions under the mean applied torque of the robot's
+  states). Every ``decimation``-th step is offered; one arriving while the
   worker is busy is skipped and counted. The achieved rate (samples per
-  second of recorded time) is on ``/diagnostics`` (``rate_hz``).
+  second of recorded time) is on ``/diagnostics`` (``rate_hz``). The worker
+  runs at low priority (``worker_nice``; torch with ``torch_threads``
+  intra-op threads), so it never takes the CPU from the control loop.
+  Commands are recorded at their arrival, and
+  ``/diagnostics`` carry the run's figures
+  (:class:`whatmatters.realtime.metrics.RealtimeMetrics`: ``j_track`` on the
+  reference's clock, ``latency_ms_median/p99/max``, ``late_commands``).
 
 The logger follows the MPC's model: when ``/diagnostics`` of ``mpc_controller``
 report a new ``model_version`` (after ``~/reload_model``), the reported model
@@ -39,6 +50,7 @@ is loaded in a thread and used for the steps after it.
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -46,10 +58,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 from rclpy.node import Node
-from rclpy.serialization import serialize_message
+from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, Header
 from trajectory_msgs.msg import JointTrajectory
 
 from whatmatters.data.bags import TYPESTORE, TOPIC_TYPES, EpisodeBagWriter
@@ -57,6 +70,8 @@ from whatmatters.dynamics.registry import resolve_model
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.robot.params import load_panda_params
 from whatmatters.errors import WhatmattersError
+from whatmatters.realtime.metrics import RealtimeMetrics
+from whatmatters.realtime.steps import ReadyStep, StepAssembler
 from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig
 from whatmatters_ros import messages as m
 from whatmatters_ros.params import NodeParams, declare_parameters, param
@@ -68,6 +83,9 @@ log = logging.getLogger(__name__)
 __all__ = ["EXTRA_TOPICS", "LoggerParams", "SensitivityLoggerNode", "main"]
 
 EXTRA_TOPICS = {
+    m.MPC_STATE: "sensor_msgs/msg/JointState",
+    m.MPC_REFERENCE: "trajectory_msgs/msg/JointTrajectory",
+    m.REFERENCE_START: "std_msgs/msg/Header",
     m.PREDICTION: "trajectory_msgs/msg/JointTrajectory",
     m.SENSITIVITY: "std_msgs/msg/Float64MultiArray",
     m.DIAGNOSTICS: "diagnostic_msgs/msg/DiagnosticArray",
@@ -77,17 +95,30 @@ ALL_TOPICS = {**TOPIC_TYPES, **EXTRA_TOPICS}
 
 
 def cdr(msg: Any, msgtype: str) -> bytes:
-    """CDR bytes of an rclpy message, as rosbags reads them.
+    """CDR bytes of an rclpy message, as rosbags reads them (see :func:`trimmed`)."""
+    return trimmed(serialize_message(msg), msgtype)
 
-    rclpy's serializer can append padding past the message (16 bytes after a
-    JointTrajectory); rosbags rejects more than 3 trailing bytes, so the
-    bytes are cut where the message ends (measured by rosbags' own decoder).
+
+def trimmed(raw: bytes, msgtype: str) -> bytes:
+    """CDR bytes cut where the message ends.
+
+    rclpy's serializer (and so the wire) can append padding past the message
+    (16 bytes after a JointTrajectory); rosbags rejects more than 3 trailing
+    bytes, so the end is measured by rosbags' own decoder. JointState, the
+    high-rate topic, has no such padding and is recorded as received.
     """
-    raw = serialize_message(msg)
+    if msgtype == "sensor_msgs/msg/JointState":
+        return raw
     msgdef = TYPESTORE.get_msgdef(msgtype)
     decode = msgdef.deserialize_cdr_le if raw[1] else msgdef.deserialize_cdr_be
     _, end = decode(raw[4:], 0, msgdef.cls, TYPESTORE)
     return raw[: 4 + end]
+
+
+def header_stamp_ns(raw: bytes) -> int:
+    """The stamp of a serialized message that starts with a std_msgs/Header (or is one), ns."""
+    sec, nanosec = struct.unpack_from("<iI" if raw[1] else ">iI", raw, 4)
+    return sec * 1_000_000_000 + nanosec
 
 
 @dataclass(frozen=True)
@@ -108,6 +139,8 @@ class LoggerParams(NodeParams):
     lockstep: bool = param(False, "stamp commands with the joint state they answer (lock-step graphs)")
     report_period: float = param(1.0, "period of the /diagnostics report, s", lo=0.05, hi=600.0)
     command_excludes_gravity: bool = param(False, "real robot: record the MPC's total torque (/mpc/torque) as the step's command")
+    worker_nice: int = param(19, "niceness of the sensitivity worker thread (0..19; 19: lowest priority)", lo=0, hi=19)
+    torch_threads: int = param(1, "torch intra-op threads of this process", lo=1, hi=64)
 
 
 class SensitivityLoggerNode(Node):
@@ -130,20 +163,37 @@ class SensitivityLoggerNode(Node):
         self.tracker: Any = None
         self.worker: SensitivityWorker | None = None
         self.loading: tuple[int, Any] | None = None  # (MPC model version, its computer once loaded)
+        torch.set_num_threads(self.p.torch_threads)
         if self.p.sensitivity:
             self.model = resolve_model(self.p.model)
             self.tracker = self.model.context_tracker()
-            self.worker = SensitivityWorker(self._computer(self.model), self._on_result, self.p.batch, self.p.flush_after, self.p.lockstep)
+            self.worker = SensitivityWorker(self._computer(self.model), self._on_result, self.p.batch, self.p.flush_after, self.p.lockstep,
+                                            nice=self.p.worker_nice)
+        self.start_msg: Header | None = None
+        self.rt_steps: StepAssembler | None = None
+        self.metrics: RealtimeMetrics | None = None
+        self.rt_count = 0
+        if not self.p.lockstep:
+            self.rt_steps = StepAssembler(self.tracker)
+            self.metrics = RealtimeMetrics(self.mpc.dt, np.asarray(self.mpc.q_weights), np.asarray(self.mpc.qd_weights))
         self.pub_sens = self.create_publisher(Float64MultiArray, m.SENSITIVITY, m.RELIABLE)
         self.pub_diag = self.create_publisher(m.DiagnosticArray, m.DIAGNOSTICS, 100)
+        # Raw subscriptions: the bytes are recorded as received (no rclpy message -> CDR round trip:
+        # ~0.1 ms a message, half a core at 500 Hz) and parsed once for the handler.
         # /joint_states first: with both ready, the executor takes a state before the command answering it
-        self.create_subscription(JointState, m.JOINT_STATES, self._on_state, m.RELIABLE)
         torque_topic = m.TORQUE if self.p.command_excludes_gravity else m.COMMANDS  # the total torque of each step
-        self.create_subscription(Float64MultiArray, torque_topic, self._on_command, m.RELIABLE)
-        self.create_subscription(JointTrajectory, m.REFERENCE, self._on_reference, m.RELIABLE)
-        self.create_subscription(m.Inertia, m.PAYLOAD, self._on_payload, m.LATCHED)
-        self.create_subscription(JointTrajectory, m.PREDICTION, lambda msg: self._record(m.PREDICTION, msg), m.RELIABLE)
-        self.create_subscription(m.DiagnosticArray, m.DIAGNOSTICS, self._on_diagnostics, 100)
+        for topic, msg_type, handler, qos in (
+            (m.JOINT_STATES, JointState, self._on_state, m.RELIABLE),
+            (torque_topic, Float64MultiArray, self._on_command, m.RELIABLE),
+            (m.REFERENCE, JointTrajectory, self._on_reference, m.RELIABLE),
+            (m.PAYLOAD, m.Inertia, self._on_payload, m.LATCHED),
+            (m.PREDICTION, JointTrajectory, self._on_prediction, m.RELIABLE),
+            (m.MPC_STATE, JointState, self._on_mpc_state, m.RELIABLE),
+            (m.MPC_REFERENCE, JointTrajectory, self._on_mpc_reference, m.RELIABLE),
+            (m.REFERENCE_START, Header, self._on_start, m.LATCHED),
+            (m.DIAGNOSTICS, m.DiagnosticArray, self._on_diagnostics, 100),
+        ):
+            self.create_subscription(msg_type, topic, self._raw_handler(msg_type, handler), qos, raw=True)
         self.create_timer(self.p.report_period, self._report)
         self.get_logger().info(f"recording into {Path(self.p.bag_dir).resolve()}; sensitivities: {self.p.model if self.p.sensitivity else 'off'}")
 
@@ -162,6 +212,8 @@ class SensitivityLoggerNode(Node):
         self.get_logger().info(f"recording {path}")
         if self.payload is not None:
             self.bag.write_raw(m.PAYLOAD, 0.0, cdr(self.payload, ALL_TOPICS[m.PAYLOAD]))
+        if self.start_msg is not None:  # a bag rolled over mid-episode keeps the reference's origin
+            self.bag.write_raw(m.REFERENCE_START, m.stamp_seconds(self.start_msg.stamp), cdr(self.start_msg, ALL_TOPICS[m.REFERENCE_START]))
 
     def _close_bag(self) -> None:
         if self.bag is not None:
@@ -169,14 +221,25 @@ class SensitivityLoggerNode(Node):
             log.info("closed %s", self.bags[-1])  # also at shutdown, when the ROS logger is gone
             self.bag = None
 
-    def _record(self, topic: str, msg: Any, t: float | None = None) -> None:
+    @staticmethod
+    def _raw_handler(msg_type: Any, handler: Any) -> Any:
+        def callback(raw: bytes) -> None:
+            handler(deserialize_message(raw, msg_type), raw)
+
+        return callback
+
+    def _record(self, topic: str, raw: bytes, t: float | None = None) -> None:
+        """Writes serialized bytes as received (or ``cdr`` of our own messages); stamped types at their
+        header stamp, the others at ``t`` (default: now)."""
+        msgtype = ALL_TOPICS[topic]
         if t is None:
-            header = getattr(msg, "header", None)
-            t = m.stamp_seconds(header.stamp) if header is not None else self.get_clock().now().nanoseconds * 1e-9
+            stamped = msgtype not in ("std_msgs/msg/Float64MultiArray", "geometry_msgs/msg/Inertia")
+            t = header_stamp_ns(raw) * 1e-9 if stamped else self.get_clock().now().nanoseconds * 1e-9
+        data = trimmed(raw, msgtype)
         with self.bag_lock:
             if self.bag is None:
                 self._open_bag()
-            self.bag.write_raw(topic, t, cdr(msg, ALL_TOPICS[topic]))  # type: ignore[union-attr]
+            self.bag.write_raw(topic, t, data)  # type: ignore[union-attr]
             self.counts["messages"] += 1
 
     def _roll_if_large(self) -> None:
@@ -197,12 +260,15 @@ class SensitivityLoggerNode(Node):
         self.index_of: dict[int, int] = {}  # stamp ns -> step index
         self.taus: dict[int, np.ndarray] = {}
         self.n_commands = 0
-        self.pending_commands: list[Float64MultiArray] = []
+        self.pending_commands: list[tuple[Float64MultiArray, bytes]] = []
         self.tracked = 0  # the context tracker has seen the transitions up to this step
         self.waiting: tuple[int, np.ndarray] | None = None  # a sample waiting for the tracker
 
-    def _on_state(self, msg: JointState) -> None:
+    def _on_state(self, msg: JointState, raw: bytes) -> None:
         ns = m.stamp_ns(msg.header.stamp)
+        if not self.p.lockstep:
+            self._on_state_realtime(ns, msg, raw)
+            return
         if self.last_state_ns is not None and ns < self.last_state_ns:
             with self.bag_lock:  # a new episode: a new bag
                 self._close_bag()
@@ -213,7 +279,7 @@ class SensitivityLoggerNode(Node):
                 self._close_bag()
         self.first_ns = ns if self.first_ns is None or ns < self.first_ns else self.first_ns
         self.last_state_ns = ns
-        self._record(m.JOINT_STATES, msg)
+        self._record(m.JOINT_STATES, raw)
         if self.bag_start_ns is None:
             self.bag_start_ns = ns
         k = self.n_states
@@ -227,39 +293,41 @@ class SensitivityLoggerNode(Node):
         if k == 0 and self.tracker is not None and x is not None:
             self.tracker.reset(x)
         while self.pending_commands and self.n_commands < self.n_states:
-            self._assign_command(self.pending_commands.pop(0))
+            self._assign_command(*self.pending_commands.pop(0))
         self._advance()
         ref = self.refs.exact(ns) if self.p.lockstep else self.refs.at(ns)
         if ref is not None and x is not None:
             self._offer(k, ref)
 
-    def _on_reference(self, msg: JointTrajectory) -> None:
-        self._record(m.REFERENCE, msg)
+    def _on_reference(self, msg: JointTrajectory, raw: bytes) -> None:
+        self._record(m.REFERENCE, raw)
         x_ref = m.trajectory_to_array(msg)
         if x_ref.shape != (self.mpc.horizon + 1, 14):
             return
         ns = m.stamp_ns(msg.header.stamp)
         self.refs.add(ns, x_ref)
+        if self.metrics is not None:
+            self.metrics.add_reference(ns, x_ref)
         k = self.index_of.get(ns)
         if self.p.lockstep and k is not None and self.xs.get(k) is not None:
             self._offer(k, x_ref)
 
-    def _on_command(self, msg: Float64MultiArray) -> None:
-        if not self.p.lockstep:  # real time: stamped at reception, for the latest state
-            self._record(m.COMMANDS, msg, self.get_clock().now().nanoseconds * 1e-9)
-            if self.n_states and len(msg.data) == 7:
-                self.taus[self.n_states - 1] = np.asarray(msg.data, dtype=float)
-                self._advance()
+    def _on_command(self, msg: Float64MultiArray, raw: bytes) -> None:
+        if not self.p.lockstep:  # real time: stamped at its arrival (a Franka applies it from then on)
+            received = self.get_clock().now().nanoseconds
+            self._record(m.COMMANDS, raw, received * 1e-9)
+            if self.metrics is not None:
+                self.metrics.add_command(received, np.asarray(msg.data, dtype=float))
         elif self.n_commands < self.n_states:
-            self._assign_command(msg)
+            self._assign_command(msg, raw)
         else:  # its state is still in the queue: the k-th command answers the k-th state
-            self.pending_commands.append(msg)
+            self.pending_commands.append((msg, raw))
 
-    def _assign_command(self, msg: Float64MultiArray) -> None:
+    def _assign_command(self, msg: Float64MultiArray, raw: bytes) -> None:
         k = self.n_commands
         self.n_commands += 1
         if k in self.stamps:
-            self._record(m.COMMANDS, msg, self.stamps[k] * 1e-9)
+            self._record(m.COMMANDS, raw, self.stamps[k] * 1e-9)
         if len(msg.data) == 7:
             self.taus[k] = np.asarray(msg.data, dtype=float)
         self._advance()
@@ -286,13 +354,84 @@ class SensitivityLoggerNode(Node):
             self.waiting = None
             self._submit(k, ref)
 
-    def _on_payload(self, msg: Any) -> None:
-        self.payload = msg
-        self._record(m.PAYLOAD, msg, (self.last_state_ns or 0) * 1e-9)
+    # -------------------------------------------------------------- real time
+    def _on_state_realtime(self, ns: int, msg: JointState, raw: bytes) -> None:
+        if self.last_state_ns is not None and ns < self.last_state_ns:
+            with self.bag_lock:  # a new episode: a new bag
+                self._close_bag()
+            self.start_msg = None
+            self.rt_steps = StepAssembler(self.tracker)
+            self.metrics = RealtimeMetrics(self.mpc.dt, np.asarray(self.mpc.q_weights), np.asarray(self.mpc.qd_weights))
+        elif self.bag is not None and self.p.max_bag_seconds > 0 and self.bag_start_ns is not None \
+                and ns - self.bag_start_ns >= self.p.max_bag_seconds * 1e9:
+            with self.bag_lock:  # bag full (the episode and the context history go on)
+                self._close_bag()
+        self.first_ns = ns if self.first_ns is None or ns < self.first_ns else self.first_ns
+        self.last_state_ns = ns
+        self._record(m.JOINT_STATES, raw)
+        if self.bag_start_ns is None:
+            self.bag_start_ns = ns
+        x, effort = m.joint_state_to_x(msg), m.joint_state_effort(msg)
+        if x is None:
+            return
+        self.metrics.add_state(ns, x)  # type: ignore[union-attr]
+        self.rt_steps.on_state(ns, x, effort if effort is not None else np.zeros(7))  # type: ignore[union-attr]
+        self._release_steps()
 
-    def _on_diagnostics(self, msg: Any) -> None:
+    def _on_start(self, msg: Header, raw: bytes) -> None:
+        self.start_msg = msg
+        self._record(m.REFERENCE_START, raw)
+        if self.rt_steps is not None and self.metrics is not None:
+            self.rt_steps.on_start(m.stamp_ns(msg.stamp))
+            self.metrics.set_start(m.stamp_ns(msg.stamp))
+
+    def _on_mpc_state(self, msg: JointState, raw: bytes) -> None:
+        self._record(m.MPC_STATE, raw)
+        x = m.joint_state_to_x(msg)
+        if self.rt_steps is None or self.metrics is None or x is None:
+            return
+        ns = m.stamp_ns(msg.header.stamp)
+        tau = np.asarray(msg.effort, dtype=float)
+        self.metrics.add_step(ns, tau)
+        self.rt_steps.on_step(ns, x, tau)
+        self._release_steps()
+
+    def _on_prediction(self, msg: JointTrajectory, raw: bytes) -> None:
+        self._record(m.PREDICTION, raw)
+        if self.rt_steps is not None and msg.points:
+            self.rt_steps.on_solve(m.stamp_ns(msg.header.stamp), x0=m.trajectory_to_array(msg)[0])
+            self._release_steps()
+
+    def _on_mpc_reference(self, msg: JointTrajectory, raw: bytes) -> None:
+        self._record(m.MPC_REFERENCE, raw)
+        x_ref = m.trajectory_to_array(msg)
+        if self.rt_steps is not None and x_ref.shape == (self.mpc.horizon + 1, 14):
+            self.rt_steps.on_solve(m.stamp_ns(msg.header.stamp), x_ref=x_ref)
+            self._release_steps()
+
+    def _release_steps(self) -> None:
+        """Real time: the steps whose inputs are complete go to the worker (every ``decimation``-th)."""
+        for step in self.rt_steps.ready():  # type: ignore[union-attr]
+            self.rt_count += 1
+            if self.worker is None or (self.rt_count - 1) % self.p.decimation:
+                continue
+            self._submit_realtime(step)
+
+    def _submit_realtime(self, step: ReadyStep) -> None:
+        self._swap_model()
+        params = self.model.parameter_values()
+        if step.context is not None:
+            start, z = step.context
+            params[start : start + len(z)] = z
+        self.worker.submit(SensitivityJob(len(self.bags), step.instant_ns, step.x0, step.x_ref, params))  # type: ignore[union-attr]
+
+    def _on_payload(self, msg: Any, raw: bytes) -> None:
+        self.payload = msg
+        self._record(m.PAYLOAD, raw, (self.last_state_ns or 0) * 1e-9)
+
+    def _on_diagnostics(self, msg: Any, raw: bytes) -> None:
         if not any(s.name == "sensitivity_logger" for s in msg.status):  # our own are recorded when sent
-            self._record(m.DIAGNOSTICS, msg)
+            self._record(m.DIAGNOSTICS, raw)
         for status in msg.status:
             if status.name == "mpc_controller" and self.worker is not None:
                 values = {kv.key: kv.value for kv in status.values}
@@ -372,10 +511,13 @@ class SensitivityLoggerNode(Node):
         self._swap_model()  # also without steps (a model loaded between episodes)
         work = {**self.worker.counts, "backlog": self.worker.backlog} if self.worker is not None else {}
         values = {**self.counts, **work, "rate_hz": f"{self.rate_hz():.2f}", "bag": str(self.bags[-1]) if self.bags else ""}
+        if self.metrics is not None:
+            fig = self.metrics.summary()
+            values.update({k: "" if v is None else (f"{v:.4f}" if isinstance(v, float) else v) for k, v in fig.items()})
         msg = m.diagnostic_array(self.get_clock().now().to_msg(), "sensitivity_logger", m.OK, "recording", values)
         self.pub_diag.publish(msg)
         if self.bag is not None:
-            self._record(m.DIAGNOSTICS, msg)
+            self._record(m.DIAGNOSTICS, serialize_message(msg))
 
     def close(self) -> None:
         """Finishes the queued sensitivities (lock-step) or drops them, then closes the bag (once, at shutdown)."""
