@@ -42,3 +42,28 @@ def test_worker_results_equal_one_sample_computations(computer, batch):
         ref = computer.compute(job.x, job.x_ref, job.params, *init)
         warm = (ref.x, ref.u)
         np.testing.assert_allclose(s_hat, ref.s_hat, rtol=0, atol=1e-10 * np.abs(ref.s_hat).max())
+
+
+def test_the_child_process_gives_the_in_process_numbers(computer):
+    from whatmatters_ros.sensitivity_process import ProcessComputer
+
+    jobs = _jobs(3)
+    got: list[np.ndarray | None] = []
+    remote = ProcessComputer("nominal", nice=19, torch_threads=1)
+    worker = SensitivityWorker(remote, lambda tag, ns, s_hat: got.append(s_hat), 3, flush_after=0.05, queue_all=True)
+    for job in jobs:
+        assert worker.submit(job)
+    worker.close(drain=True)  # also stops the child
+    warm = None
+    for job, s_hat in zip(jobs, got):
+        init = (None, None) if warm is None else shifted(*warm)
+        ref = computer.compute(job.x, job.x_ref, job.params, *init)
+        warm = (ref.x, ref.u)
+        np.testing.assert_allclose(s_hat, ref.s_hat, rtol=0, atol=1e-10 * np.abs(ref.s_hat).max())
+
+
+def test_a_computer_that_cannot_be_built_fails_in_the_caller(tmp_path):
+    from whatmatters_ros.sensitivity_process import ProcessComputer
+
+    with pytest.raises(Exception, match="missing.pt"):
+        ProcessComputer(str(tmp_path / "missing.pt"))

@@ -34,7 +34,7 @@ COLUMNS = (
     ("env", "env"), ("model", "model"), ("run", "run"), ("J lock-step", "j_lockstep"), ("J real time", "j_track"), ("ratio", "ratio"),
     ("latency at robot p50 / p99 / max, ms", "robot_latency"), ("late (> 20 ms)", "robot_late_commands"),
     ("latency at logger p99, ms", "latency_ms_p99"), ("sim lag p99 / max, ms", "sim_lag"), ("late physics steps", "sim_late_steps"),
-    ("S_hat, Hz", "sensitivity_rate_hz"),
+    ("S_hat, Hz", "sensitivity_rate_hz"), ("start offset, ms", "start_offset_ms"), ("steal, %", "steal_pct"),
 )
 
 
@@ -54,12 +54,38 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
                 cells.append(" / ".join(_fmt(r.get(f"sim_lag_ms_{p}"), 2) for p in ("p99", "max")))
             elif key == "latency_ms_p99":
                 cells.append(_fmt(r.get(key), 2))
-            elif key == "sensitivity_rate_hz":
+            elif key in ("sensitivity_rate_hz", "start_offset_ms", "steal_pct"):
                 cells.append(_fmt(r.get(key), 1))
             else:
                 cells.append(_fmt(r.get(key), 4 if key.startswith("j") or key == "ratio" else 3))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cpu_ticks() -> list[int]:
+    """The first line of /proc/stat: user nice system idle iowait irq softirq steal ... (ticks); [] elsewhere."""
+    try:
+        return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return []
+
+
+def _steal_pct(before: list[int], after: list[int]) -> float | None:
+    """Share of the machine's CPU time the hypervisor took (steal) during a run, %."""
+    if len(before) < 8 or len(after) < 8:
+        return None
+    delta = [a - b for a, b in zip(after, before)]
+    total = sum(delta[:8])
+    return 100.0 * delta[7] / total if total > 0 else None
+
+
+def _start_offset_ms(bag: Path, summary: dict[str, Any]) -> float | None:
+    """The reference's origin minus the tick at which the simulator applied the first command, ms."""
+    from whatmatters.realtime.metrics import bag_figures
+
+    fig = bag_figures(bag, 0.02, __import__("numpy").zeros(7), __import__("numpy").zeros(7))
+    sim_start = fig["sim"].get("task_start_ns")
+    return (fig["start_ns"] - int(sim_start)) * 1e-6 if sim_start else None
 
 
 def run_bench(envs: list[int], models: list[str], runs: int, seconds: float, out: Path, domain_id: int,
@@ -92,14 +118,17 @@ def run_bench(envs: list[int], models: list[str], runs: int, seconds: float, out
                 for node, extra in (overrides or {}).items():
                     params.setdefault(node, {}).update(extra)
                 graph = SimGraph(folder, seconds, lockstep=False, domain_id=domain_id, overrides=params)
+                cpu_before = _cpu_ticks()
                 graph.start()
                 try:
                     graph.wait_sim(600.0)
                 finally:
                     graph.stop()
+                cpu_after = _cpu_ticks()
                 bag = sorted((folder / "bags").glob("*/metadata.yaml"))[-1].parent
                 s = summarize_bag(bag, env, cfg, seconds)
-                row = {"env": env, "model": model, "run": run, "j_lockstep": j_lock, **s, "ratio": s["j_track"] / j_lock, "bag": str(bag)}
+                row = {"env": env, "model": model, "run": run, "j_lockstep": j_lock, **s, "ratio": s["j_track"] / j_lock, "bag": str(bag),
+                       "steal_pct": _steal_pct(cpu_before, cpu_after), "start_offset_ms": _start_offset_ms(bag, s)}
                 rows.append(row)
                 log.info("%s env %d run %d: J %.4f (lock-step %.4f, ratio %.3f), latency at the robot p99 %s ms",
                          model, env, run, s["j_track"], j_lock, row["ratio"], s["robot_latency_ms_p99"])

@@ -24,16 +24,15 @@ two queued steps. No ROS in this module.
 from __future__ import annotations
 
 import logging
-import os
 import queue
+from concurrent.futures import BrokenExecutor
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
-from whatmatters.sensitivity.compute import SensitivityComputer
 from whatmatters.sensitivity.point import OperatingPoint, SensitivityError, SensitivitySample, shifted
 
 __all__ = ["SensitivityJob", "SensitivityWorker"]
@@ -68,32 +67,27 @@ class SensitivityWorker:
     """Computes S_hat for queued steps in one thread.
 
     Args:
-        computer: The model's sensitivity computer.
+        computer: The model's sensitivity computer (a :class:`SensitivityComputer`, or anything
+            with its ``operating_point``, ``finish`` and ``compute``, e.g.
+            :class:`~whatmatters_ros.sensitivity_process.ProcessComputer`).
         on_result: Called with ``(tag, stamp_ns, s_hat (N, nx) or None)`` per step, in order.
         batch: Operating points finished together (>= 1).
         flush_after: Finish a partial batch after this long without a new step, s.
         queue_all: Queue every step (lock-step) instead of skipping steps while busy.
-        nice: Niceness of the worker thread (Linux: per thread; 19 is the lowest priority),
-            so that its work never takes the CPU from the control loop.
     """
 
-    def __init__(
-        self, computer: SensitivityComputer, on_result: ResultCallback, batch: int, flush_after: float, queue_all: bool, nice: int = 0
-    ) -> None:
+    def __init__(self, computer: Any, on_result: ResultCallback, batch: int, flush_after: float, queue_all: bool) -> None:
         self.computer = computer
-        self.nice = nice
         self.on_result = on_result
         self.batch, self.flush_after, self.queue_all = max(1, batch), flush_after, queue_all
         self.counts = {"offered": 0, "skipped": 0, "samples": 0, "failed": 0}
-        self._jobs: queue.Queue[SensitivityJob | SensitivityComputer | None] = queue.Queue()
+        self._jobs: queue.Queue[Any] = queue.Queue()  # jobs, a new computer, or None (stop)
         self._idle = threading.Event()
         self._idle.set()
         self._warm: tuple[np.ndarray, np.ndarray] | None = None
-        self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sensitivity", daemon=True)
         self._thread.start()
-        if self.nice:
-            self.lower_priority()
+
 
     @property
     def backlog(self) -> int:
@@ -110,7 +104,7 @@ class SensitivityWorker:
         self._jobs.put(job)
         return True
 
-    def swap(self, computer: SensitivityComputer) -> None:
+    def swap(self, computer: Any) -> None:
         """Uses ``computer`` for the steps queued after this call."""
         self._jobs.put(computer)
 
@@ -124,23 +118,11 @@ class SensitivityWorker:
                 pass
         self._jobs.put(None)
         self._thread.join(timeout=60.0 if drain else 10.0)
+        if hasattr(self.computer, "close"):
+            self.computer.close()
 
     # ----------------------------------------------------------------- thread
-    def lower_priority(self) -> None:
-        """Ordinary scheduling at niceness ``nice`` for the worker thread (also after its process
-        was put under a real-time policy: the worker must never preempt the control loop)."""
-        self._started.wait(5.0)
-        tid = self._thread.native_id
-        if tid is None:
-            return
-        try:  # Linux: scheduling and niceness are per thread
-            os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
-            os.setpriority(os.PRIO_PROCESS, tid, self.nice)
-        except (OSError, AttributeError) as exc:
-            log.warning("cannot lower the sensitivity worker's priority: %s", exc)
-
     def _run(self) -> None:
-        self._started.set()
         pending: list[tuple[int, int, OperatingPoint | None]] = []
         while True:
             try:
@@ -149,11 +131,13 @@ class SensitivityWorker:
                 self._finish(pending)
                 self._idle.set()
                 continue
-            if item is None or isinstance(item, SensitivityComputer):
+            if item is None or not isinstance(item, SensitivityJob):  # the end, or a new computer
                 self._finish(pending)
                 if item is None:
                     return
-                self.computer, self._warm = item, None
+                old, self.computer, self._warm = self.computer, item, None
+                if hasattr(old, "close"):
+                    old.close()
                 continue
             if self.batch == 1:
                 self._compute(item)
@@ -179,7 +163,7 @@ class SensitivityWorker:
         init = (None, None) if self._warm is None else shifted(*self._warm)
         try:
             out = method(job.x, job.x_ref, job.params, *init)
-        except (SensitivityError, np.linalg.LinAlgError) as exc:
+        except (SensitivityError, np.linalg.LinAlgError, BrokenExecutor) as exc:  # BrokenExecutor: a computer's process died
             self._warm = None
             log.warning("sensitivity at t = %.3f s failed: %s", job.stamp_ns * 1e-9, exc)
             return None

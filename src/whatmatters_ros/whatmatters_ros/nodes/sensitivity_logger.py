@@ -34,9 +34,12 @@ points are computed online, one per step, and finished ``batch`` at a time.
   the task's start, transitions under the mean applied torque of the robot's
   states). Every ``decimation``-th step is offered; one arriving while the
   worker is busy is skipped and counted. The achieved rate (samples per
-  second of recorded time) is on ``/diagnostics`` (``rate_hz``). The worker
-  runs at low priority (``worker_nice``; torch with ``torch_threads``
-  intra-op threads), so it never takes the CPU from the control loop.
+  second of recorded time) is on ``/diagnostics`` (``rate_hz``). The
+  computation runs in a child process
+  (:class:`whatmatters_ros.sensitivity_process.ProcessComputer`) at low
+  priority (``worker_nice``; torch with ``torch_threads`` intra-op threads):
+  it never takes the CPU from the control loop, and the recording thread
+  shares no GIL with it, so arrival times are taken as messages arrive.
   Commands are recorded at their arrival, and
   ``/diagnostics`` carry the run's figures
   (:class:`whatmatters.realtime.metrics.RealtimeMetrics`: ``j_track`` on the
@@ -72,10 +75,10 @@ from whatmatters.robot.params import load_panda_params
 from whatmatters.errors import WhatmattersError
 from whatmatters.realtime.metrics import RealtimeMetrics
 from whatmatters.realtime.steps import ReadyStep, StepAssembler
-from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig
 from whatmatters_ros import messages as m
 from whatmatters_ros.params import NodeParams, declare_parameters, param
 from whatmatters_ros.runtime import exit_with, run_node
+from whatmatters_ros.sensitivity_process import ProcessComputer
 from whatmatters_ros.sensitivity_worker import SensitivityJob, SensitivityWorker
 
 log = logging.getLogger(__name__)
@@ -139,8 +142,8 @@ class LoggerParams(NodeParams):
     lockstep: bool = param(False, "stamp commands with the joint state they answer (lock-step graphs)")
     report_period: float = param(1.0, "period of the /diagnostics report, s", lo=0.05, hi=600.0)
     command_excludes_gravity: bool = param(False, "real robot: record the MPC's total torque (/mpc/torque) as the step's command")
-    worker_nice: int = param(19, "niceness of the sensitivity worker thread (0..19; 19: lowest priority)", lo=0, hi=19)
-    torch_threads: int = param(1, "torch intra-op threads of this process", lo=1, hi=64)
+    worker_nice: int = param(19, "niceness of the sensitivity process (0..19; 19: lowest priority)", lo=0, hi=19)
+    torch_threads: int = param(1, "torch intra-op threads of the sensitivity process", lo=1, hi=64)
 
 
 class SensitivityLoggerNode(Node):
@@ -167,8 +170,7 @@ class SensitivityLoggerNode(Node):
         if self.p.sensitivity:
             self.model = resolve_model(self.p.model)
             self.tracker = self.model.context_tracker()
-            self.worker = SensitivityWorker(self._computer(self.model), self._on_result, self.p.batch, self.p.flush_after, self.p.lockstep,
-                                            nice=self.p.worker_nice)
+            self.worker = SensitivityWorker(self._computer(self.p.model), self._on_result, self.p.batch, self.p.flush_after, self.p.lockstep)
         self.start_msg: Header | None = None
         self.rt_steps: StepAssembler | None = None
         self.metrics: RealtimeMetrics | None = None
@@ -197,8 +199,9 @@ class SensitivityLoggerNode(Node):
         self.create_timer(self.p.report_period, self._report)
         self.get_logger().info(f"recording into {Path(self.p.bag_dir).resolve()}; sensitivities: {self.p.model if self.p.sensitivity else 'off'}")
 
-    def _computer(self, model: Any) -> SensitivityComputer:
-        return SensitivityComputer(model, self.mpc, load_panda_params().torque_limits, SensitivityConfig.from_yaml())
+    def _computer(self, spec: str) -> ProcessComputer:
+        """The model's sensitivity computer in a child process at ``worker_nice`` (no GIL shared with recording)."""
+        return ProcessComputer(spec, self.p.worker_nice, self.p.torch_threads)
 
     # -------------------------------------------------------------- recording
     def _open_bag(self) -> None:
@@ -444,8 +447,8 @@ class SensitivityLoggerNode(Node):
         """Thread: the MPC's new model and its sensitivity computer (swapped in by :meth:`_swap_model`)."""
         try:
             model = resolve_model(spec)
-            self.loading = (version, (model, self._computer(model)))
-        except (WhatmattersError, OSError) as exc:
+            self.loading = (version, (model, self._computer(spec)))
+        except Exception as exc:  # noqa: BLE001 - whatever building it raised (also in the child process): the running model stays
             self.loading = None
             self.get_logger().error(f"cannot follow the MPC's model version {version} ('{spec}'): {exc}")
 
