@@ -50,11 +50,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--runs", type=int, default=3, help="bench: real-time runs per environment and model")
     p.add_argument("--rate-limit", action="store_true", help="real time: Franka's torque-rate limit in the simulator")
     p.add_argument("--delay-compensation", action="store_true", help="real time: the MPC compensates its input delay")
+    p.add_argument("--no-sensitivity", action="store_true", help="the logger records without computing S_hat")
     p.set_defaults(run=run_up)
 
 
 def _switches(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {"franka_sim": {}, "mpc_controller": {}}
+    out: dict[str, dict[str, Any]] = {"franka_sim": {}, "mpc_controller": {}, "sensitivity_logger": {}}
+    if args.no_sensitivity:
+        out["sensitivity_logger"]["sensitivity"] = False
     if args.rate_limit:
         out["franka_sim"]["torque_rate_limit"] = True
     if args.delay_compensation:
@@ -106,7 +109,7 @@ def run_up(args: argparse.Namespace) -> dict[str, Any]:
         "franka_sim": {"env_seed": env_seed, **switches["franka_sim"]},
         "reference_publisher": {"env_seed": env_seed},
         "mpc_controller": {"model": model, **switches["mpc_controller"]},
-        "sensitivity_logger": {"model": model},
+        "sensitivity_logger": {"model": model, **switches["sensitivity_logger"]},
     }
     graph = SimGraph(out.resolve(), args.seconds, args.lockstep, domain, overrides)
     start = time.perf_counter()

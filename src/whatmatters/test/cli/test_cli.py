@@ -31,6 +31,16 @@ def test_bench_reports_realtime_factor(capsys):
     assert out["sim_realtime_factor"] > 0
 
 
+def test_episode_in_real_time_without_latency_is_the_lock_step_episode(capsys):
+    assert main(["episode", "--model", "nominal", "--env-seed", "2002", "--seconds", "0.5", "--latency", "0", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ratio"] == 1.0 and out["j_track"] == out["j_track_lockstep"]
+
+
+def test_episode_options_of_the_real_time_loop_need_a_latency():
+    assert main(["episode", "--seconds", "0.1", "--delay-compensation"]) == 2
+
+
 def test_episode_prints_one_json_object(capsys):
     assert main(["episode", "--model", "nominal", "--env-seed", "2002", "--seconds", "1", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
