@@ -137,6 +137,7 @@ class MpcControllerNode(Node):
         self.rt: RealtimeMpc | None = None
         self._start_open, self._start_ready, self._start_checked = False, 0.0, 0.0
         self._sent_after_ms = self._received_after_ms = self._rt_ms = 0.0
+        self._heartbeat_steps = -1
         if not self.p.lockstep:
             if abs(self.p.rate_hz * self.cfg.dt - 1.0) > 1e-9:
                 raise ParameterError(f"node 'mpc_controller': parameter 'rate_hz' = {self.p.rate_hz:g}: must be 1 / dt = {1.0 / self.cfg.dt:g} Hz (mpc.yaml)")
@@ -159,6 +160,7 @@ class MpcControllerNode(Node):
         else:
             self.create_subscription(Header, m.REFERENCE_START, self._on_start, m.LATCHED)
             self.create_timer(1.0 / self.p.rate_hz, self._stale_watchdog)
+        self.create_timer(1.0, self._heartbeat)  # a node that starts late (the logger) still learns the model version
         self.create_service(Trigger, "~/reload_model", self._reload)
         self.get_logger().info(
             f"model '{self.p.model}' ({model.n_params} runtime parameters), N = {self.cfg.horizon}, "
@@ -330,6 +332,12 @@ class MpcControllerNode(Node):
             self.pub_total.publish(m.float64_array(total, ("joints",)))
         self.pub_state.publish(m.joint_state_msg(m.time_msg_ns(ns), x[:7], x[7:], total))
         return total
+
+    def _heartbeat(self) -> None:
+        """Once a second without control steps (between episodes, before the first state): the model and its version."""
+        if self.steps == self._heartbeat_steps:
+            self._diagnose(m.OK, "idle", force=True)
+        self._heartbeat_steps = self.steps
 
     def _diagnose(self, level: int, message: str, force: bool = False, extra: dict[str, object] | None = None) -> None:
         if not force and self.steps % self.p.diagnostics_every:

@@ -254,6 +254,22 @@ class SensitivityLoggerNode(Node):
                 self._close_bag()
                 self._open_bag()
 
+    def _record_state(self, ns: int, raw: bytes) -> bool:
+        """Records a joint state, in a new bag for a new episode or past ``max_bag_seconds``;
+        returns whether a new episode began (stamps going backwards)."""
+        new_episode = self.last_state_ns is not None and ns < self.last_state_ns
+        full = self.bag is not None and self.p.max_bag_seconds > 0 and self.bag_start_ns is not None \
+            and ns - self.bag_start_ns >= self.p.max_bag_seconds * 1e9  # the episode and the context history go on
+        if new_episode or full:
+            with self.bag_lock:
+                self._close_bag()
+        self.first_ns = ns if self.first_ns is None or ns < self.first_ns else self.first_ns
+        self.last_state_ns = ns
+        self._record(m.JOINT_STATES, raw)
+        if self.bag_start_ns is None:
+            self.bag_start_ns = ns
+        return new_episode
+
     # ----------------------------------------------------------------- inputs
     def _new_episode(self) -> None:
         """Per-episode step bookkeeping: step index -> stamp, state, command."""
@@ -272,19 +288,8 @@ class SensitivityLoggerNode(Node):
         if not self.p.lockstep:
             self._on_state_realtime(ns, msg, raw)
             return
-        if self.last_state_ns is not None and ns < self.last_state_ns:
-            with self.bag_lock:  # a new episode: a new bag
-                self._close_bag()
+        if self._record_state(ns, raw):
             self._new_episode()
-        elif self.bag is not None and self.p.max_bag_seconds > 0 and self.bag_start_ns is not None \
-                and ns - self.bag_start_ns >= self.p.max_bag_seconds * 1e9:
-            with self.bag_lock:  # bag full (the episode and the context history go on)
-                self._close_bag()
-        self.first_ns = ns if self.first_ns is None or ns < self.first_ns else self.first_ns
-        self.last_state_ns = ns
-        self._record(m.JOINT_STATES, raw)
-        if self.bag_start_ns is None:
-            self.bag_start_ns = ns
         k = self.n_states
         self.n_states += 1
         x = m.joint_state_to_x(msg)
@@ -298,7 +303,7 @@ class SensitivityLoggerNode(Node):
         while self.pending_commands and self.n_commands < self.n_states:
             self._assign_command(*self.pending_commands.pop(0))
         self._advance()
-        ref = self.refs.exact(ns) if self.p.lockstep else self.refs.at(ns)
+        ref = self.refs.exact(ns)
         if ref is not None and x is not None:
             self._offer(k, ref)
 
@@ -336,18 +341,12 @@ class SensitivityLoggerNode(Node):
         self._advance()
 
     def _advance(self) -> None:
-        """Feeds the context tracker every complete transition, then a sample that waited for it."""
+        """Lock-step: feeds the context tracker every complete transition, then a sample that waited for it."""
         if self.tracker is not None:
             while self.tracked + 1 < self.n_states:
                 tau = self.taus.get(self.tracked)
                 if tau is None:
-                    if self.p.lockstep:
-                        break  # the command answering this state is still to come
-                    # real time: a state that got no command before the next one never gets one
-                    # (commands go to the latest state); the simulator held the previous command
-                    tau = self.taus.get(self.tracked - 1)
-                    if tau is not None:
-                        self.taus[self.tracked] = tau
+                    break  # the command answering this state is still to come
                 x_prev, x = self.xs.get(self.tracked), self.xs.get(self.tracked + 1)
                 if tau is not None and x_prev is not None and x is not None:
                     self.tracker.observe(x, tau, x_prev)
@@ -359,21 +358,10 @@ class SensitivityLoggerNode(Node):
 
     # -------------------------------------------------------------- real time
     def _on_state_realtime(self, ns: int, msg: JointState, raw: bytes) -> None:
-        if self.last_state_ns is not None and ns < self.last_state_ns:
-            with self.bag_lock:  # a new episode: a new bag
-                self._close_bag()
+        if self._record_state(ns, raw):
             self.start_msg = None
             self.rt_steps = StepAssembler(self.tracker)
             self.metrics = RealtimeMetrics(self.mpc.dt, np.asarray(self.mpc.q_weights), np.asarray(self.mpc.qd_weights))
-        elif self.bag is not None and self.p.max_bag_seconds > 0 and self.bag_start_ns is not None \
-                and ns - self.bag_start_ns >= self.p.max_bag_seconds * 1e9:
-            with self.bag_lock:  # bag full (the episode and the context history go on)
-                self._close_bag()
-        self.first_ns = ns if self.first_ns is None or ns < self.first_ns else self.first_ns
-        self.last_state_ns = ns
-        self._record(m.JOINT_STATES, raw)
-        if self.bag_start_ns is None:
-            self.bag_start_ns = ns
         x, effort = m.joint_state_to_x(msg), m.joint_state_effort(msg)
         if x is None:
             return
