@@ -217,7 +217,8 @@ def summarize_bag(bag: Path, env_seed: int, mpc: MpcConfig | None = None, second
         ``states``, ``commands``, ``expected_commands``, ``sensitivities``, ``seconds`` (task time
         recorded), ``command_rate_hz``, ``sensitivity_rate_hz``, ``j_track``, ``j_track_recorded``,
         ``latency_ms_median``, ``latency_ms_p99``, ``latency_ms_max``, ``late_commands``, ``sim_lag_ms_p99``,
-        ``sim_lag_ms_max``, ``sim_late_steps``, ``rate_limited_steps``.
+        ``sim_lag_ms_max``, ``sim_late_steps``, ``rate_limited_steps``, ``start_ns`` (the reference's origin)
+        and ``sim_task_start_ns`` (the tick the simulator applied the first command at, if it reported it).
     """
     mpc = mpc or MpcConfig.from_yaml()
     env = make_environment(env_seed)
@@ -266,4 +267,6 @@ def summarize_bag(bag: Path, env_seed: int, mpc: MpcConfig | None = None, second
         "sim_lag_ms_max": sim.get("lag_ms_max"),
         "sim_late_steps": sim.get("late_steps"),
         "rate_limited_steps": sim.get("rate_limited_steps"),
+        "start_ns": start,
+        "sim_task_start_ns": sim.get("task_start_ns"),
     }

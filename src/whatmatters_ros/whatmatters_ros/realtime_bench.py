@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import time
 from pathlib import Path
@@ -79,13 +80,10 @@ def _steal_pct(before: list[int], after: list[int]) -> float | None:
     return 100.0 * delta[7] / total if total > 0 else None
 
 
-def _start_offset_ms(bag: Path, summary: dict[str, Any]) -> float | None:
+def _start_offset_ms(summary: dict[str, Any]) -> float | None:
     """The reference's origin minus the tick at which the simulator applied the first command, ms."""
-    from whatmatters.realtime.metrics import bag_figures
-
-    fig = bag_figures(bag, 0.02, __import__("numpy").zeros(7), __import__("numpy").zeros(7))
-    sim_start = fig["sim"].get("task_start_ns")
-    return (fig["start_ns"] - int(sim_start)) * 1e-6 if sim_start else None
+    sim_start = summary.get("sim_task_start_ns")
+    return (summary["start_ns"] - int(sim_start)) * 1e-6 if sim_start else None
 
 
 def run_bench(envs: list[int], models: list[str], runs: int, seconds: float, out: Path, domain_id: int,
@@ -128,13 +126,13 @@ def run_bench(envs: list[int], models: list[str], runs: int, seconds: float, out
                 bag = sorted((folder / "bags").glob("*/metadata.yaml"))[-1].parent
                 s = summarize_bag(bag, env, cfg, seconds)
                 row = {"env": env, "model": model, "run": run, "j_lockstep": j_lock, **s, "ratio": s["j_track"] / j_lock, "bag": str(bag),
-                       "steal_pct": _steal_pct(cpu_before, cpu_after), "start_offset_ms": _start_offset_ms(bag, s)}
+                       "steal_pct": _steal_pct(cpu_before, cpu_after), "start_offset_ms": _start_offset_ms(s)}
                 rows.append(row)
                 log.info("%s env %d run %d: J %.4f (lock-step %.4f, ratio %.3f), latency at the robot p99 %s ms",
                          model, env, run, s["j_track"], j_lock, row["ratio"], s["robot_latency_ms_p99"])
     result = {
         "rows": rows, "worst_ratio": max(r["ratio"] for r in rows), "seconds": seconds, "runs": runs, "envs": envs, "models": models,
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, {platform.platform()}", "wall_s": time.perf_counter() - start,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}", "wall_s": time.perf_counter() - start,
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps(result, indent=1), out / "realtime_bench.json")

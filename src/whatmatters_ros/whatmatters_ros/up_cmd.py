@@ -66,15 +66,15 @@ def _switches(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def _env_seeds(spec: str) -> list[int]:
-    if ":" in spec:
-        from whatmatters.sim.environments import environment_seeds
+    """Seeds of ``--envs``: a set name or list (:func:`environment_seeds`), or ``SET:N``, the first N of a set."""
+    from whatmatters.sim.environments import environment_seeds
 
-        name, n = spec.split(":", 1)
-        return list(environment_seeds(name))[: int(n)]
-    try:
-        return [int(v) for v in spec.split(",") if v.strip()]
-    except ValueError as exc:
-        raise ConfigError(f"--envs must be seeds (2000,2001) or SET:N (eval:5), got {spec!r}") from exc
+    name, _, count = spec.partition(":")
+    if not count:
+        return environment_seeds(spec)
+    if not count.isdigit() or int(count) < 1:
+        raise ConfigError(f"--envs {spec!r}: N of SET:N must be a whole number >= 1")
+    return environment_seeds(name)[: int(count)]
 
 
 def run_bench_cmd(args: argparse.Namespace, domain: int) -> dict[str, Any]:

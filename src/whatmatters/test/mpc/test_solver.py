@@ -189,7 +189,7 @@ def test_reference_shape_is_checked(nominal_solver):
 
 
 def test_full_sqp_option_converges(nominal, mpc_config, params):
-    """nlp_solver: SQP iterates to the tolerance (issue 4/6 needs converged solutions)."""
+    """nlp_solver: SQP iterates to the tolerance (the sensitivities need converged solutions)."""
     from dataclasses import replace
 
     cfg = replace(mpc_config, nlp_solver="SQP", sqp_tol=1e-8, rk4_jacobian="exact", hpipm_mode="SPEED")

@@ -31,7 +31,7 @@ from whatmatters.data.realtime_episode import control_steps
 from whatmatters.errors import WhatmattersError
 from whatmatters.robot.payload import Payload
 
-__all__ = ["BagError", "EpisodeBagWriter", "EpisodeRecord", "find_bags", "read_bag_dir", "read_bags", "read_episode"]
+__all__ = ["BagError", "EpisodeBagWriter", "EpisodeRecord", "find_bags", "message_stamp_ns", "read_bag_dir", "read_bags", "read_episode"]
 
 log = logging.getLogger(__name__)
 
@@ -225,9 +225,8 @@ def read_episode(path: str | Path, extra_topics: tuple[str, ...] = ()) -> Episod
             wanted = [c for c in reader.connections if c.topic in (*TOPIC_TYPES, *REALTIME_TOPICS, *extra_topics)]
             for conn, ts, raw in reader.messages(connections=wanted):
                 msg = TYPESTORE.deserialize_cdr(raw, conn.msgtype)
-                header = msg if conn.topic == REFERENCE_START else getattr(msg, "header", None)
-                stamp = header.stamp.sec * 10**9 + header.stamp.nanosec if header is not None else ts
-                msgs.append((conn.topic, stamp, msg))
+                stamp = message_stamp_ns(msg)
+                msgs.append((conn.topic, ts if stamp is None else stamp, msg))
     except Exception as exc:  # rosbags raises several types for damaged files
         raise BagError(f"bag {path} cannot be read: {type(exc).__name__}: {exc}") from exc
     payload = next((_payload(msg) for topic, _, msg in msgs if topic == PAYLOAD), None)
@@ -279,6 +278,12 @@ def read_episode(path: str | Path, extra_topics: tuple[str, ...] = ()) -> Episod
     extra = {topic: np.array([v[k] for k in sorted(v)]) for topic, v in extras.items() if v}
     extra_steps = {topic: np.array(sorted(v), dtype=int) for topic, v in extras.items() if v}
     return EpisodeRecord(path, t, x, tau, x_ref, x_ref_h, payload, extra, extra_steps)
+
+
+def message_stamp_ns(msg: Any) -> int | None:
+    """The header stamp of a deserialized message (a std_msgs/Header is its own), ns; None without one."""
+    header = msg if hasattr(msg, "stamp") and hasattr(msg, "frame_id") else getattr(msg, "header", None)
+    return None if header is None else int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 def _payload(msg: Any) -> Payload:

@@ -219,7 +219,7 @@ def bag_figures(
     """
     from rosbags.rosbag2 import Reader
 
-    from whatmatters.data.bags import COMMANDS, JOINT_STATES, MPC_STATE, REFERENCE, REFERENCE_START, TYPESTORE, BagError
+    from whatmatters.data.bags import COMMANDS, JOINT_STATES, MPC_STATE, REFERENCE, REFERENCE_START, TYPESTORE, BagError, message_stamp_ns
 
     metrics = RealtimeMetrics(dt, q_weights, qd_weights, seconds, reference=reference)
     recorded = RealtimeMetrics(dt, q_weights, qd_weights, seconds) if reference is not None else metrics
@@ -232,10 +232,7 @@ def bag_figures(
                 events.append((ts, conn.topic, TYPESTORE.deserialize_cdr(raw, conn.msgtype)))
     except Exception as exc:  # rosbags raises several types for damaged files
         raise BagError(f"bag {bag} cannot be read: {type(exc).__name__}: {exc}") from exc
-    def stamp(msg: Any) -> int:
-        t = (msg.header if hasattr(msg, "header") else msg).stamp  # /reference/start is a Header itself
-        return int(t.sec) * 1_000_000_000 + int(t.nanosec)
-
+    stamp = message_stamp_ns
     starts = [stamp(msg) for _, topic, msg in events if topic == REFERENCE_START]
     states = sorted(((stamp(msg), msg) for _, topic, msg in events if topic == JOINT_STATES), key=lambda e: e[0])
     if not states:
