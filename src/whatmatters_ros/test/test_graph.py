@@ -154,8 +154,10 @@ def test_realtime_task_starts_when_the_first_command_takes_effect(realtime_run: 
     assert held.any() and np.all(tau[held] == 0.0)  # the robot stood (no physics) until then
     np.testing.assert_array_equal(q[held], np.tile(q[0], (held.sum(), 1)))
     assert np.any(tau[t_ns == start] != 0.0)
-    reference_start = read_episode(realtime_run["bag"]).t[0]
-    assert abs(reference_start - start * 1e-9) <= 0.0021  # the reference's clock starts at that tick (within one, as on a robot)
+    offset = read_episode(realtime_run["bag"]).t[0] - start * 1e-9  # the reference's origin after the tick that applied it
+    # no task time passes before the first command takes effect; the origin follows within the reference
+    # publisher's own reception delay (0-4 ms measured, docs/ros.md; the old start raced by 0.3-2.7 s)
+    assert -1e-6 <= offset <= 0.010
 
 
 def test_realtime_bag_gives_the_simulators_own_transitions(realtime_run: dict[str, Any]) -> None:
