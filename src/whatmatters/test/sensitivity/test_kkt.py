@@ -133,6 +133,34 @@ def test_du0_de_matches_finite_differences_off_the_bounds(computer, reference_oc
     assert np.abs(fd - an).max() / np.abs(an).max() <= 1e-4
 
 
+def test_fixed_input_predictor_matches_finite_differences(computer, reference_ocp):
+    """The re-solves' start: the first-order change of IPOPT's solution when u_0 is fixed off u0*."""
+    x0, ref = _case(0.02)
+    s = computer.compute(x0, ref)
+    n, nx = 12, 14
+    point = computer.operating_point(x0, ref)
+    direction = np.stack(computer._fixed_inputs(s.u)) - s.u[0]  # the two deltas the re-solves use
+    h = 1e-4
+    w0, _, _ = reference_ocp.solve(x0, ref)
+    for c in range(2):
+        up, u_up, _ = reference_ocp.solve(x0, ref, u0_fixed=s.u[0] + h * direction[c], init=w0)
+        dn, u_dn, _ = reference_ocp.solve(x0, ref, u0_fixed=s.u[0] - h * direction[c], init=w0)
+        fd_x = (up[: nx * (n + 1)] - dn[: nx * (n + 1)]).reshape(n + 1, nx) / (2 * h)
+        fd_u = (u_up - u_dn) / (2 * h)
+        assert np.abs(point.kkt.fixed_dx[c] - fd_x).max() <= 1e-5 * np.abs(fd_x).max()
+        assert np.abs(point.kkt.fixed_du[c] - fd_u).max() <= 1e-5 * np.abs(fd_u).max()
+
+
+def test_predictor_start_gives_the_numbers_of_the_point_start(nominal, mpc_config, params):
+    predicted = SensitivityComputer(nominal, mpc_config, params.torque_limits, SensitivityConfig(resolve_start="predictor"))
+    plain = SensitivityComputer(nominal, mpc_config, params.torque_limits, SensitivityConfig(resolve_start="point"))
+    for case in (_case(0.02), _case(0.01, 2)):
+        a, b = predicted.compute(*case), plain.compute(*case)
+        for field in ("s_hat", "dj_du0_plus", "dj_du0_minus"):
+            want = getattr(b, field)
+            np.testing.assert_allclose(getattr(a, field), want, rtol=0, atol=1e-9 * np.abs(want).max(), err_msg=field)
+
+
 def test_active_bounds_give_zero_rows(nominal, mpc_config, params):
     """With torque limits at 15 % the first input of joints 2, 4 and 6 saturates."""
     limits = 0.15 * params.torque_limits

@@ -37,6 +37,20 @@ def test_matches_the_numpy_pass(riccati, rng, active_fraction):
     assert np.all(got.du0_de[~got.free0] == 0.0)
 
 
+@pytest.mark.parametrize("active_fraction", [0.0, 0.3])
+def test_fixed_input_predictor_matches_the_numpy_pass(riccati, rng, active_fraction):
+    a, b, h, q_w, r_w, qn_w = _problem(rng)
+    active = rng.uniform(size=(N, NU)) < active_fraction
+    delta = rng.normal(0.0, 0.5, (2, NU))
+    ref = first_input_sensitivity(a, b, h, q_w, r_w, qn_w, active, delta)
+    got = riccati(a, b, h, q_w, r_w, qn_w, active, delta)
+    for name in ("fixed_dx", "fixed_du"):
+        want = getattr(ref, name)
+        np.testing.assert_allclose(getattr(got, name), want, rtol=0, atol=1e-12 * np.abs(want).max(), err_msg=name)
+    np.testing.assert_array_equal(got.fixed_du[:, 0], delta)
+    assert np.all(got.fixed_du[:, 1:][:, active[1:]] == 0.0)  # the other stages' active inputs stay put
+
+
 def test_all_of_u0_active_gives_zero(riccati, rng):
     a, b, h, q_w, r_w, qn_w = _problem(rng)
     active = np.zeros((N, NU), dtype=bool)

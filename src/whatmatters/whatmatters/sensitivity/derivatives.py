@@ -43,10 +43,14 @@ import numpy as np
 from whatmatters.codegen import DEFAULT_FLAGS, CompileError, CompiledFunction, evaluate
 from whatmatters.dynamics.base import DynamicsModel
 
-__all__ = ["StageDerivatives", "model_instructions"]
+__all__ = ["StageDerivatives", "model_instructions", "rk4_adjoints", "rk4_nodes"]
 
 #: Models whose state derivative has fewer CasADi instructions get compiled stage derivatives.
 COMPILE_LIMIT = 5000
+
+#: RK4's weights of the four calls of f, and the fractions of dt at which calls 2-4 are made.
+RK4_WEIGHTS = (1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0)
+RK4_SHIFTS = (0.5, 0.5, 1.0)
 
 
 def model_instructions(model: DynamicsModel) -> int:
@@ -150,6 +154,42 @@ def _direct_stage(model: DynamicsModel, dt: float) -> tuple[ca.Function, ca.Func
     return jac, hess
 
 
+def rk4_nodes(fj: ca.Function, x: ca.MX, u: ca.MX, p: ca.MX, dt: float) -> tuple[list[tuple[ca.MX, ca.MX, ca.MX, ca.MX]], ca.MX, ca.MX]:
+    """The four calls of ``f`` in the RK4 map, chained forward (the module docstring's form).
+
+    Args:
+        fj: ``(x, u, p) -> (f (nx), J = df/d(x, u) (nx, nx + nu))``.
+        x, u, p: The stage's state, input and parameters.
+        dt: Step, s.
+
+    Returns:
+        ``[(s_i, d s_i / d(x, u), k_i, J(s_i))]`` for i = 1..4, ``F`` and ``dF/d(x, u)``.
+    """
+    nx, nu = x.shape[0], u.shape[0]
+    dx = ca.horzcat(ca.MX.eye(nx), ca.MX(nx, nu))  # d x / d(x, u)
+    s, ds = x, dx
+    big_f, d_big_f = x, dx
+    nodes: list[tuple[ca.MX, ca.MX, ca.MX, ca.MX]] = []
+    for i in range(4):
+        k, j = fj(s, u, p)
+        dk = ca.mtimes(j[:, :nx], ds) + ca.horzcat(ca.MX(nx, nx), j[:, nx:])  # d k_i / d(x, u)
+        nodes.append((s, ds, k, j))
+        big_f, d_big_f = big_f + (dt * RK4_WEIGHTS[i]) * k, d_big_f + (dt * RK4_WEIGHTS[i]) * dk
+        if i < 3:
+            s, ds = x + (RK4_SHIFTS[i] * dt) * k, dx + (RK4_SHIFTS[i] * dt) * dk
+    return nodes, big_f, d_big_f
+
+
+def rk4_adjoints(nodes: list[tuple[ca.MX, ca.MX, ca.MX, ca.MX]], lam: ca.MX, dt: float) -> list[ca.MX]:
+    """``kbar_i`` (i = 1..4): the weight of ``f``'s i-th call in ``lambda' F``."""
+    nx = lam.shape[0]
+    kbar = [ca.MX()] * 4
+    kbar[3] = (dt * RK4_WEIGHTS[3]) * lam
+    for i in reversed(range(1, 4)):
+        kbar[i - 1] = (dt * RK4_WEIGHTS[i - 1]) * lam + (RK4_SHIFTS[i - 1] * dt) * ca.mtimes(nodes[i][3][:, :nx].T, kbar[i])
+    return kbar
+
+
 def _chained_stage(model: DynamicsModel, dt: float) -> tuple[ca.Function, ca.Function]:
     """The same two functions by the chained form of the module docstring."""
     nx, nu, npar = model.nx, model.nu, model.n_params
@@ -160,26 +200,11 @@ def _chained_stage(model: DynamicsModel, dt: float) -> tuple[ca.Function, ca.Fun
     hf = ca.Function("wm_hf", [xs, us, ps, mus, fs, js], [weighted])
 
     x, u, p, lam = ca.MX.sym("x", nx), ca.MX.sym("u", nu), ca.MX.sym("p", npar), ca.MX.sym("lam", nx)
-    dx = ca.horzcat(ca.MX.eye(nx), ca.MX(nx, nu))  # d x / d(x, u)
     du = ca.horzcat(ca.MX(nu, nx), ca.MX.eye(nu))  # d u / d(x, u)
-    weights, shifts = (1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0), (0.5, 0.5, 1.0)
-    s, ds = x, dx
-    big_f, d_big_f = x, dx
-    nodes: list[tuple[ca.MX, ca.MX, ca.MX, ca.MX]] = []  # (s_i, d s_i / d(x, u), k_i, J(s_i))
-    for i in range(4):
-        k, j = fj(s, u, p)
-        dk = ca.mtimes(j[:, :nx], ds) + ca.horzcat(ca.MX(nx, nx), j[:, nx:])  # d k_i / d(x, u)
-        nodes.append((s, ds, k, j))
-        big_f, d_big_f = big_f + (dt * weights[i]) * k, d_big_f + (dt * weights[i]) * dk
-        if i < 3:
-            s, ds = x + (shifts[i] * dt) * k, dx + (shifts[i] * dt) * dk
-    kbar = (dt * weights[3]) * lam
+    nodes, big_f, d_big_f = rk4_nodes(fj, x, u, p, dt)
     hess = ca.MX(nx + nu, nx + nu)
-    for i in reversed(range(4)):
-        s_i, ds_i, k_i, j_i = nodes[i]
+    for (s_i, ds_i, k_i, j_i), kbar in zip(nodes, rk4_adjoints(nodes, lam, dt)):
         d_i = ca.vertcat(ds_i, du)
         hess = hess + ca.mtimes([d_i.T, hf(s_i, u, p, kbar, k_i, ca.densify(j_i)), d_i])
-        if i > 0:
-            kbar = (dt * weights[i - 1]) * lam + (shifts[i - 1] * dt) * ca.mtimes(j_i[:, :nx].T, kbar)
     jac = ca.Function("wm_jac_stage", [x, u, p], [big_f, ca.densify(d_big_f)])
     return jac, ca.Function("wm_hess_stage", [x, u, p, lam], [ca.densify(hess)])

@@ -66,11 +66,17 @@ class KktSensitivity:
         du0_de: d u_0 / d e_{k}, k = 1..N, shape (nu, N, nx).
         free0: Free (inactive) components of u_0, (nu,) bool.
         quu0: Reduced Hessian of u_0 (free block), for analysis.
+        fixed_dx: With u_0 fixed to ``u_0* + delta_c`` (c = 0, 1), the first-order
+            change of the states (tangential predictor), (2, N + 1, nx); None
+            unless the deltas were given.
+        fixed_du: The same for the inputs (``[c, 0]`` is delta_c), (2, N, nu).
     """
 
     du0_de: np.ndarray
     free0: np.ndarray
     quu0: np.ndarray
+    fixed_dx: np.ndarray | None = None
+    fixed_du: np.ndarray | None = None
 
 
 def first_input_sensitivity(
@@ -81,8 +87,14 @@ def first_input_sensitivity(
     r_w: np.ndarray,
     qn_w: np.ndarray,
     active: np.ndarray,
+    delta: np.ndarray | None = None,
 ) -> KktSensitivity:
     """The Riccati pass of the module docstring.
+
+    With ``delta`` it also returns the tangential predictor of the solution
+    with u_0 fixed to ``u_0* + delta_c`` (the other stages' active sets
+    held): ``du_0 = delta_c``, ``dx_1 = B_0 delta_c``, ``du_k = K_k dx_k``,
+    ``dx_{k+1} = A_k dx_k + B_k du_k``.
 
     Args:
         a: A_k, (N, nx, nx).
@@ -90,6 +102,7 @@ def first_input_sensitivity(
         hess: Second-order dynamics terms W_k, (N, nx + nu, nx + nu).
         q_w, r_w, qn_w: Cost Hessians Q (nx, nx), R (nu, nu), QN (nx, nx).
         active: Active input bounds, (N, nu) bool.
+        delta: Two u_0 offsets for the predictor, Nm, (2, nu); None: no predictor.
 
     Raises:
         np.linalg.LinAlgError: If a reduced Hessian is not positive definite
@@ -102,6 +115,7 @@ def first_input_sensitivity(
     h_all[:, nx:, nx:] += r_w
     p_mat = qn_w.copy()
     acl = np.empty((n, nx, nx))
+    gains = np.zeros((n, nu, nx))
     p_next = np.empty((n + 1, nx, nx))  # P_k for k = 0..N
     p_next[n] = p_mat
     quu0 = np.zeros((0, 0))
@@ -120,6 +134,7 @@ def first_input_sensitivity(
             gain = -np.linalg.solve(quu, qux)  # K_k (free rows)
             p_new = p_new + qux.T @ gain
             acl[k] = a[k] + bf @ gain
+            gains[k][free] = gain
         if k == 0:
             quu0 = quu
         p_mat = 0.5 * (p_new + p_new.T)
@@ -132,4 +147,13 @@ def first_input_sensitivity(
         for j in range(1, n):
             t_all[j] = t_all[j - 1] @ acl[j].T
         du0_de[free0] = (t_all @ p_next[1:]).transpose(1, 0, 2)
-    return KktSensitivity(du0_de, free0, quu0)
+    if delta is None:
+        return KktSensitivity(du0_de, free0, quu0)
+    delta = np.asarray(delta, dtype=float).reshape(2, nu)
+    dx, du = np.zeros((2, n + 1, nx)), np.zeros((2, n, nu))
+    du[:, 0] = delta
+    for k in range(n):
+        if k > 0:
+            du[:, k] = dx[:, k] @ gains[k].T
+        dx[:, k + 1] = dx[:, k] @ a[k].T + du[:, k] @ b[k].T
+    return KktSensitivity(du0_de, free0, quu0, dx, du)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from whatmatters.errors import WhatmattersError
+from whatmatters.sensitivity.kkt import KktSensitivity
 
 __all__ = ["ConvergedPoint", "OperatingPoint", "SensitivityError", "SensitivitySample", "shifted"]
 
@@ -58,10 +59,14 @@ class OperatingPoint(ConvergedPoint):
     Attributes:
         grad_plus: dJ*/du_0 with u_0 fixed at u0* + eps, (nu,).
         grad_minus: The same at u0* - eps, (nu,).
+        kkt: du0/de's Riccati pass, where it was computed before the
+            re-solves (their tangential predictor); None: left to
+            :meth:`~whatmatters.sensitivity.compute.SensitivityComputer.finish`.
     """
 
     grad_plus: np.ndarray
     grad_minus: np.ndarray
+    kkt: KktSensitivity | None = None
 
 
 @dataclass(frozen=True)

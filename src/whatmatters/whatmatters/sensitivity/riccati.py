@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 def _stage_function(nx: int, nu: int) -> ca.Function:
     """``(H_k + blkdiag(Q, R) (nz, nz), [A_k B_k] (nx, nz), P_{k+1}, free_k (nu)) ->
-    (P_k, Acl_k, masked Quu_k, -Quu_k^-1 B_k' (active rows zero), min free pivot)``."""
+    (P_k, Acl_k, masked Quu_k, -Quu_k^-1 B_k' (active rows zero), min free pivot, K_k)``."""
     nz = nx + nu
     h_k, ab, p_next, free = ca.SX.sym("h", nz, nz), ca.SX.sym("ab", nx, nz), ca.SX.sym("p", nx, nx), ca.SX.sym("free", nu)
     h = h_k + ca.mtimes([ab.T, p_next, ab])
@@ -47,23 +47,29 @@ def _stage_function(nx: int, nu: int) -> ca.Function:
     quu_mat = ca.vertcat(*[ca.horzcat(*row) for row in quu])
     bt = ab[:, nx:].T * ca.repmat(free, 1, nx)  # (nu, nx), active rows zero
     t = ca.horzcat(*[-ca.vertcat(*CasadiBackend.ldl_solve((low, diag), [bt[i, c] for i in range(nu)])) for c in range(nx)])
-    outputs = [0.5 * (p_new + p_new.T), acl, quu_mat, t, pivot]
+    outputs = [0.5 * (p_new + p_new.T), acl, quu_mat, t, pivot, gain]
     return ca.Function("wm_riccati_stage", [h_k, ab, p_next, free], outputs)
 
 
 def _pass_function(nx: int, nu: int, n: int) -> ca.Function:
-    """The whole pass: ``(W (nz, N nz), AB (nx, N nz), Q, R, QN, free (nu, N)) ->
-    (du0/de (nu, N nx), Quu_0 masked (nu, nu), min pivot over stages)``."""
+    """The whole pass: ``(W (nz, N nz), AB (nx, N nz), Q, R, QN, free (nu, N), delta (nu, 2)) ->
+    (du0/de (nu, N nx), Quu_0 masked (nu, nu), min pivot over stages, dx (nx, 2 (N + 1)), du (nu, 2 N))``.
+
+    ``dx``, ``du``: the first-order change of the solution when u_0 is fixed
+    to ``u_0* + delta`` (one column block per column of delta): ``du_0 = delta``,
+    ``dx_1 = B_0 delta``, ``du_k = K_k dx_k``, ``dx_{k+1} = Acl_k dx_k`` (k >= 1).
+    """
     nz = nx + nu
     stage = _stage_function(nx, nu)
     w, ab = ca.MX.sym("w", nz, n * nz), ca.MX.sym("ab", nx, n * nz)
     q_w, r_w, qn_w, free = ca.MX.sym("q", nx, nx), ca.MX.sym("r", nu, nu), ca.MX.sym("qn", nx, nx), ca.MX.sym("free", nu, n)
     cost = ca.diagcat(q_w, r_w)
-    p_mat, p_all, acl_all = qn_w, [qn_w], [None] * n
+    delta = ca.MX.sym("delta", nu, 2)
+    p_mat, p_all, acl_all, gains = qn_w, [qn_w], [None] * n, [None] * n
     pivots = []
     for k in reversed(range(n)):
         cols = slice(k * nz, (k + 1) * nz)
-        p_mat, acl_all[k], quu0, t, pivot = stage(w[:, cols] + cost, ab[:, cols], p_mat, free[:, k])
+        p_mat, acl_all[k], quu0, t, pivot, gains[k] = stage(w[:, cols] + cost, ab[:, cols], p_mat, free[:, k])
         p_all.append(p_mat)
         pivots.append(pivot)
     p_all = p_all[::-1]  # P_0..P_N; t = -Quu_0^-1 B_0' after the loop
@@ -72,7 +78,14 @@ def _pass_function(nx: int, nu: int, n: int) -> ca.Function:
         if j > 0:
             t = ca.mtimes(t, acl_all[j].T)
         blocks.append(ca.mtimes(t, p_all[j + 1]))
-    return ca.Function("wm_riccati", [w, ab, q_w, r_w, qn_w, free], [ca.horzcat(*blocks), quu0, ca.mmin(ca.vertcat(*pivots))])
+    dx, du = [ca.MX(nx, 2), ca.mtimes(ab[:, nx:nz], delta)], [delta]
+    for k in range(1, n):
+        du.append(ca.mtimes(gains[k], dx[k]))
+        dx.append(ca.mtimes(acl_all[k], dx[k]))
+    pred_dx = ca.horzcat(*[ca.horzcat(*[d[:, c] for d in dx]) for c in range(2)])
+    pred_du = ca.horzcat(*[ca.horzcat(*[d[:, c] for d in du]) for c in range(2)])
+    outputs = [ca.horzcat(*blocks), quu0, ca.mmin(ca.vertcat(*pivots)), ca.densify(pred_dx), ca.densify(pred_du)]
+    return ca.Function("wm_riccati_fixed", [w, ab, q_w, r_w, qn_w, free, delta], outputs)
 
 
 class CompiledRiccati:
@@ -105,6 +118,7 @@ class CompiledRiccati:
         r_w: np.ndarray,
         qn_w: np.ndarray,
         active: np.ndarray,
+        delta: np.ndarray | None = None,
     ) -> KktSensitivity:
         """Arguments and result as :func:`~whatmatters.sensitivity.kkt.first_input_sensitivity`.
 
@@ -116,11 +130,16 @@ class CompiledRiccati:
         ab = np.concatenate([a, b], axis=2).transpose(1, 0, 2).reshape(nx, n * nz)  # stage k: columns k nz ..
         w = hess.transpose(1, 0, 2).reshape(nz, n * nz)
         free = (~np.asarray(active, dtype=bool)).T.astype(float)  # (nu, N)
-        du0_de, quu0, pivot = evaluate(self._fn, w, ab, q_w, r_w, qn_w, free)
+        deltas = np.zeros((2, nu)) if delta is None else np.asarray(delta, dtype=float).reshape(2, nu)
+        du0_de, quu0, pivot, pred_dx, pred_du = evaluate(self._fn, w, ab, q_w, r_w, qn_w, free, deltas.T)
         pivot = float(np.ravel(pivot)[0])
         if not pivot > 0.0:
             raise np.linalg.LinAlgError(f"reduced Hessian not positive definite (LDL pivot {pivot:.3g})")
         free0 = free[:, 0] > 0.5
         quu0 = np.asarray(quu0)[np.ix_(free0, free0)]
         du0_de = np.asarray(du0_de).reshape(nu, n, nx)
-        return KktSensitivity(du0_de, free0, quu0)
+        if delta is None:
+            return KktSensitivity(du0_de, free0, quu0)
+        fixed_dx = np.asarray(pred_dx).reshape(nx, 2, n + 1).transpose(1, 2, 0)
+        fixed_du = np.asarray(pred_du).reshape(nu, 2, n).transpose(1, 2, 0)
+        return KktSensitivity(du0_de, free0, quu0, fixed_dx, fixed_du)

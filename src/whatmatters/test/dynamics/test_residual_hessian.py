@@ -1,0 +1,83 @@
+"""The residual's psi Hessian blocks against torch autograd and finite differences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from whatmatters.dynamics.learned import LearnedDynamics
+from whatmatters.dynamics.registry import resolve_model
+from whatmatters.dynamics.residual_hessian import ResidualHessian
+
+
+def _random_weights(seed: int) -> LearnedDynamics:
+    """A learned model whose networks are far from their small-output initialisation."""
+    torch.manual_seed(seed)
+    model = LearnedDynamics()
+    with torch.no_grad():
+        for p in model.residual.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    return model
+
+
+def _nodes(model: LearnedDynamics, rng: np.random.Generator, count: int) -> tuple[np.ndarray, ...]:
+    q, qd, a, w = (rng.normal(0.0, 1.0, (count, 7)) for _ in range(4))
+    z = rng.normal(0.0, 1.0, (count, model.context_dim))
+    res = model.residual
+    p = np.concatenate([np.broadcast_to(res.flat_parameters(), (count, res.n_weights())), z], axis=1)
+    return p, z, q, qd, a, w
+
+
+def _torch_hessian(model: LearnedDynamics, z: np.ndarray, q, qd, a, w) -> np.ndarray:
+    """d2/d(q, qd, a)^2 of w' (H_res a + c_res + g_res + d_res qd) by autograd (21, 21)."""
+    wt, zt = torch.as_tensor(w), torch.as_tensor(z[None])
+
+    def psi(y: torch.Tensor) -> torch.Tensor:
+        h, torque = model.residual.terms(y[None, :7], y[None, 7:14], zt)
+        return (wt * ((h @ y[14:, None])[..., 0] + torque)).sum()
+
+    return torch.autograd.functional.hessian(psi, torch.as_tensor(np.concatenate([q, qd, a]))).numpy()
+
+
+@pytest.mark.parametrize("which", ["shipped", "random"])
+def test_blocks_match_autograd(which, rng):
+    model = resolve_model("base") if which == "shipped" else _random_weights(3)
+    p, z, q, qd, a, w = _nodes(model, rng, 4)
+    blocks = ResidualHessian(model.residual).blocks(p, q, qd, a, w)
+    for b in range(4):
+        ref = _torch_hessian(model, z[b], q[b], qd[b], a[b], w[b])
+        assert np.abs(ref[7:, 14:]).max() == 0.0 and np.abs(ref[14:, 14:]).max() == 0.0  # the blocks said to be zero
+        for got, want in zip(blocks, (ref[:7, :7], ref[:7, 7:14], ref[7:14, 7:14], ref[:7, 14:])):
+            assert np.abs(want).max() > 1e-6
+            assert np.abs(got[b] - want).max() <= 1e-12 * np.abs(want).max()
+
+
+def test_qq_block_matches_finite_differences(rng):
+    model = _random_weights(4)
+    p, z, q, qd, a, w = _nodes(model, rng, 1)
+    zt = torch.as_tensor(z)
+
+    def grad_q(qq: np.ndarray) -> np.ndarray:  # d psi / dq by autograd (first order only)
+        qt = torch.as_tensor(qq[None]).requires_grad_(True)
+        h, torque = model.residual.terms(qt, torch.as_tensor(qd), zt)
+        psi = (torch.as_tensor(w) * ((h @ torch.as_tensor(a)[..., None])[..., 0] + torque)).sum()
+        return torch.autograd.grad(psi, qt)[0][0].numpy()
+
+    step = 1e-6
+    fd = np.stack([(grad_q(q[0] + step * e) - grad_q(q[0] - step * e)) / (2 * step) for e in np.eye(7)])
+    got = ResidualHessian(model.residual).blocks(p, q, qd, a, w)[0][0]
+    assert np.abs(got - fd).max() <= 1e-6 * np.abs(fd).max()
+
+
+def test_distinct_weight_vectors_in_one_batch(rng):
+    one, two = _random_weights(5), _random_weights(6)
+    p1, _, q, qd, a, w = _nodes(one, rng, 3)
+    p2 = p1.copy()
+    p2[1, : one.residual.n_weights()] = two.residual.flat_parameters()
+    mixed = ResidualHessian(one.residual).blocks(p2, q, qd, a, w)
+    alone = ResidualHessian(one.residual).blocks(p2[1:2], q[1:2], qd[1:2], a[1:2], w[1:2])
+    first = ResidualHessian(one.residual).blocks(p1, q, qd, a, w)
+    for m, s, f in zip(mixed, alone, first):
+        assert np.array_equal(m[1], s[0])
+        assert np.array_equal(m[[0, 2]], f[[0, 2]])
+        assert np.abs(m[1] - f[1]).max() > 1e-6
