@@ -1,16 +1,14 @@
-"""The sensitivity logger's worker thread: operating points online, finished in batches.
+"""The sensitivity logger's worker thread: S_hat of the control steps, online.
 
-A control step's S_hat has two parts (:class:`whatmatters.sensitivity.SensitivityComputer`):
-the operating point (acados: converged SQP and the u0* +- eps re-solves, ~0.1 s
-for the learned model, ~7 ms for the nominal one) and the stage derivatives
-(:meth:`SensitivityComputer.finish`), which batch well: ~1 s for one learned
-point alone, ~0.25 s a point in batches of 16. The worker therefore computes
-each step's operating point as it comes (warm-started from the previous one)
-and finishes them ``batch`` at a time, or as soon as no new step arrives for
-``flush_after`` s (end of an episode, lock-step waiting for it). With
-``batch`` 1 each step is computed whole by :meth:`SensitivityComputer.compute`
-(the ``u0* + eps`` re-solve in a second thread: the lowest latency, for the
-nominal model; the same numbers).
+By default (``batch`` 1) each step is computed whole by
+:meth:`whatmatters.sensitivity.SensitivityComputer.compute`, warm-started from
+the previous step's operating point (the ``u0* + eps`` re-solve in a second
+thread; ~45 ms a step for the learned model on one core of a 2-core VM,
+~7 ms for the nominal one; docs/sensitivities.md). With ``batch`` > 1 the
+operating points are computed as steps come and finished
+(:meth:`SensitivityComputer.finish`) ``batch`` at a time, or as soon as no new
+step arrives for ``flush_after`` s: only the torch derivatives
+(``sensitivity.derivatives: torch``) batch better; the numbers are the same.
 
 Steps are queued without limit (``queue_all``, lock-step: every step is
 computed, the simulator waits for them) or offered only while the worker is

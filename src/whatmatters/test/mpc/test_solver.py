@@ -216,3 +216,35 @@ def test_cost_is_the_documented_sum(nominal_solver, mpc_config):
     )
     manual += 0.5 * mpc_config.terminal_scale * (res.x[-1] - ref[-1]) @ q_w @ (res.x[-1] - ref[-1])
     assert nominal_solver.cost() == pytest.approx(manual, rel=1e-10)
+
+
+def _sqp(mpc_config, **changes):
+    return replace(mpc_config, nlp_solver="SQP", sqp_tol=1e-10, sqp_max_iter=100, rk4_jacobian="exact", hpipm_mode="SPEED", **changes)
+
+
+def test_stage_hessians_keep_the_solution_and_the_cost(nominal, mpc_config, params, rng):
+    """The EXTERNAL cost with a custom QP Hessian: same solution and cost, with and without an added W_k."""
+    plain = AcadosMpcSolver(nominal, _sqp(mpc_config), params.torque_limits)
+    custom = AcadosMpcSolver(nominal, _sqp(mpc_config, stage_hessians=True), params.torque_limits)
+    assert custom.key != plain.key
+    x0 = np.concatenate([Q_HOME + 0.05, 0.3 * np.ones(7)])
+    ref = _reference(plain.n)
+    plain.set_reference(ref)
+    custom.set_reference(ref)
+    want = plain.solve(x0)
+    m = rng.normal(0.0, 1e-2, (plain.n, 21, 21))
+    for added in (None, m @ m.transpose(0, 2, 1)):  # positive semidefinite: the QPs stay convex
+        custom.set_stage_hessians(added)
+        custom.initialize(np.tile(x0, (plain.n + 1, 1)), np.zeros((plain.n, 7)))
+        got = custom.solve(x0)
+        assert got.status == 0
+        np.testing.assert_allclose(got.u, want.u, rtol=0, atol=1e-7 * np.abs(want.u).max())
+        assert custom.cost() == pytest.approx(plain.cost(), rel=1e-9)
+
+
+def test_stage_hessians_need_their_option_and_fixed_weights(nominal, mpc_config, params, nominal_solver):
+    custom = AcadosMpcSolver(nominal, _sqp(mpc_config, stage_hessians=True), params.torque_limits)
+    with pytest.raises(ValueError, match="compiled in"):
+        custom.set_weights(2.0 * mpc_config.state_weight, mpc_config.input_weight)
+    with pytest.raises(ValueError, match="stage_hessians"):
+        nominal_solver.set_stage_hessians(None)

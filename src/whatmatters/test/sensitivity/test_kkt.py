@@ -151,9 +151,10 @@ def test_fixed_input_predictor_matches_finite_differences(computer, reference_oc
         assert np.abs(point.kkt.fixed_du[c] - fd_u).max() <= 1e-5 * np.abs(fd_u).max()
 
 
-def test_predictor_start_gives_the_numbers_of_the_point_start(nominal, mpc_config, params):
+def test_fast_resolves_give_the_numbers_of_plain_resolves(nominal, mpc_config, params):
+    """Predictor starts and the exact-Hessian QPs (the defaults) against re-solves from the point with Gauss-Newton QPs."""
     predicted = SensitivityComputer(nominal, mpc_config, params.torque_limits, SensitivityConfig(resolve_start="predictor"))
-    plain = SensitivityComputer(nominal, mpc_config, params.torque_limits, SensitivityConfig(resolve_start="point"))
+    plain = SensitivityComputer(nominal, mpc_config, params.torque_limits, SensitivityConfig(resolve_start="point", resolve_hessian="gauss_newton"))
     for case in (_case(0.02), _case(0.01, 2)):
         a, b = predicted.compute(*case), plain.compute(*case)
         for field in ("s_hat", "dj_du0_plus", "dj_du0_minus"):

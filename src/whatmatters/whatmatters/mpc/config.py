@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -59,6 +59,15 @@ class MpcConfig(YamlConfig):
             linearisation is O(dt^2) off) or ``exact`` (the RK4 map's exact
             Jacobian; needed by ``SQP`` and the exact Hessian). The
             sensitivity computations always build an exact solver.
+        stage_hessians: The QP Hessian of stage k is ``blkdiag(Q, R)`` (scaled)
+            plus a matrix ``W_k`` (nx + nu, nx + nu) set at run time
+            (:meth:`~whatmatters.mpc.solver.AcadosMpcSolver.set_stage_hessians`;
+            zero until set): the stage cost becomes acados' EXTERNAL cost
+            with a custom Hessian, the reference a stage parameter. The cost
+            and its gradient are unchanged, so the converged solution is too;
+            with ``W_k`` the exact second-order dynamics terms an SQP
+            converges like Newton's method. ``SQP``, Gauss-Newton, exact
+            Jacobian and ``discrete_rk4`` only; the weights are compiled in.
     """
 
     yaml_file: ClassVar[str] = "mpc.yaml"
@@ -82,6 +91,7 @@ class MpcConfig(YamlConfig):
     compile_flags: str = DEFAULT_FLAGS
     integrator: str = "discrete_rk4"
     rk4_jacobian: str = "first_stage"
+    stage_hessians: bool = field(default=False, repr=False)  # in the solver key only when set (ocp.formulation_key)
 
     def __post_init__(self) -> None:
         if self.horizon < 1 or self.dt <= 0:
@@ -112,6 +122,8 @@ class MpcConfig(YamlConfig):
                 "mpc: 'nlp_solver: SQP' needs another 'hpipm_mode' than SPEED_ABS (its absolute QP tolerances stop a "
                 "converged SQP short of sqp_tol): set hpipm_mode: SPEED (and rk4_jacobian: exact)"
             )
+        if self.stage_hessians and (self.nlp_solver != "SQP" or self.hessian != "GAUSS_NEWTON" or self.rk4_jacobian != "exact" or self.integrator != "discrete_rk4"):
+            raise ConfigError("mpc: 'stage_hessians' needs nlp_solver SQP, hessian GAUSS_NEWTON, rk4_jacobian exact and integrator discrete_rk4")
         if self.qp_solver not in _QP:
             raise ConfigError(f"mpc: 'qp_solver' must be one of {_QP}, got '{self.qp_solver}'")
         if self.hpipm_mode not in ("SPEED", "SPEED_ABS", "BALANCE", "ROBUST"):

@@ -67,7 +67,7 @@ def acados_solver_module() -> ModuleType:
     return module
 
 
-def rk4_functions(model: DynamicsModel, dt: float, name: str, jacobian: str = "exact") -> tuple[ca.Function, ca.Function]:
+def rk4_functions(model: DynamicsModel, dt: float, name: str, jacobian: str = "exact", extra_params: int = 0) -> tuple[ca.Function, ca.Function]:
     """The RK4 map and its chained Jacobian in acados' DISCRETE layout.
 
     Args:
@@ -78,6 +78,7 @@ def rk4_functions(model: DynamicsModel, dt: float, name: str, jacobian: str = "e
             RK4 map); ``first_stage``: ``J_f`` of the first stage used for all
             four (``phi`` itself stays exact; the Jacobian is then accurate to
             O(dt^2) relative, an inexact-Jacobian RTI; see ``docs/mpc.md``).
+        extra_params: Stage parameters after the model's (the cost's; unused here).
 
     Returns:
         ``phi_fun(x, u, p) -> phi`` (nx) and
@@ -95,7 +96,8 @@ def rk4_functions(model: DynamicsModel, dt: float, name: str, jacobian: str = "e
     fj_fun = ca.Function(f"{name}_ode_jac", [xs, us, ps], [*model.state_derivative_jacobian(xs, us, ps)])  # (nx,), (nx, nx + nu)
     chain = _chain_function(fj_fun.sparsity_out(1), nx, nu, name)
 
-    x, u, p = ca.MX.sym("x", nx), ca.MX.sym("u", nu), ca.MX.sym("p", npar)
+    x, u, p_stage = ca.MX.sym("x", nx), ca.MX.sym("u", nu), ca.MX.sym("p", npar + extra_params)
+    p = p_stage[:npar]
     dx = ca.horzcat(ca.MX.eye(nx), ca.MX.zeros(nx, nu))  # d x / d(x, u)
     def step(with_jacobian: bool) -> tuple[ca.MX, ca.MX | None]:
         s, ds = x, dx
@@ -124,8 +126,8 @@ def rk4_functions(model: DynamicsModel, dt: float, name: str, jacobian: str = "e
 
     phi, dphi = step(True)
     jac_ux = ca.horzcat(dphi[:, nx:], dphi[:, :nx])  # acados orders (u, x)
-    phi_fun = ca.Function(f"{name}_dyn_disc_phi_fun", [x, u, p], [step(False)[0]])
-    phi_fun_jac = ca.Function(f"{name}_dyn_disc_phi_fun_jac", [x, u, p], [phi, jac_ux.T])
+    phi_fun = ca.Function(f"{name}_dyn_disc_phi_fun", [x, u, p_stage], [step(False)[0]])
+    phi_fun_jac = ca.Function(f"{name}_dyn_disc_phi_fun_jac", [x, u, p_stage], [phi, jac_ux.T])
     return phi_fun, phi_fun_jac
 
 

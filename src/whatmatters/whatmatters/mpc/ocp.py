@@ -14,6 +14,10 @@ The problem (``x = [q, qd]`` (14), ``u = tau`` (7), N stages of ``dt``)::
 * Runtime, not rebuild: the model parameters ``p`` (learned weights, context)
   are acados stage parameters; the reference ``yref`` and the weights ``W``
   are set per stage at run time; so are the torque bounds.
+* ``stage_hessians``: the stage cost is acados' EXTERNAL cost (the same
+  value) whose QP Hessian is ``blkdiag(Q, R) + W_k``; the stage parameters
+  are then ``[p, x_ref,k (nx), W_k (nz * nz, column-major, divided by the
+  stage scale)]`` (:func:`stage_parameter_layout`).
 
 :func:`formulation_key` hashes everything that shapes the generated code, so
 the solver wrapper can reuse a compiled solver across processes.
@@ -92,7 +96,22 @@ def formulation_key(model: DynamicsModel, cfg: MpcConfig, torque_limits: np.ndar
         "cfg": repr(cfg),
         "machine": machine_id(),
     }
+    if cfg.stage_hessians:  # not in repr(cfg): the keys of solvers without it stay what they were
+        parts["stage_hessians"] = True
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def stage_parameter_layout(model: DynamicsModel, cfg: MpcConfig) -> tuple[int, int, int]:
+    """Offsets of the stage parameters: model ``p`` at 0, the reference at ``ref``, ``W_k`` at ``hess``; total length.
+
+    Returns:
+        ``(ref, hess, total)``; without ``stage_hessians`` ``ref = hess = total = n_params``.
+    """
+    n = model.n_params
+    if not cfg.stage_hessians:
+        return n, n, n
+    nz = model.nx + model.nu
+    return n, n + model.nx, n + model.nx + nz * nz
 
 
 def build_ocp(
@@ -118,41 +137,57 @@ def build_ocp(
     x, u, p, f_expl = model_expressions(model)
     xdot = ca.SX.sym("xdot", model.nx)
 
+    nx, nu, n = model.nx, model.nu, cfg.horizon
+    ref_at, hess_at, n_stage = stage_parameter_layout(model, cfg)
+    p_stage = ca.SX.sym("p", n_stage) if cfg.stage_hessians else p
+    if cfg.stage_hessians:  # the model sees the first n_params entries
+        f_expl = ca.substitute(f_expl, p, p_stage[: model.n_params])
+
     acm = at.AcadosModel()
     acm.name = name
     acm.x, acm.u, acm.xdot = x, u, xdot
-    acm.p = p
+    acm.p = p_stage
     acm.f_expl_expr = f_expl
     acm.f_impl_expr = xdot - f_expl
 
-    nx, nu, n = model.nx, model.nu, cfg.horizon
     ocp = at.AcadosOcp()
     ocp.model = acm
     ocp.dims.N = n
     q_w, r_w = cfg.state_weight, cfg.input_weight
-    ocp.cost.cost_type = "LINEAR_LS"
-    ocp.cost.cost_type_e = "LINEAR_LS"
-    ocp.cost.Vx = np.vstack([np.eye(nx), np.zeros((nu, nx))])
-    ocp.cost.Vu = np.vstack([np.zeros((nx, nu)), np.eye(nu)])
-    ocp.cost.W = np.block([[q_w, np.zeros((nx, nu))], [np.zeros((nu, nx)), r_w]])
-    ocp.cost.yref = np.zeros(nx + nu)
-    ocp.cost.Vx_e = np.eye(nx)
-    ocp.cost.W_e = cfg.terminal_scale * q_w
-    ocp.cost.yref_e = np.zeros(nx)
+    if cfg.stage_hessians:
+        nz = nx + nu
+        err = x - p_stage[ref_at:hess_at]
+        w_xu = ca.reshape(p_stage[hess_at:], nz, nz)
+        perm = list(range(nx, nz)) + list(range(nx))  # acados orders the Hessian (u, x)
+        ocp.cost.cost_type = ocp.cost.cost_type_e = "EXTERNAL"
+        acm.cost_expr_ext_cost = 0.5 * ca.mtimes([err.T, q_w, err]) + 0.5 * ca.mtimes([u.T, r_w, u])
+        acm.cost_expr_ext_cost_custom_hess = ca.diagcat(ca.DM(r_w), ca.DM(q_w)) + w_xu[perm, perm]
+        acm.cost_expr_ext_cost_e = 0.5 * cfg.terminal_scale * ca.mtimes([err.T, q_w, err])
+        acm.cost_expr_ext_cost_custom_hess_e = ca.SX(cfg.terminal_scale * q_w)
+    else:
+        ocp.cost.cost_type = "LINEAR_LS"
+        ocp.cost.cost_type_e = "LINEAR_LS"
+        ocp.cost.Vx = np.vstack([np.eye(nx), np.zeros((nu, nx))])
+        ocp.cost.Vu = np.vstack([np.zeros((nx, nu)), np.eye(nu)])
+        ocp.cost.W = np.block([[q_w, np.zeros((nx, nu))], [np.zeros((nu, nx)), r_w]])
+        ocp.cost.yref = np.zeros(nx + nu)
+        ocp.cost.Vx_e = np.eye(nx)
+        ocp.cost.W_e = cfg.terminal_scale * q_w
+        ocp.cost.yref_e = np.zeros(nx)
 
     lim = np.asarray(torque_limits, dtype=float)
     ocp.constraints.idxbu = np.arange(nu)
     ocp.constraints.lbu = -lim
     ocp.constraints.ubu = lim
     ocp.constraints.x0 = np.zeros(nx) if x0 is None else np.asarray(x0, dtype=float)
-    ocp.parameter_values = model.parameter_values()
+    ocp.parameter_values = np.concatenate([model.parameter_values(), np.zeros(n_stage - model.n_params)])
 
     opts = ocp.solver_options
     opts.tf = n * cfg.dt
     if discrete_rk4(cfg):
         opts.integrator_type = "DISCRETE"  # phi and its Jacobian: mpc.discrete
-        f_fun = ca.Function("f", [x, u, p], [f_expl])  # a call: the model's CasADi form needs symbolic inputs
-        acm.disc_dyn_expr = rk4(lambda s: f_fun(s, u, p), x, cfg.dt)
+        f_fun = ca.Function("f", [x, u, p_stage], [f_expl])  # a call: the model's CasADi form needs symbolic inputs
+        acm.disc_dyn_expr = rk4(lambda s: f_fun(s, u, p_stage), x, cfg.dt)
     else:
         opts.integrator_type = "ERK"
         opts.sim_method_num_stages = 4  # classical RK4 ...

@@ -27,7 +27,7 @@ from whatmatters.io import cache_root, file_lock
 from whatmatters.mpc.acados_env import import_acados_template
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.discrete import chained_discrete_codegen, rk4_functions
-from whatmatters.mpc.ocp import build_ocp, formulation_key
+from whatmatters.mpc.ocp import build_ocp, formulation_key, stage_parameter_layout
 from whatmatters.mpc.stage_io import StageIO
 
 __all__ = ["AcadosMpcSolver", "MpcBuildError", "SolveResult", "cache_root"]
@@ -125,6 +125,10 @@ class AcadosMpcSolver:
         self.n_params = model.n_params  # fixed by the formulation (a learned model counts its weights on every call)
         self.torque_limits = np.asarray(torque_limits, dtype=float)
         self.key = formulation_key(model, cfg, self.torque_limits)
+        self._ref_at, self._hess_at, n_stage = stage_parameter_layout(model, cfg)
+        self._model_idx = np.arange(self.n_params, dtype=np.intc)
+        self._ref_idx = np.arange(self._ref_at, self._hess_at, dtype=np.intc)
+        self._hess_idx = np.arange(self._hess_at, n_stage, dtype=np.intc)
         name = f"wm_{self.key[:16]}"
         folder = (cache_dir or cache_root()) / "acados" / name
         self.build_seconds = 0.0
@@ -159,7 +163,9 @@ class AcadosMpcSolver:
             start = time.perf_counter()
             discrete = ocp.solver_options.integrator_type == "DISCRETE"
             try:
-                codegen = chained_discrete_codegen(rk4_functions(self.model, self.cfg.dt, name, self.cfg.rk4_jacobian)) if discrete else contextlib.nullcontext()
+                extra = stage_parameter_layout(self.model, self.cfg)[2] - self.model.n_params
+                functions = rk4_functions(self.model, self.cfg.dt, name, self.cfg.rk4_jacobian, extra)
+                codegen = chained_discrete_codegen(functions) if discrete else contextlib.nullcontext()
                 with codegen, _parallel_make():
                     solver = at.AcadosOcpSolver(ocp, json_file=str(json_file), verbose=False)
             except Exception as exc:  # acados raises bare Exceptions and OSErrors
@@ -202,7 +208,9 @@ class AcadosMpcSolver:
         if values.shape != (self.n_params,):
             raise ValueError(f"parameters must have shape ({self.n_params},), got {values.shape}")
         self.parameters = values.copy()
-        if values.size:
+        if values.size and self.cfg.stage_hessians:  # the stage vector holds the cost's data after them
+            self._io.set_params_sparse_all(self.n, self._model_idx, values)
+        elif values.size:
             for k in range(self.n + 1):
                 self._io.set_params(k, values)
 
@@ -216,7 +224,15 @@ class AcadosMpcSolver:
         self.parameters[start : start + values.size] = values
 
     def set_weights(self, q_weight: np.ndarray, r_weight: np.ndarray) -> None:
-        """Sets Q (nx, nx) and R (nu, nu) on every stage (terminal: scaled Q)."""
+        """Sets Q (nx, nx) and R (nu, nu) on every stage (terminal: scaled Q).
+
+        Raises:
+            ValueError: With ``stage_hessians`` (weights compiled in), for other weights than the config's.
+        """
+        if self.cfg.stage_hessians:
+            if not (np.array_equal(q_weight, self.cfg.state_weight) and np.array_equal(r_weight, self.cfg.input_weight)):
+                raise ValueError("this solver's weights are compiled in (stage_hessians); build one with the new weights")
+            return
         w = np.zeros((self.nx + self.nu, self.nx + self.nu))
         w[: self.nx, : self.nx], w[self.nx :, self.nx :] = q_weight, r_weight
         for k in range(self.n):
@@ -227,8 +243,30 @@ class AcadosMpcSolver:
         """Sets the state reference along the horizon, shape (N + 1, nx); torque reference 0."""
         if x_ref.shape != (self.n + 1, self.nx):
             raise ValueError(f"reference must have shape ({self.n + 1}, {self.nx}), got {x_ref.shape}")
+        if self.cfg.stage_hessians:  # a stage parameter
+            for k in range(self.n + 1):
+                self._io.set_params_sparse(k, self._ref_idx, np.ascontiguousarray(x_ref[k], dtype=float))
+            return
         self._yref[:, : self.nx] = x_ref[: self.n]
         self._io.set_yref(self._yref, np.ascontiguousarray(x_ref[self.n], dtype=float))
+
+    def set_stage_hessians(self, w: np.ndarray | None) -> None:
+        """Adds ``W_k`` (N, nx + nu, nx + nu) to the QP Hessian of every stage (``stage_hessians`` solvers); None: zero.
+
+        In the units of the scaled OCP (what the stage cost's Hessian ``stage_scale * blkdiag(Q, R)`` is in).
+
+        Raises:
+            ValueError: For a solver without ``stage_hessians`` or a wrong shape.
+        """
+        nz = self.nx + self.nu
+        if not self.cfg.stage_hessians:
+            raise ValueError("set_stage_hessians needs a solver built with stage_hessians")
+        w = np.zeros((self.n, nz, nz)) if w is None else np.asarray(w, dtype=float)
+        if w.shape != (self.n, nz, nz):
+            raise ValueError(f"stage Hessians must have shape ({self.n}, {nz}, {nz}), got {w.shape}")
+        flat = np.ascontiguousarray((w / self.cfg.stage_scale).transpose(0, 2, 1).reshape(self.n, nz * nz))  # column-major
+        for k in range(self.n):
+            self._io.set_params_sparse(k, self._hess_idx, flat[k])
 
     def set_input_bounds(self, stage: int, lower: np.ndarray, upper: np.ndarray) -> None:
         """Overrides the torque bounds of one stage (e.g. u0 fixed for sensitivities), (nu,) each."""

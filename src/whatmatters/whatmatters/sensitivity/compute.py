@@ -7,12 +7,14 @@
    first input is kept next to S_hat for comparison.
 2. **du0/de** (nu, N, nx) by the Riccati pass of :mod:`whatmatters.sensitivity.kkt`
    (compiled: :mod:`whatmatters.sensitivity.riccati`) with the exact
-   Lagrangian Hessian from :mod:`whatmatters.sensitivity.derivatives` and the
+   Lagrangian Hessian (:mod:`whatmatters.sensitivity.derivatives`; for the
+   learned model :mod:`whatmatters.sensitivity.learned_derivatives`) and the
    dynamics Jacobians of acados' last linearisation (the converged iterate's:
    the sensitivity solver uses the exact RK4 Jacobian).
 3. **|dJ/du0|_eff** (nu,) (eq. 6): u_0 fixed to ``u0* + xi`` for
    ``xi in {-eps, +eps}`` (stage-0 lower = upper bound, clipped to the torque
-   limits), re-solved from the operating point (each on its own solver, so
+   limits), re-solved to ``sqp_tol`` from the operating point plus the same
+   Riccati pass's tangential predictor (each on its own solver, so
    the two can run side by side), and the gradient of the optimal cost
    w.r.t. u_0 read from the stage-0 bound multipliers (lower minus upper);
    absolute values averaged. The cost is acados' (1/2 of the weighted squares).
@@ -23,6 +25,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, wait
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -73,6 +77,12 @@ class SensitivityConfig(YamlConfig):
             second-order close, ~4 instead of ~6 SQP iterations with the
             learned model) or ``point`` (the operating point itself). Both
             converge to ``sqp_tol``: the same numbers to ~1e-10 (tested).
+        resolve_hessian: The QP Hessian of the re-solves' SQP: ``exact`` (the
+            Gauss-Newton one plus the exact second-order dynamics terms ``W_k``
+            of the operating point, from du0/de's pass: Newton-like, 2 instead
+            of 4 iterations with the learned model; a re-solve whose QP fails
+            with it is repeated without) or ``gauss_newton``. The converged
+            solution is the same (the Hessian only shapes the iterates; tested).
         parallel: In :meth:`SensitivityComputer.compute` (one sample: the
             logger with ``batch`` 1, ``whatmatters bench``), run the
             ``u0* + eps`` re-solve in a second thread while du0/de and then
@@ -89,6 +99,7 @@ class SensitivityConfig(YamlConfig):
     active_tol: float = 1e-6
     derivatives: str = "auto"
     resolve_start: str = "predictor"
+    resolve_hessian: str = "exact"
     parallel: bool = True
 
     def __post_init__(self) -> None:
@@ -96,6 +107,10 @@ class SensitivityConfig(YamlConfig):
             raise ConfigError(f"sensitivity.derivatives must be auto, casadi, torch or structured, got {self.derivatives!r}")
         if self.resolve_start not in ("predictor", "point"):
             raise ConfigError(f"sensitivity.resolve_start must be predictor or point, got {self.resolve_start!r}")
+        if self.resolve_hessian not in ("exact", "gauss_newton"):
+            raise ConfigError(f"sensitivity.resolve_hessian must be exact or gauss_newton, got {self.resolve_hessian!r}")
+        if self.resolve_hessian == "exact" and self.resolve_start != "predictor":
+            raise ConfigError("sensitivity.resolve_hessian: exact needs resolve_start: predictor (both come from du0/de's pass)")
         if not self.eps > 0:
             raise ConfigError(f"sensitivity.eps must be > 0 Nm, got {self.eps}")
 
@@ -117,7 +132,7 @@ class SensitivityComputer:
         self.limits = np.asarray(torque_limits, dtype=float)
         sqp = replace(
             mpc, nlp_solver="SQP", hessian="GAUSS_NEWTON", rk4_jacobian="exact", hpipm_mode="SPEED", qp_cond_n=4,
-            sqp_tol=self.cfg.sqp_tol, sqp_max_iter=self.cfg.sqp_max_iter,
+            sqp_tol=self.cfg.sqp_tol, sqp_max_iter=self.cfg.sqp_max_iter, stage_hessians=self.cfg.resolve_hessian == "exact",
         )  # fmt: skip
         self.solver = AcadosMpcSolver(model, sqp, self.limits)
         self.minus_solver = AcadosMpcSolver(model, sqp, self.limits)  # the u0* - eps re-solve (may run beside the other)
@@ -125,6 +140,9 @@ class SensitivityComputer:
         self.riccati = CompiledRiccati(model.nx, model.nu, mpc.horizon, flags=mpc.compile_flags)
         self.q_w, self.r_w = mpc.stage_scale * mpc.state_weight, mpc.stage_scale * mpc.input_weight
         self.qn_w = mpc.terminal_scale * mpc.state_weight
+        #: Seconds spent per step (``operating_point``, ``hessians``, ``riccati``, ``resolve``) and SQP
+        #: iterations (``operating_point_iter``, ``resolve_iter``), summed over every call: where the time goes.
+        self.step_seconds: dict[str, float] = defaultdict(float)
         self._pool: ThreadPoolExecutor | None = None
         if self.cfg.parallel and (os.cpu_count() or 1) > 1:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="wm-resolve")
@@ -162,19 +180,33 @@ class SensitivityComputer:
         return self._fixed_u0_solve(x0, u0, x_init, u_init, self.solver)
 
     def _fixed_u0_solve(
-        self, x0: np.ndarray, u0: np.ndarray, x_init: np.ndarray, u_init: np.ndarray, solver: AcadosMpcSolver
+        self, x0: np.ndarray, u0: np.ndarray, x_init: np.ndarray, u_init: np.ndarray, solver: AcadosMpcSolver, hess: np.ndarray | None = None
     ) -> tuple[np.ndarray, float]:
-        """:meth:`cost_gradient_u0` on ``solver``."""
+        """:meth:`cost_gradient_u0` on ``solver``, its QP Hessian plus ``hess`` (N, nz, nz) if given."""
         nu, nx = self.model.nu, self.model.nx
         solver.set_input_bounds(0, u0, u0)
         try:
             u_start = u_init.copy()
             u_start[0] = u0
-            self._solve(x0, x_init, u_start, solver)
+            start = time.perf_counter()
+            if solver.cfg.stage_hessians:
+                solver.set_stage_hessians(hess)
+            try:
+                iters = self._solve(x0, x_init, u_start, solver)[2]
+            except SensitivityError as exc:
+                if hess is None:
+                    raise
+                log.debug("re-solve with the exact Hessian failed (%s); again with Gauss-Newton's", exc)
+                solver.set_stage_hessians(None)
+                iters = self._solve(x0, x_init, u_start, solver)[2]
+            self.step_seconds["resolve"] += time.perf_counter() - start
+            self.step_seconds["resolve_iter"] += iters
             lam = np.asarray(solver.acados.get(0, "lam"))
             cost = solver.cost()
         finally:
             solver.set_input_bounds(0, -self.limits, self.limits)
+            if solver.cfg.stage_hessians and hess is not None:
+                solver.set_stage_hessians(None)  # the next operating point starts as Gauss-Newton
         # stage 0 multipliers: [lbu (nu), lbx (nx: x0), ubu (nu), ubx (nx)]
         return lam[:nu] - lam[nu + nx : 2 * nu + nx], cost
 
@@ -197,8 +229,9 @@ class SensitivityComputer:
         kkt = self._controller_sensitivities([point])[0] if self.cfg.resolve_start == "predictor" else None
         (x_plus, u_plus), (x_minus, u_minus) = self._resolve_starts(point, kkt)
         u_plus0, u_minus0 = self._fixed_inputs(point.u)
-        grad_plus = self._fixed_u0_solve(x0, u_plus0, x_plus, u_plus, self.solver)[0]
-        grad_minus = self._fixed_u0_solve(x0, u_minus0, x_minus, u_minus, self.minus_solver)[0]
+        hess = self._resolve_hessian(kkt)
+        grad_plus = self._fixed_u0_solve(x0, u_plus0, x_plus, u_plus, self.solver, hess)[0]
+        grad_minus = self._fixed_u0_solve(x0, u_minus0, x_minus, u_minus, self.minus_solver, hess)[0]
         return OperatingPoint(**vars(point), grad_plus=grad_plus, grad_minus=grad_minus, kkt=kkt)
 
     def _converge(
@@ -217,13 +250,20 @@ class SensitivityComputer:
         for solver in (self.solver, self.minus_solver):
             solver.set_parameters(p)
             solver.set_reference(x_ref)
+        start = time.perf_counter()
         x, u, iters = self._solve(x0, x_init, u_init)
+        self.step_seconds["operating_point"] += time.perf_counter() - start
+        self.step_seconds["operating_point_iter"] += iters
         a, b = self.solver.dynamics_jacobians()  # before the re-solves overwrite acados' QP
         return ConvergedPoint(np.asarray(x_ref, dtype=float), p, x, u, iters, a, b)
 
     def _fixed_inputs(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``u0* + eps`` and ``u0* - eps``, clipped to the torque limits, (nu,) each."""
         return (np.clip(u[0] + self.cfg.eps, -self.limits, self.limits), np.clip(u[0] - self.cfg.eps, -self.limits, self.limits))
+
+    def _resolve_hessian(self, kkt: KktSensitivity | None) -> np.ndarray | None:
+        """The re-solves' added QP Hessian (``resolve_hessian: exact``): the operating point's ``W`` (N, nz, nz)."""
+        return kkt.stage_hessians if kkt is not None and self.cfg.resolve_hessian == "exact" else None
 
     def _resolve_starts(self, point: ConvergedPoint, kkt: KktSensitivity | None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Step 3's starts ``(x (N + 1, nx), u (N, nu))`` for ``u0* + eps`` and ``u0* - eps``:
@@ -258,16 +298,21 @@ class SensitivityComputer:
         ps = np.stack([pt.params for pt in points])
         a, b = np.stack([pt.a for pt in points]), np.stack([pt.b for pt in points])
         lam = np.stack([dynamics_multipliers(pt.x, pt.x_ref, a[i], self.q_w, self.qn_w) for i, pt in enumerate(points)])
+        start = time.perf_counter()
         hess = self.derivatives.hessians_many(xs, us, ps, lam)
+        now = time.perf_counter()
+        self.step_seconds["hessians"] += now - start
+        start = now
         out: list[KktSensitivity | None] = []
         for i, pt in enumerate(points):
             active = active_set(pt.u, self.limits, self.cfg.active_tol)
             delta = np.stack(self._fixed_inputs(pt.u)) - pt.u[0] if self.cfg.resolve_start == "predictor" else None
             try:
-                out.append(self.riccati(a[i], b[i], hess[i], self.q_w, self.r_w, self.qn_w, active, delta))
+                out.append(replace(self.riccati(a[i], b[i], hess[i], self.q_w, self.r_w, self.qn_w, active, delta), stage_hessians=hess[i]))
             except np.linalg.LinAlgError as exc:
                 log.warning("sensitivity of point %d: singular KKT system (%s)", i, exc)
                 out.append(None)
+        self.step_seconds["riccati"] += time.perf_counter() - start
         return out
 
     def _sample(self, pt: OperatingPoint, kkt: KktSensitivity) -> SensitivitySample:
@@ -307,11 +352,12 @@ class SensitivityComputer:
             if self.cfg.resolve_start == "predictor":  # the predictor needs du0/de's Riccati pass first
                 (kkt,) = self._controller_sensitivities([conv])
             (x_plus, u_plus), (x_minus, u_minus) = self._resolve_starts(conv, kkt)
-            plus = self._pool.submit(self._fixed_u0_solve, x0, u_plus0, x_plus, u_plus, self.solver)
+            hess = self._resolve_hessian(kkt)
+            plus = self._pool.submit(self._fixed_u0_solve, x0, u_plus0, x_plus, u_plus, self.solver, hess)
             try:
                 if kkt is None and self.cfg.resolve_start == "point":
                     (kkt,) = self._controller_sensitivities([conv])
-                grad_minus = self._fixed_u0_solve(x0, u_minus0, x_minus, u_minus, self.minus_solver)[0]
+                grad_minus = self._fixed_u0_solve(x0, u_minus0, x_minus, u_minus, self.minus_solver, hess)[0]
             finally:
                 wait([plus])  # the solver is free again before anything else happens
             point = OperatingPoint(**vars(conv), grad_plus=plus.result()[0], grad_minus=grad_minus, kkt=kkt)

@@ -70,6 +70,7 @@ class KktSensitivity:
             change of the states (tangential predictor), (2, N + 1, nx); None
             unless the deltas were given.
         fixed_du: The same for the inputs (``[c, 0]`` is delta_c), (2, N, nu).
+        stage_hessians: The second-order terms ``W_k`` the pass used, (N, nz, nz), where kept.
     """
 
     du0_de: np.ndarray
@@ -77,6 +78,7 @@ class KktSensitivity:
     quu0: np.ndarray
     fixed_dx: np.ndarray | None = None
     fixed_du: np.ndarray | None = None
+    stage_hessians: np.ndarray | None = None
 
 
 def first_input_sensitivity(

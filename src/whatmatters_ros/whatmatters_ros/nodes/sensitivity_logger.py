@@ -19,8 +19,8 @@ Sensitivities (:class:`whatmatters_ros.sensitivity_worker.SensitivityWorker`):
 for a control step, S_hat (N, 14) from the inputs the MPC used (the joint
 state, the reference of the same stamp and, for a learned model, the context
 from the same history), published on ``/mpc/sensitivity`` (Float64MultiArray,
-layout ``horizon`` x ``state``) and recorded at the step's stamp. Operating
-points are computed online, one per step, and finished ``batch`` at a time.
+layout ``horizon`` x ``state``) and recorded at the step's stamp. Each step
+is computed whole as it comes (``batch`` > 1: operating points finished together).
 
 * lock-step: every step is queued (none skipped); the simulator
   (``wait_for_sensitivity``) advances only when the sensitivities are at most
@@ -136,7 +136,7 @@ class LoggerParams(NodeParams):
     model: str = param("nominal", "model of the MPC whose sensitivities are computed (nominal, base, checkpoint path)")
     sensitivity: bool = param(True, "compute S_hat online")
     decimation: int = param(1, "real time: offer every this many control steps to the sensitivity worker", lo=1, hi=100000)
-    batch: int = param(16, "operating points finished together (stage derivatives batched); 1: each step whole, lowest latency", lo=1, hi=1024)
+    batch: int = param(1, "1: each step computed whole (lowest latency); > 1: operating points finished together (only torch derivatives batch better)", lo=1, hi=1024)
     flush_after: float = param(0.2, "finish a partial batch after this long without a new step, s (wall)", lo=0.001, hi=60.0)
     max_bag_seconds: float = param(0.0, "start a new bag past this much recorded time, s (0: one bag per episode)", lo=0.0)
     lockstep: bool = param(False, "stamp commands with the joint state they answer (lock-step graphs)")
