@@ -8,7 +8,7 @@ from whatmatters.dynamics.nominal import nominal_model
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.robot.params import load_panda_params
 from whatmatters.sensitivity.compute import SensitivityComputer
-from whatmatters.sensitivity.point import shifted
+from whatmatters.sensitivity.point import warm_start
 from whatmatters.trajectory.fourier import sample_fourier_trajectory
 
 from whatmatters_ros.sensitivity_worker import SensitivityJob, SensitivityWorker
@@ -38,9 +38,9 @@ def test_worker_results_equal_one_sample_computations(computer, batch):
     assert worker.counts["samples"] == len(jobs) and worker.counts["failed"] == 0
     warm = None
     for job, (_, s_hat) in zip(jobs, got):
-        init = (None, None) if warm is None else shifted(*warm)
+        init = (None, None, None) if warm is None else warm_start(warm)
         ref = computer.compute(job.x, job.x_ref, job.params, *init)
-        warm = (ref.x, ref.u)
+        warm = ref
         np.testing.assert_allclose(s_hat, ref.s_hat, rtol=0, atol=1e-10 * np.abs(ref.s_hat).max())
 
 
@@ -56,9 +56,9 @@ def test_the_child_process_gives_the_in_process_numbers(computer):
     worker.close(drain=True)  # also stops the child
     warm = None
     for job, s_hat in zip(jobs, got):
-        init = (None, None) if warm is None else shifted(*warm)
+        init = (None, None, None) if warm is None else warm_start(warm)
         ref = computer.compute(job.x, job.x_ref, job.params, *init)
-        warm = (ref.x, ref.u)
+        warm = ref
         np.testing.assert_allclose(s_hat, ref.s_hat, rtol=0, atol=1e-10 * np.abs(ref.s_hat).max())
 
 

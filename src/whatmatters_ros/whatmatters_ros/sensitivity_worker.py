@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from whatmatters.sensitivity.point import OperatingPoint, SensitivityError, SensitivitySample, shifted
+from whatmatters.sensitivity.point import OperatingPoint, SensitivityError, SensitivitySample, warm_start
 
 __all__ = ["SensitivityJob", "SensitivityWorker"]
 
@@ -82,7 +82,7 @@ class SensitivityWorker:
         self._jobs: queue.Queue[Any] = queue.Queue()  # jobs, a new computer, or None (stop)
         self._idle = threading.Event()
         self._idle.set()
-        self._warm: tuple[np.ndarray, np.ndarray] | None = None
+        self._warm: OperatingPoint | SensitivitySample | None = None  # the last result: the next SQP start
         self._thread = threading.Thread(target=self._run, name="sensitivity", daemon=True)
         self._thread.start()
 
@@ -157,15 +157,15 @@ class SensitivityWorker:
         return self._warm_started(job, self.computer.operating_point)
 
     def _warm_started(self, job: SensitivityJob, method: Callable[..., _Solved]) -> _Solved | None:
-        """``method(x, x_ref, params, x_init, u_init)`` from the last solution shifted; None (logged) if it fails."""
-        init = (None, None) if self._warm is None else shifted(*self._warm)
+        """``method(x, x_ref, params, x_init, u_init, w_init)`` from the last result shifted; None (logged) if it fails."""
+        init = (None, None, None) if self._warm is None else warm_start(self._warm)
         try:
             out = method(job.x, job.x_ref, job.params, *init)
         except (SensitivityError, np.linalg.LinAlgError, BrokenExecutor) as exc:  # BrokenExecutor: a computer's process died
             self._warm = None
             log.warning("sensitivity at t = %.3f s failed: %s", job.stamp_ns * 1e-9, exc)
             return None
-        self._warm = (out.x, out.u)
+        self._warm = out
         return out
 
     def _finish(self, pending: list[tuple[int, int, OperatingPoint | None]]) -> None:

@@ -8,6 +8,7 @@ import casadi as ca
 import numpy as np
 import pytest
 from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig
+from whatmatters.sensitivity.point import warm_start
 from whatmatters.trajectory.fourier import sample_fourier_trajectory
 
 
@@ -216,3 +217,17 @@ def test_parallel_re_solves_give_the_serial_numbers(nominal, mpc_config, params)
         a, b = threaded.compute(*case), serial.compute(*case)
         for field in ("s_hat", "du0_de", "dj_du0_plus", "dj_du0_minus", "x", "u"):
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+
+
+def test_warm_start_hessians_keep_the_numbers(computer):
+    """The previous step's second-order terms (shifted) in the next SQP: the same sample, not more iterations."""
+    first = computer.compute(*_case(0.02, t=1.0))
+    x_init, u_init, w_init = warm_start(first)
+    assert w_init is not None and np.array_equal(w_init[:-1], first.stage_hessians[1:])
+    x0, ref = _case(0.02, t=1.02)
+    with_w = computer.compute(x0, ref, None, x_init, u_init, w_init)
+    plain = computer.compute(x0, ref, None, x_init, u_init, None)
+    assert with_w.sqp_iter <= plain.sqp_iter
+    for field in ("s_hat", "u", "dj_du0_plus"):
+        want = getattr(plain, field)
+        np.testing.assert_allclose(getattr(with_w, field), want, rtol=0, atol=1e-9 * np.abs(want).max(), err_msg=field)

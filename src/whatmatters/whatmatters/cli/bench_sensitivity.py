@@ -20,7 +20,7 @@ from whatmatters.mpc.solver import AcadosMpcSolver
 from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig
 from whatmatters.sensitivity.kkt import active_set, dynamics_multipliers, first_input_sensitivity
 from whatmatters.sensitivity.mpc_pytorch import du0_de_mpc_pytorch
-from whatmatters.sensitivity.point import shifted
+from whatmatters.sensitivity.point import warm_start
 from whatmatters.sim.environments import make_environment
 from whatmatters.sim.simulator import PandaSim, SimConfig
 from whatmatters.trajectory.fourier import FourierConfig, FourierTrajectory, sample_fourier_trajectory
@@ -64,8 +64,7 @@ def bench_sensitivity(samples: int = 20) -> dict[str, float]:
     start = time.perf_counter()
     points = []
     for t in range(1, samples + 1):  # as the logger and the batch job: from the previous operating point, shifted
-        x_init, u_init = shifted(prev.x, prev.u)
-        prev = computer.compute(res.x[t], reference.state(t * cfg.dt + horizon), x_init=x_init, u_init=u_init)
+        prev = computer.compute(res.x[t], reference.state(t * cfg.dt + horizon), None, *warm_start(prev))
         points.append(prev)
     out = {"sensitivity_ms_per_sample": 1e3 * (time.perf_counter() - start) / samples}
     # du0/de from the converged point: ours (exact derivatives + Riccati) vs mpc.pytorch (LQR layer, given A, B)
@@ -102,10 +101,10 @@ def _time_learned_path(computer: SensitivityComputer, res: EpisodeResult, refere
     warm = computer.compute(res.x[0], reference.state(horizon), x_init=res.predictions[0])  # warm-up
     computer.step_seconds.clear()
     start = time.perf_counter()
-    points, init = [], shifted(warm.x, warm.u)
+    points, init = [], warm_start(warm)
     for t in range(1, samples + 1):  # each from the previous operating point, shifted
         points.append(computer.operating_point(res.x[t], reference.state(t * cfg.dt + horizon), None, *init))
-        init = shifted(points[-1].x, points[-1].u)
+        init = warm_start(points[-1])
     done = computer.finish(points)
     if any(d is None for d in done):
         raise RuntimeError("a benchmark sample's KKT system was singular")

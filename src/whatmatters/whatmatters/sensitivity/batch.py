@@ -37,7 +37,7 @@ from whatmatters.mpc.config import MpcConfig
 from whatmatters.parallel import worker_pool
 from whatmatters.robot.params import load_panda_params
 from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig
-from whatmatters.sensitivity.point import SensitivityError, shifted
+from whatmatters.sensitivity.point import OperatingPoint, SensitivityError, warm_start
 
 __all__ = ["SIDECAR", "STATE_LABELS", "compute_bag_dir", "compute_episode", "factor_statistics", "load_sidecar"]
 
@@ -66,20 +66,20 @@ def compute_episode(computer: SensitivityComputer, ep: EpisodeRecord, max_steps:
         "dj_du0_eff": np.full((steps, nu), np.nan),
         "ok": np.zeros(steps, dtype=bool),
     }
-    prev: tuple[np.ndarray, np.ndarray] | None = None
+    prev: OperatingPoint | None = None
     points, steps_ok = [], []
     for t in range(steps):
         params = np.concatenate([weights, contexts[t]]) if contexts is not None else None
-        x_init, u_init = (None, None) if prev is None else shifted(*prev)
+        init = (None, None, None) if prev is None else warm_start(prev)
         try:
-            pt = computer.operating_point(ep.x[t], ep.x_ref_horizon[t], params, x_init, u_init)
+            pt = computer.operating_point(ep.x[t], ep.x_ref_horizon[t], params, *init)
         except SensitivityError as exc:
             log.warning("%s step %d: %s", ep.path.name, t, exc)
             prev = None
             continue
         points.append(pt)
         steps_ok.append(t)
-        prev = (pt.x, pt.u)
+        prev = pt
     # the stage derivatives of all steps in one batch (fast for the torch form)
     for t, s in zip(steps_ok, computer.finish(points)):
         if s is None:

@@ -217,6 +217,7 @@ class SensitivityComputer:
         params: np.ndarray | None = None,
         x_init: np.ndarray | None = None,
         u_init: np.ndarray | None = None,
+        w_init: np.ndarray | None = None,
     ) -> OperatingPoint:
         """The solver part of a sample: converged solution and the u0* +- eps cost gradients.
 
@@ -225,7 +226,7 @@ class SensitivityComputer:
         Raises:
             SensitivityError: If the operating point does not converge.
         """
-        point = self._converge(x0, x_ref, params, x_init, u_init)
+        point = self._converge(x0, x_ref, params, x_init, u_init, w_init)
         kkt = self._controller_sensitivities([point])[0] if self.cfg.resolve_start == "predictor" else None
         (x_plus, u_plus), (x_minus, u_minus) = self._resolve_starts(point, kkt)
         u_plus0, u_minus0 = self._fixed_inputs(point.u)
@@ -241,6 +242,7 @@ class SensitivityComputer:
         params: np.ndarray | None,
         x_init: np.ndarray | None,
         u_init: np.ndarray | None,
+        w_init: np.ndarray | None = None,
     ) -> ConvergedPoint:
         """Step 1 (arguments as :meth:`compute`)."""
         n, nu = self.mpc.horizon, self.model.nu
@@ -251,7 +253,20 @@ class SensitivityComputer:
             solver.set_parameters(p)
             solver.set_reference(x_ref)
         start = time.perf_counter()
-        x, u, iters = self._solve(x0, x_init, u_init)
+        w_init = w_init if self.solver.cfg.stage_hessians else None
+        if self.solver.cfg.stage_hessians:
+            self.solver.set_stage_hessians(w_init)
+        try:
+            x, u, iters = self._solve(x0, x_init, u_init)
+        except SensitivityError as exc:
+            if w_init is None:
+                raise
+            log.debug("operating point with the start's second-order terms failed (%s); again with Gauss-Newton's", exc)
+            self.solver.set_stage_hessians(None)
+            x, u, iters = self._solve(x0, x_init, u_init)
+        finally:
+            if w_init is not None:
+                self.solver.set_stage_hessians(None)
         self.step_seconds["operating_point"] += time.perf_counter() - start
         self.step_seconds["operating_point_iter"] += iters
         a, b = self.solver.dynamics_jacobians()  # before the re-solves overwrite acados' QP
@@ -320,7 +335,7 @@ class SensitivityComputer:
         n, nx, nu = self.mpc.horizon, self.model.nx, self.model.nu
         eff = 0.5 * (np.abs(pt.grad_plus) + np.abs(pt.grad_minus))
         s_hat = (eff @ kkt.du0_de.reshape(nu, n * nx)).reshape(n, nx)
-        return SensitivitySample(s_hat, kkt.du0_de, eff, pt.grad_plus, pt.grad_minus, pt.x, pt.u, ~kkt.free0, pt.sqp_iter)
+        return SensitivitySample(s_hat, kkt.du0_de, eff, pt.grad_plus, pt.grad_minus, pt.x, pt.u, ~kkt.free0, pt.sqp_iter, kkt.stage_hessians)
 
     def compute(
         self,
@@ -329,6 +344,7 @@ class SensitivityComputer:
         params: np.ndarray | None = None,
         x_init: np.ndarray | None = None,
         u_init: np.ndarray | None = None,
+        w_init: np.ndarray | None = None,
     ) -> SensitivitySample:
         """Sensitivities of the control step at state ``x0``.
 
@@ -339,14 +355,17 @@ class SensitivityComputer:
                 model's current ones if None.
             x_init, u_init: Start of the SQP (e.g. the RTI iterate), (N + 1, nx)
                 and (N, nu); x0 repeated and zero torque if None.
+            w_init: Second-order terms added to the SQP's QP Hessians, (N, nz, nz),
+                e.g. the previous step's shifted (:func:`~whatmatters.sensitivity.point.warm_start`;
+                ``resolve_hessian: exact`` solvers only): fewer iterations, the same solution.
 
         Raises:
             SensitivityError: If the operating point does not converge.
         """
         if self._pool is None:
-            (sample,) = self.finish([self.operating_point(x0, x_ref, params, x_init, u_init)])
-        else:  # two cores busy: the u0* + eps re-solve beside du0/de, then the u0* - eps one
-            conv = self._converge(x0, x_ref, params, x_init, u_init)
+            (sample,) = self.finish([self.operating_point(x0, x_ref, params, x_init, u_init, w_init)])
+        else:  # two cores busy: the u0* + eps re-solve beside the u0* - eps one
+            conv = self._converge(x0, x_ref, params, x_init, u_init, w_init)
             u_plus0, u_minus0 = self._fixed_inputs(conv.u)
             kkt = None
             if self.cfg.resolve_start == "predictor":  # the predictor needs du0/de's Riccati pass first

@@ -9,7 +9,7 @@ import numpy as np
 from whatmatters.errors import WhatmattersError
 from whatmatters.sensitivity.kkt import KktSensitivity
 
-__all__ = ["ConvergedPoint", "OperatingPoint", "SensitivityError", "SensitivitySample", "shifted"]
+__all__ = ["ConvergedPoint", "OperatingPoint", "SensitivityError", "SensitivitySample", "shifted", "warm_start"]
 
 
 def shifted(x: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -23,6 +23,22 @@ def shifted(x: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ``(x_init (N + 1, nx), u_init (N, nu))``.
     """
     return np.vstack([x[1:], x[-1:]]), np.vstack([u[1:], u[-1:]])
+
+
+def warm_start(result: OperatingPoint | SensitivitySample) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The next control step's SQP start from this one's result, shifted by one stage.
+
+    Returns:
+        ``(x_init (N + 1, nx), u_init (N, nu), w_init (N, nz, nz) or None)``: the
+        solution shifted (:func:`shifted`) and its second-order terms shifted
+        likewise (None where the result kept none).
+    """
+    x_init, u_init = shifted(result.x, result.u)
+    if isinstance(result, OperatingPoint):
+        w = None if result.kkt is None else result.kkt.stage_hessians
+    else:
+        w = result.stage_hessians
+    return x_init, u_init, None if w is None else np.concatenate([w[1:], w[-1:]])
 
 
 class SensitivityError(WhatmattersError, RuntimeError):
@@ -83,6 +99,7 @@ class SensitivitySample:
         u: Converged inputs, (N, nu).
         active0: Active bounds of u_0, (nu,).
         sqp_iter: SQP iterations to the operating point.
+        stage_hessians: The second-order terms ``W_k`` at the operating point, (N, nz, nz), where kept.
     """
 
     s_hat: np.ndarray
@@ -94,3 +111,4 @@ class SensitivitySample:
     u: np.ndarray
     active0: np.ndarray
     sqp_iter: int
+    stage_hessians: np.ndarray | None = None
