@@ -7,7 +7,7 @@ from dataclasses import replace
 import casadi as ca
 import numpy as np
 import pytest
-from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig
+from whatmatters.sensitivity.compute import NEWTON_MAX_ITER, SensitivityComputer, SensitivityConfig
 from whatmatters.sensitivity.point import warm_start
 from whatmatters.trajectory.fourier import sample_fourier_trajectory
 
@@ -231,3 +231,14 @@ def test_warm_start_hessians_keep_the_numbers(computer):
     for field in ("s_hat", "u", "dj_du0_plus"):
         want = getattr(plain, field)
         np.testing.assert_allclose(getattr(with_w, field), want, rtol=0, atol=1e-9 * np.abs(want).max(), err_msg=field)
+
+
+def test_a_failing_second_order_start_falls_back_to_gauss_newton(computer):
+    """Second-order terms that wreck the QPs: the SQP gives up within its bound and the plain one answers."""
+    x0, ref = _case(0.02)
+    plain = computer.compute(x0, ref)
+    bad = np.tile(-1e4 * np.eye(21), (12, 1, 1))
+    computer.step_seconds.clear()
+    got = computer.compute(x0, ref, None, None, None, bad)
+    assert computer.step_seconds["operating_point_iter"] > NEWTON_MAX_ITER  # the bounded attempt, then the fallback
+    np.testing.assert_allclose(got.s_hat, plain.s_hat, rtol=0, atol=1e-9 * np.abs(plain.s_hat).max())

@@ -97,7 +97,7 @@ def formulation_key(model: DynamicsModel, cfg: MpcConfig, torque_limits: np.ndar
         "machine": machine_id(),
     }
     if cfg.stage_hessians:  # not in repr(cfg): the keys of solvers without it stay what they were
-        parts["stage_hessians"] = True
+        parts["stage_hessians"] = "classical Riccati"  # its QP options (build_ocp)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -204,6 +204,10 @@ def build_ocp(
     opts.qp_solver_warm_start = 1
     opts.print_level = 0
     opts.ext_fun_compile_flags = cfg.compile_flags
+    if cfg.stage_hessians:  # HPIPM's square-root Riccati needs positive definite cost-to-go matrices; the
+        # classical one only needs Quu + B' P B > 0, which holds near a strict local minimum (W_k may be indefinite)
+        opts.qp_solver_ric_alg = 0
+        opts.qp_solver_cond_ric_alg = 0
     if cfg.hessian == "EXACT":
         opts.exact_hess_constr = 1
         opts.exact_hess_cost = 1

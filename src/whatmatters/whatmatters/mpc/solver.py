@@ -250,6 +250,12 @@ class AcadosMpcSolver:
         self._yref[:, : self.nx] = x_ref[: self.n]
         self._io.set_yref(self._yref, np.ascontiguousarray(x_ref[self.n], dtype=float))
 
+    def set_max_iter(self, iterations: int) -> None:
+        """Changes the SQP iteration limit (``cfg.sqp_max_iter`` at the start)."""
+        if iterations < 1:
+            raise ValueError(f"the SQP iteration limit must be >= 1, got {iterations}")
+        self._io.set_max_iter(int(iterations))
+
     def set_stage_hessians(self, w: np.ndarray | None) -> None:
         """Adds ``W_k`` (N, nx + nu, nx + nu) to the QP Hessian of every stage (``stage_hessians`` solvers); None: zero.
 

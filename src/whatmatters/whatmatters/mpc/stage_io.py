@@ -113,9 +113,17 @@ class StageIO:
             fn = getattr(lib, fname)
             fn.argtypes = self._SIG
             self._fns[fname] = fn
+        self._opts_set = lib.ocp_nlp_solver_opts_set
+        self._opts_set.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+        self._nlp_config, self._nlp_opts = solver.nlp_config, solver.nlp_opts
         if bulk and not _BULK:
             _BULK.append(_bulk_library())
         self._bulk = _BULK[0] if bulk else None
+
+    def set_max_iter(self, iterations: int) -> None:
+        """The SQP iteration limit (an option acados' Python interface does not expose at run time)."""
+        value = ctypes.c_int(iterations)
+        self._opts_set(self._nlp_config, self._nlp_opts, b"max_iter", ctypes.byref(value))
 
     # ------------------------------------------------------------ one stage
     def get(self, stage: int, field: bytes, out: np.ndarray) -> None:

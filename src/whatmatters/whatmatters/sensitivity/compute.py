@@ -52,6 +52,9 @@ __all__ = ["SensitivityComputer", "SensitivityConfig"]
 
 log = logging.getLogger(__name__)
 
+#: SQP iterations allowed with second-order terms in the QP before falling back to Gauss-Newton's.
+NEWTON_MAX_ITER = 20
+
 
 @dataclass(frozen=True)
 class SensitivityConfig(YamlConfig):
@@ -172,6 +175,28 @@ class SensitivityComputer:
             raise SensitivityError(f"SQP did not converge (acados status {res.status}, {res.sqp_iter} iterations)")
         return res.x, res.u, res.sqp_iter
 
+    def _solve_with(
+        self, solver: AcadosMpcSolver, hess: np.ndarray | None, x0: np.ndarray, x_init: np.ndarray, u_init: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """:meth:`_solve` with ``hess`` added to the QP Hessians (a ``stage_hessians`` solver), within
+        :data:`NEWTON_MAX_ITER` iterations; if that fails, again from the same start with Gauss-Newton's
+        (the bounded fallback). Returns the iterations of both attempts together."""
+        if hess is None or not solver.cfg.stage_hessians:
+            return self._solve(x0, x_init, u_init, solver)
+        solver.set_stage_hessians(hess)
+        solver.set_max_iter(min(NEWTON_MAX_ITER, self.cfg.sqp_max_iter))
+        try:
+            return self._solve(x0, x_init, u_init, solver)
+        except SensitivityError as exc:
+            log.debug("SQP with the second-order terms failed (%s); again with Gauss-Newton's", exc)
+            solver.set_stage_hessians(None)
+            solver.set_max_iter(self.cfg.sqp_max_iter)
+            x, u, iters = self._solve(x0, x_init, u_init, solver)
+            return x, u, iters + NEWTON_MAX_ITER
+        finally:
+            solver.set_stage_hessians(None)
+            solver.set_max_iter(self.cfg.sqp_max_iter)
+
     def cost_gradient_u0(self, x0: np.ndarray, u0: np.ndarray, x_init: np.ndarray, u_init: np.ndarray) -> tuple[np.ndarray, float]:
         """d J*/d u_0 with u_0 fixed (bound multipliers, lower minus upper) and J*.
 
@@ -189,24 +214,13 @@ class SensitivityComputer:
             u_start = u_init.copy()
             u_start[0] = u0
             start = time.perf_counter()
-            if solver.cfg.stage_hessians:
-                solver.set_stage_hessians(hess)
-            try:
-                iters = self._solve(x0, x_init, u_start, solver)[2]
-            except SensitivityError as exc:
-                if hess is None:
-                    raise
-                log.debug("re-solve with the exact Hessian failed (%s); again with Gauss-Newton's", exc)
-                solver.set_stage_hessians(None)
-                iters = self._solve(x0, x_init, u_start, solver)[2]
+            iters = self._solve_with(solver, hess, x0, x_init, u_start)[2]
             self.step_seconds["resolve"] += time.perf_counter() - start
             self.step_seconds["resolve_iter"] += iters
             lam = np.asarray(solver.acados.get(0, "lam"))
             cost = solver.cost()
         finally:
             solver.set_input_bounds(0, -self.limits, self.limits)
-            if solver.cfg.stage_hessians and hess is not None:
-                solver.set_stage_hessians(None)  # the next operating point starts as Gauss-Newton
         # stage 0 multipliers: [lbu (nu), lbx (nx: x0), ubu (nu), ubx (nx)]
         return lam[:nu] - lam[nu + nx : 2 * nu + nx], cost
 
@@ -253,20 +267,7 @@ class SensitivityComputer:
             solver.set_parameters(p)
             solver.set_reference(x_ref)
         start = time.perf_counter()
-        w_init = w_init if self.solver.cfg.stage_hessians else None
-        if self.solver.cfg.stage_hessians:
-            self.solver.set_stage_hessians(w_init)
-        try:
-            x, u, iters = self._solve(x0, x_init, u_init)
-        except SensitivityError as exc:
-            if w_init is None:
-                raise
-            log.debug("operating point with the start's second-order terms failed (%s); again with Gauss-Newton's", exc)
-            self.solver.set_stage_hessians(None)
-            x, u, iters = self._solve(x0, x_init, u_init)
-        finally:
-            if w_init is not None:
-                self.solver.set_stage_hessians(None)
+        x, u, iters = self._solve_with(self.solver, w_init, x0, x_init, u_init)
         self.step_seconds["operating_point"] += time.perf_counter() - start
         self.step_seconds["operating_point_iter"] += iters
         a, b = self.solver.dynamics_jacobians()  # before the re-solves overwrite acados' QP
