@@ -126,9 +126,9 @@ class AcadosMpcSolver:
         self.torque_limits = np.asarray(torque_limits, dtype=float)
         self.key = formulation_key(model, cfg, self.torque_limits)
         self._ref_at, self._hess_at, n_stage = stage_parameter_layout(model, cfg)
-        self._model_idx = np.arange(self.n_params, dtype=np.intc)
-        self._ref_idx = np.arange(self._ref_at, self._hess_at, dtype=np.intc)
-        self._hess_idx = np.arange(self._hess_at, n_stage, dtype=np.intc)
+        # stage_hessians: every stage's parameter vector kept here, sent to acados once per solve
+        self._stage_p = np.zeros((self.n + 1, n_stage)) if cfg.stage_hessians else None
+        self._stage_dirty = True
         name = f"wm_{self.key[:16]}"
         folder = (cache_dir or cache_root()) / "acados" / name
         self.build_seconds = 0.0
@@ -208,8 +208,9 @@ class AcadosMpcSolver:
         if values.shape != (self.n_params,):
             raise ValueError(f"parameters must have shape ({self.n_params},), got {values.shape}")
         self.parameters = values.copy()
-        if values.size and self.cfg.stage_hessians:  # the stage vector holds the cost's data after them
-            self._io.set_params_sparse_all(self.n, self._model_idx, values)
+        if self._stage_p is not None:  # the stage vector holds the cost's data after them
+            self._stage_p[:, : self.n_params] = values
+            self._stage_dirty = True
         elif values.size:
             for k in range(self.n + 1):
                 self._io.set_params(k, values)
@@ -219,9 +220,13 @@ class AcadosMpcSolver:
         values = np.ascontiguousarray(values, dtype=float)
         if start < 0 or start + values.size > self.n_params:
             raise ValueError(f"parameter slice [{start}, {start + values.size}) outside 0..{self.n_params}")
+        self.parameters[start : start + values.size] = values
+        if self._stage_p is not None:
+            self._stage_p[:, start : start + values.size] = values
+            self._stage_dirty = True
+            return
         idx = np.arange(start, start + values.size, dtype=np.intc)
         self._io.set_params_sparse_all(self.n, idx, values)
-        self.parameters[start : start + values.size] = values
 
     def set_weights(self, q_weight: np.ndarray, r_weight: np.ndarray) -> None:
         """Sets Q (nx, nx) and R (nu, nu) on every stage (terminal: scaled Q).
@@ -243,9 +248,9 @@ class AcadosMpcSolver:
         """Sets the state reference along the horizon, shape (N + 1, nx); torque reference 0."""
         if x_ref.shape != (self.n + 1, self.nx):
             raise ValueError(f"reference must have shape ({self.n + 1}, {self.nx}), got {x_ref.shape}")
-        if self.cfg.stage_hessians:  # a stage parameter
-            for k in range(self.n + 1):
-                self._io.set_params_sparse(k, self._ref_idx, np.ascontiguousarray(x_ref[k], dtype=float))
+        if self._stage_p is not None:  # a stage parameter
+            self._stage_p[:, self._ref_at : self._hess_at] = x_ref
+            self._stage_dirty = True
             return
         self._yref[:, : self.nx] = x_ref[: self.n]
         self._io.set_yref(self._yref, np.ascontiguousarray(x_ref[self.n], dtype=float))
@@ -270,9 +275,9 @@ class AcadosMpcSolver:
         w = np.zeros((self.n, nz, nz)) if w is None else np.asarray(w, dtype=float)
         if w.shape != (self.n, nz, nz):
             raise ValueError(f"stage Hessians must have shape ({self.n}, {nz}, {nz}), got {w.shape}")
-        flat = np.ascontiguousarray((w / self.cfg.stage_scale).transpose(0, 2, 1).reshape(self.n, nz * nz))  # column-major
-        for k in range(self.n):
-            self._io.set_params_sparse(k, self._hess_idx, flat[k])
+        assert self._stage_p is not None
+        self._stage_p[: self.n, self._hess_at :] = (w / self.cfg.stage_scale).transpose(0, 2, 1).reshape(self.n, nz * nz)  # column-major
+        self._stage_dirty = True
 
     def set_input_bounds(self, stage: int, lower: np.ndarray, upper: np.ndarray) -> None:
         """Overrides the torque bounds of one stage (e.g. u0 fixed for sensitivities), (nu,) each."""
@@ -312,6 +317,10 @@ class AcadosMpcSolver:
             raise ValueError(f"x0 must have shape ({self.nx},), got {x0.shape}")
         self._io.set_constraint(0, b"lbx", x0)
         self._io.set_constraint(0, b"ubx", x0)
+        if self._stage_p is not None and self._stage_dirty:
+            for k in range(self.n + 1):
+                self._io.set_params(k, self._stage_p[k])
+            self._stage_dirty = False
         status = int(s.solve())
         x = np.empty((self.n + 1, self.nx))
         u = np.empty((self.n, self.nu))

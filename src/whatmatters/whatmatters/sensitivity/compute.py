@@ -181,9 +181,11 @@ class SensitivityComputer:
         """:meth:`_solve` with ``hess`` added to the QP Hessians (a ``stage_hessians`` solver), within
         :data:`NEWTON_MAX_ITER` iterations; if that fails, again from the same start with Gauss-Newton's
         (the bounded fallback). Returns the iterations of both attempts together."""
-        if hess is None or not solver.cfg.stage_hessians:
+        if not solver.cfg.stage_hessians:
             return self._solve(x0, x_init, u_init, solver)
-        solver.set_stage_hessians(hess)
+        solver.set_stage_hessians(hess)  # None: zero, Gauss-Newton's Hessian
+        if hess is None:
+            return self._solve(x0, x_init, u_init, solver)
         solver.set_max_iter(min(NEWTON_MAX_ITER, self.cfg.sqp_max_iter))
         try:
             return self._solve(x0, x_init, u_init, solver)
@@ -194,7 +196,6 @@ class SensitivityComputer:
             x, u, iters = self._solve(x0, x_init, u_init, solver)
             return x, u, iters + NEWTON_MAX_ITER
         finally:
-            solver.set_stage_hessians(None)
             solver.set_max_iter(self.cfg.sqp_max_iter)
 
     def cost_gradient_u0(self, x0: np.ndarray, u0: np.ndarray, x_init: np.ndarray, u_init: np.ndarray) -> tuple[np.ndarray, float]:
