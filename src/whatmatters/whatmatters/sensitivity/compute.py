@@ -29,18 +29,17 @@ import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, wait
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import ClassVar
+from dataclasses import replace
 
 import numpy as np
 import torch
 
-from whatmatters.config import YamlConfig
 from whatmatters.dynamics.base import DynamicsModel
 from whatmatters.dynamics.learned import LearnedDynamics
 from whatmatters.errors import ConfigError
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.solver import AcadosMpcSolver
+from whatmatters.sensitivity.config import SensitivityConfig
 from whatmatters.sensitivity.derivatives import COMPILE_LIMIT, StageDerivatives, model_instructions
 from whatmatters.sensitivity.kkt import KktSensitivity, active_set, dynamics_multipliers
 from whatmatters.sensitivity.learned_derivatives import LearnedStageDerivatives
@@ -54,68 +53,6 @@ log = logging.getLogger(__name__)
 
 #: SQP iterations allowed with second-order terms in the QP before falling back to Gauss-Newton's.
 NEWTON_MAX_ITER = 20
-
-
-@dataclass(frozen=True)
-class SensitivityConfig(YamlConfig):
-    """Settings (``config/sensitivity.yaml``).
-
-    Attributes:
-        eps: u_0 perturbation for the effective sensitivity, Nm.
-        sqp_tol: KKT tolerance of the converged operating point.
-        sqp_max_iter: SQP iteration limit.
-        active_tol: Relative distance to a limit below which a bound is active.
-        derivatives: The stages' multiplier-weighted Hessians (A and B come
-            from acados) from ``casadi`` (compiled C, or CasADi's
-            VM for large models), ``torch`` (batched autograd on the model's
-            torch form), ``structured`` (the learned model only: compiled
-            nominal part, closed-form residual derivatives,
-            :mod:`~whatmatters.sensitivity.learned_derivatives`) or ``auto``
-            (compiled CasADi for small models such as the nominal one,
-            structured for the learned model, torch for other large torch
-            models). All give the same numbers (tested).
-        resolve_start: Where the two ``u0* +- eps`` re-solves start:
-            ``predictor`` (the operating point plus the tangential predictor
-            of the fixed-u_0 problem from the exact-Hessian Riccati pass:
-            second-order close, ~4 instead of ~6 SQP iterations with the
-            learned model) or ``point`` (the operating point itself). Both
-            converge to ``sqp_tol``: the same numbers to ~1e-10 (tested).
-        resolve_hessian: The QP Hessian of the re-solves' SQP: ``exact`` (the
-            Gauss-Newton one plus the exact second-order dynamics terms ``W_k``
-            of the operating point, from du0/de's pass: Newton-like, 2 instead
-            of 4 iterations with the learned model; a re-solve whose QP fails
-            with it is repeated without) or ``gauss_newton``. The converged
-            solution is the same (the Hessian only shapes the iterates; tested).
-        parallel: In :meth:`SensitivityComputer.compute` (one sample: the
-            logger with ``batch`` 1, ``whatmatters bench``), run the
-            ``u0* + eps`` re-solve in a second thread while du0/de and then
-            the ``u0* - eps`` re-solve run in the caller's (acados and the
-            compiled derivatives release the GIL); the numbers are the same
-            either way, bit for bit. Off on one-CPU machines.
-    """
-
-    yaml_file: ClassVar[str] = "sensitivity.yaml"
-
-    eps: float = 0.5
-    sqp_tol: float = 1e-10
-    sqp_max_iter: int = 200
-    active_tol: float = 1e-6
-    derivatives: str = "auto"
-    resolve_start: str = "predictor"
-    resolve_hessian: str = "exact"
-    parallel: bool = True
-
-    def __post_init__(self) -> None:
-        if self.derivatives not in ("auto", "casadi", "torch", "structured"):
-            raise ConfigError(f"sensitivity.derivatives must be auto, casadi, torch or structured, got {self.derivatives!r}")
-        if self.resolve_start not in ("predictor", "point"):
-            raise ConfigError(f"sensitivity.resolve_start must be predictor or point, got {self.resolve_start!r}")
-        if self.resolve_hessian not in ("exact", "gauss_newton"):
-            raise ConfigError(f"sensitivity.resolve_hessian must be exact or gauss_newton, got {self.resolve_hessian!r}")
-        if self.resolve_hessian == "exact" and self.resolve_start != "predictor":
-            raise ConfigError("sensitivity.resolve_hessian: exact needs resolve_start: predictor (both come from du0/de's pass)")
-        if not self.eps > 0:
-            raise ConfigError(f"sensitivity.eps must be > 0 Nm, got {self.eps}")
 
 
 class SensitivityComputer:
