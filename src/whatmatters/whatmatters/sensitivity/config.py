@@ -18,7 +18,8 @@ class SensitivityConfig(YamlConfig):
     Attributes:
         eps: u_0 perturbation for the effective sensitivity, Nm.
         sqp_tol: KKT tolerance of the converged operating point.
-        sqp_max_iter: SQP iteration limit.
+        sqp_max_iter: SQP iteration limit (with second-order QP terms:
+            :data:`~whatmatters.sensitivity.compute.NEWTON_MAX_ITER`, then this with Gauss-Newton's).
         active_tol: Relative distance to a limit below which a bound is active.
         derivatives: The stages' multiplier-weighted Hessians (A and B come
             from acados) from ``casadi`` (compiled C, or CasADi's
@@ -46,11 +47,10 @@ class SensitivityConfig(YamlConfig):
             converged solutions are the same (the Hessian only shapes the
             iterates; tested).
         parallel: In :meth:`SensitivityComputer.compute` (one sample: the
-            logger with ``batch`` 1, ``whatmatters bench``), run the
-            ``u0* + eps`` re-solve in a second thread while du0/de and then
-            the ``u0* - eps`` re-solve run in the caller's (acados and the
-            compiled derivatives release the GIL); the numbers are the same
-            either way, bit for bit. Off on one-CPU machines.
+            logger with ``batch`` 1), run the ``u0* + eps`` re-solve in a
+            second thread while the ``u0* - eps`` one runs in the caller's
+            (acados releases the GIL); the numbers are the same either way,
+            bit for bit. Off on one-CPU machines.
     """
 
     yaml_file: ClassVar[str] = "sensitivity.yaml"
