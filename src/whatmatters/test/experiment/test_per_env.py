@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from whatmatters.experiment.per_env import base_concentration, failures, per_env_markdown, per_env_normalised
+from whatmatters.experiment.per_env import base_concentration, failures, paired_to_stand, per_env_markdown, per_env_normalised
 from whatmatters.experiment.report import results_markdown
 
 BASE = {"2000": 10.0, "2001": 1.0, "2002": 89.0}
@@ -77,3 +77,15 @@ def test_the_report_section_appears_only_with_the_base_models_costs():
     }
     assert "## Per environment" not in results_markdown(fig, meta, ["stand", "ours"], [1], "fig2.png", runs)
     assert "## Per environment" in results_markdown(fig, {**meta, "base_per_env": BASE}, ["stand", "ours"], [1], "fig2.png", runs)
+
+
+def test_paired_ratios_to_stand_pair_environments_and_name_their_wins():
+    stand = [_run("stand", 4, s, [{"2000": 2.0, "2001": 1.0, "2002": 100.0}]) for s in (0, 1)]
+    ours = [_run("ours", 4, s, [{"2000": 8.0, "2001": 1.0, "2002": 25.0}]) for s in (0, 1)]
+    out = paired_to_stand([*stand, *ours], ["stand", "ours"], [4, 12])
+    got = out["ours"]["4"]
+    assert got.ratio == pytest.approx(1.0) and (got.wins, got.envs) == (1, 3)  # 4, 1, 1/4: even; better in one
+    assert got.low <= 1.0 <= got.high
+    assert "4" not in out["stand"] and "12" not in out["ours"]
+    md = "\n".join(per_env_markdown([*stand, *ours], BASE, ["stand", "ours"], [4]))
+    assert "Environment-paired ratio to stand" in md and "1.000 [" in md and ", 1 of 3 |" in md

@@ -11,6 +11,9 @@ environment can move a run's mean. These statistics show both effects:
   combined with equal weight: for a run, the geometric mean over environments e
   of ``J_e(run, last epoch) / mean over stand's runs of J_e(stand, last epoch)``
   at the same p; mean and standard deviation (ddof 0) over runs.
+* :func:`paired_to_stand`: the environment-paired ratio to ``stand`` with a
+  bootstrap 95 % interval over environments and seeds, and win counts
+  (:mod:`whatmatters.experiment.statistics`).
 * :func:`failures`: closed-loop failures, evaluations (run x epoch x
   environment) whose J_e exceeds ``factor`` (default 5) times the base model's
   J_e in that environment. The factor is high on purpose: environments with a
@@ -23,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["base_concentration", "env_costs", "failures", "per_env_markdown", "per_env_normalised"]
+from whatmatters.experiment.statistics import PairedRatio, paired_ratio
+
+__all__ = ["base_concentration", "env_costs", "failures", "paired_to_stand", "per_env_markdown", "per_env_normalised"]
 
 
 def env_costs(epoch: dict[str, Any]) -> dict[str, float]:
@@ -67,6 +72,30 @@ def per_env_normalised(results: list[dict[str, Any]], weightings: list[str], rol
     return out
 
 
+def paired_to_stand(results: list[dict[str, Any]], weightings: list[str], rollouts: list[int]) -> dict[str, dict[str, PairedRatio]]:
+    """Each weighting against ``stand`` at the same p: :func:`~whatmatters.experiment.statistics.paired_ratio`
+    of the last-epoch J_e over the environments every run of both has.
+
+    Returns:
+        ``{weighting: {str(p): PairedRatio}}``; a p without runs of both has no entry.
+    """
+    out: dict[str, dict[str, PairedRatio]] = {w: {} for w in weightings}
+    for p in rollouts:
+        last = {w: [env_costs(r["epochs"][-1]) for r in sorted(results, key=lambda r: r["seed"]) if r["weighting"] == w and r["p"] == p] for w in weightings}
+        if not last.get("stand"):
+            continue
+        for w in weightings:
+            runs = last[w]
+            if not runs or w == "stand":
+                continue
+            envs = sorted(set.intersection(*(set(c) for c in runs + last["stand"])))
+            if envs:
+                j = np.array([[c[e] for e in envs] for c in runs])  # (seeds, E)
+                ref = np.array([[c[e] for e in envs] for c in last["stand"]])
+                out[w][str(p)] = paired_ratio(j, ref)
+    return out
+
+
 def failures(
     results: list[dict[str, Any]], base_per_env: dict[str, float], weightings: list[str], rollouts: list[int], factor: float = 5.0
 ) -> dict[str, dict[str, dict[str, Any]]]:
@@ -103,11 +132,17 @@ def per_env_markdown(
     if not base_per_env:
         return []
     norm = per_env_normalised(results, weightings, rollouts)
+    paired = paired_to_stand(results, weightings, rollouts)
     fails = failures(results, base_per_env, weightings, rollouts, factor)
     top = base_concentration(base_per_env)
     header = ["| weighting | " + " | ".join(f"p = {p}" for p in rollouts) + " |", "|---" * (len(rollouts) + 1) + "|"]
-    norm_rows, fail_rows, listed = [], [], []
+    norm_rows, paired_rows, fail_rows, listed = [], [], [], []
     for w in weightings:
+        pairs = [paired[w].get(str(p)) for p in rollouts]
+        if w != "stand":
+            paired_rows.append(
+                f"| {w} | " + " | ".join("—" if c is None else f"{c.ratio:.3f} [{c.low:.3f}, {c.high:.3f}], {c.wins} of {c.envs}" for c in pairs) + " |"
+            )
         cells = [norm[w].get(str(p)) for p in rollouts]
         norm_rows.append(f"| {w} | " + " | ".join("—" if c is None else f"{100 * c['mean']:.1f} ± {100 * c['std']:.1f} % ({c['runs']})" for c in cells) + " |")
         f_cells = [fails[w].get(str(p)) for p in rollouts]
@@ -125,6 +160,13 @@ def per_env_markdown(
         "",
         *header,
         *norm_rows,
+        "",
+        "Environment-paired ratio to stand (last epoch; geometric mean over environments of the seed-averaged J_e ratios)"
+        " [95 % bootstrap interval over environments and seeds], and the environments where the weighting's seed-averaged"
+        " J_e is below stand's (`whatmatters.experiment.statistics`; an interval containing 1 cannot tell the two apart):",
+        "",
+        *header,
+        *paired_rows,
         "",
         f"Closed-loop failures: evaluations (run x epoch x environment) with J_e above {factor:g} x the base model's J_e in that environment:",
         "",
