@@ -43,7 +43,7 @@ from whatmatters.sensitivity.config import SensitivityConfig
 from whatmatters.sensitivity.derivatives import COMPILE_LIMIT, StageDerivatives, model_instructions
 from whatmatters.sensitivity.kkt import KktSensitivity, active_set, dynamics_multipliers
 from whatmatters.sensitivity.learned_derivatives import LearnedStageDerivatives
-from whatmatters.sensitivity.point import ConvergedPoint, OperatingPoint, SensitivityError, SensitivitySample, shifted
+from whatmatters.sensitivity.point import ConvergedPoint, OperatingPoint, SensitivityError, SensitivitySample
 from whatmatters.sensitivity.riccati import CompiledRiccati
 from whatmatters.sensitivity.torch_derivatives import TorchStageDerivatives
 
