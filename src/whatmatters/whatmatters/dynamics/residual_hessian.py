@@ -235,16 +235,17 @@ class ResidualHessian:
         while rest.any():  # one pass per distinct weight vector (one in practice: the model's own)
             first = int(np.argmax(rest))
             group = rest & np.all(p[:, :nw] == p[first, :nw], axis=1)
-            part = self._blocks(p[first], p[group, nw:], q[group], qd[group], a[group], w[group])
+            part = self.blocks_with(p[first], p[group, nw:], q[group], qd[group], a[group], w[group])
             for o, blk in zip(out, part):
                 o[group] = blk
             rest &= ~group
         return out[0], out[1], out[2], out[3]
 
-    def _blocks(
+    def blocks_with(
         self, p: np.ndarray, z: np.ndarray, q: np.ndarray, qd: np.ndarray, a: np.ndarray, w: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`blocks` for one weight vector p (its context part unused) and the nodes' contexts z (B, context_dim)."""
+        """:meth:`blocks` for nodes that share one weight vector: p (n_params,; its context part unused)
+        and the nodes' contexts z (B, context_dim); other arguments and results as :meth:`blocks`."""
         dirs = np.stack([qd, w], axis=1)  # direction 0: qd, 1: w
         fw = _forward(self._layers(p, "l_net"), q, z, dirs, self._lower_map)
         # L's entries (B, 28), dL/dq_k (B, 7(k), 28), D_v L (B, V, 28), d D_v L / dq_k (B, V, 7(k), 28)

@@ -126,10 +126,15 @@ class LearnedStageDerivatives:
         parts = [self._stage_nodes(x[i], u[i], p[i], lam[i]) for i in range(x.shape[0])]
         w_nom, s, acc, w, a_y, ds = (np.stack([part[j] for part in parts]) for j in range(6))  # (S, N, 4, ...)
         nodes = x.shape[0] * n * 4
-        node_p = np.repeat(np.asarray(p, dtype=float), n * 4, axis=0)
         s, acc, w = s.reshape(nodes, nx), acc.reshape(nodes, nq), w.reshape(nodes, nq)
         a_y, ds = a_y.reshape(nodes, nq, nz), ds.reshape(nodes, nx, nz)
-        qq, q_qd, qd_qd, q_a = self.residual.blocks(node_p, s[:, :nq], s[:, nq:], acc, w)
+        p = np.asarray(p, dtype=float)
+        nw = p.shape[1] - self.residual.cfg.context_dim
+        if np.all(p[:, :nw] == p[0, :nw]):  # one model's weights (always, in practice): contexts per node only
+            z = np.repeat(p[:, nw:], n * 4, axis=0)
+            qq, q_qd, qd_qd, q_a = self.residual.blocks_with(p[0], z, s[:, :nq], s[:, nq:], acc, w)
+        else:
+            qq, q_qd, qd_qd, q_a = self.residual.blocks(np.repeat(p, n * 4, axis=0), s[:, :nq], s[:, nq:], acc, w)
         psi = np.zeros((nodes, nz, nz))  # over y = (q, qd, tau): no tau terms
         psi[:, :nq, :nq], psi[:, :nq, nq:nx], psi[:, nq:nx, :nq], psi[:, nq:nx, nq:nx] = qq, q_qd, q_qd.transpose(0, 2, 1), qd_qd
         cross = q_a @ a_y  # psi_ya a_y: only the q rows of psi_ya are nonzero
