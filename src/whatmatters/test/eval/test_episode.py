@@ -36,6 +36,16 @@ def test_episode_runs_at_50hz_and_records_everything(evaluator):
     np.testing.assert_allclose(res.x[0], res.x_ref[0], atol=1e-12)  # starts on the reference, at rest
 
 
+def test_the_bound_share_counts_the_steps_with_a_torque_at_the_datasheet_limit(evaluator):
+    """Environment 2008 (a heavy payload far out) drives the base model's wrist into its 12 Nm limit; the Panda's datasheet limits are the truth."""
+    res = Evaluator("base", MpcConfig.from_yaml(), SimConfig.from_yaml(), FourierConfig.from_yaml()).episode(2008, 4.0)
+    limits = np.array([87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0])
+    by_hand = np.mean([any(abs(t[j]) >= 0.999 * limits[j] for j in range(7)) for t in res.tau])
+    assert 0.0 < res.bound_share == pytest.approx(by_hand, abs=1e-12)
+    assert res.summary()["bound_share"] == res.bound_share
+    assert evaluator.episode(2004, 1.0).bound_share < res.bound_share
+
+
 def test_exact_model_tracks_clearly_better_than_nominal(evaluator):
     env_seed = 2001  # 2.6 kg payload
     nominal = evaluator.episode(env_seed, 10.0)

@@ -67,6 +67,17 @@ def test_the_report_shows_per_environment_costs(sweep):
     assert all(len(r["j_track_per_env"]) == len(r["j_track"]) and all(len(e) == 1 for e in r["j_track_per_env"]) for r in fig["raw"])
     md = (root / "docs" / "results.md").read_text()
     assert "## Per environment" in md and "of the sum" in md and "Closed-loop failures" in md
+    assert "ours beats stand at p = 4" in md  # the claims with their intervals
+
+
+def test_the_sweep_evaluates_the_exact_model_as_the_floor(sweep):
+    root, _ = sweep
+    exact = json.loads((root / "out" / "exact_eval.json").read_text())
+    base = json.loads((root / "out" / "base_eval.json").read_text())
+    assert exact["model"] == "exact" and set(exact["j_track_per_env"]) == set(base["j_track_per_env"])
+    assert set(exact["bound_share_per_env"]) == set(base["bound_share_per_env"])
+    md = (root / "docs" / "results.md").read_text()
+    assert "## The achievable floor" in md and "Torque-bound" in md
 
 
 def test_final_values_are_last_epochs_over_stand(sweep):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from whatmatters.experiment.per_env import base_concentration, failures, paired_to_stand, per_env_markdown, per_env_normalised
+from whatmatters.experiment.per_env import base_concentration, claims, failures, paired_to_stand, per_env_markdown, per_env_normalised, verdict
+from whatmatters.experiment.statistics import Interval
 from whatmatters.experiment.report import results_markdown
 
 BASE = {"2000": 10.0, "2001": 1.0, "2002": 89.0}
@@ -89,3 +90,23 @@ def test_paired_ratios_to_stand_pair_environments_and_name_their_wins():
     assert "4" not in out["stand"] and "12" not in out["ours"]
     md = "\n".join(per_env_markdown([*stand, *ours], BASE, ["stand", "ours"], [4]))
     assert "Environment-paired ratio to stand" in md and "1.000 [" in md and ", 1 of 3 |" in md
+
+
+def test_claims_state_each_ratio_with_its_verdict():
+    """No seed noise: ours is 0.5 of stand at p = 1 and 0.25 at p = 4 everywhere; ours_avg equals ours."""
+    envs = {"2000": 2.0, "2001": 8.0, "2002": 40.0}
+    runs = []
+    for p, factor in ((1, 0.5), (4, 0.25)):
+        for s in (0, 1):
+            runs += [_run("stand", p, s, [envs]), _run("ours", p, s, [{e: factor * j for e, j in envs.items()}])]
+            runs.append(_run("ours_avg", p, s, [{e: factor * j for e, j in envs.items()}]))
+    got = dict(claims(runs, [1, 4]))
+    assert got["ours beats stand at p = 1"].value == pytest.approx(0.5)
+    assert got["ours beats stand at p = 4"].high == pytest.approx(0.25)
+    assert got["ours beats ours_avg at p = 4"].value == pytest.approx(1.0)
+    assert got["ours' gain over stand grows from p = 1 to p = 4"].value == pytest.approx(0.5)
+    assert verdict(got["ours beats stand at p = 1"]).startswith("holds")
+    assert verdict(got["ours beats ours_avg at p = 4"]).startswith("not resolved")
+    assert verdict(Interval(1.2, 1.1, 1.3)).startswith("the opposite")
+    text = "\n".join(per_env_markdown(runs, BASE | {"2000": 2.0}, ["stand", "ours", "ours_avg"], [1, 4]))
+    assert "| ours beats stand at p = 4 | 0.250 [0.250, 0.250] | holds" in text

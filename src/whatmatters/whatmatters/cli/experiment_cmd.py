@@ -112,6 +112,8 @@ def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
         "windows": "windows per p: " + ", ".join(str(w) for w in windows),
         "base_j": float(res.base_eval["j_track_mean"]),
         "base_per_env": res.base_eval.get("j_track_per_env") or {},
+        "exact_per_env": (res.exact_eval or {}).get("j_track_per_env") or {},
+        "exact_bound_per_env": (res.exact_eval or {}).get("bound_share_per_env") or {},
         "sittings": timing["sittings"],
         "ours_weights": ours_statistics(cfg, data),
         "factors": factor_statistics(data),

@@ -58,6 +58,7 @@ class EpisodeResult:
         wall_ms: Controller wall time per step, ms, shape (T,).
         predictions: The MPC's predicted states per step, shape (T, N + 1, 14).
         j_track: Eq. (7).
+        tau_limits: The joint torque limits, Nm, shape (7,).
     """
 
     env_seed: int
@@ -71,6 +72,20 @@ class EpisodeResult:
     wall_ms: np.ndarray
     predictions: np.ndarray
     j_track: float
+    tau_limits: np.ndarray
+
+    #: A torque within this fraction of its limit counts as at the bound.
+    BOUND_TOLERANCE = 1e-3
+
+    @property
+    def at_bound(self) -> np.ndarray:
+        """Per step and joint: the applied torque at its limit (within :attr:`BOUND_TOLERANCE`), shape (T, 7)."""
+        return np.abs(self.tau) >= (1.0 - self.BOUND_TOLERANCE) * self.tau_limits
+
+    @property
+    def bound_share(self) -> float:
+        """Share of the steps with a torque at its bound (any joint), in [0, 1]."""
+        return float(self.at_bound.any(axis=1).mean()) if len(self.tau) else 0.0
 
     @property
     def fallbacks(self) -> int:
@@ -90,6 +105,7 @@ class EpisodeResult:
             "step_ms_median": float(np.median(self.wall_ms)),
             "step_ms_p99": float(np.percentile(self.wall_ms, 99)),
             "fallbacks": self.fallbacks,
+            "bound_share": self.bound_share,
             "steps": int(len(self.tau)),
         }
 
@@ -154,4 +170,4 @@ def run_episode(
     x_ref = reference.state(t)
     cfg = controller.solver.cfg
     j = tracking_cost(x, x_ref, np.asarray(cfg.q_weights), np.asarray(cfg.qd_weights))
-    return EpisodeResult(env.seed, t, x, x_ref, tau, tuple(sources), status, solve_ms, wall_ms, preds, j)
+    return EpisodeResult(env.seed, t, x, x_ref, tau, tuple(sources), status, solve_ms, wall_ms, preds, j, np.asarray(sim.torque_limits, dtype=float))

@@ -46,7 +46,8 @@ class EvaluationResult:
     wall_s: float
 
     def summary(self) -> dict[str, object]:
-        """``j_track_mean``, ``j_track_std``, ``j_track_per_env``, ``fallbacks``, ``wall_s``."""
+        """``j_track_mean``, ``j_track_std``, ``j_track_per_env``, ``bound_share_per_env`` (share of steps with a
+        torque at its bound), ``fallbacks``, ``wall_s``."""
         j = np.array([r["j_track"] for r in self.per_env.values()])
         return {
             "model": self.model,
@@ -54,6 +55,7 @@ class EvaluationResult:
             "j_track_mean": float(j.mean()),
             "j_track_std": float(j.std()),
             "j_track_per_env": {str(k): float(v["j_track"]) for k, v in self.per_env.items()},
+            "bound_share_per_env": {str(k): float(v["bound_share"]) for k, v in self.per_env.items()},
             "fallbacks": int(sum(int(v["fallbacks"]) for v in self.per_env.values())),
             "solve_ms_median": float(np.median([v["solve_ms_median"] for v in self.per_env.values()])),
             "wall_s": self.wall_s,

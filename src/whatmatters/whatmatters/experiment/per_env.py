@@ -14,6 +14,10 @@ environment can move a run's mean. These statistics show both effects:
 * :func:`paired_to_stand`: the environment-paired ratio to ``stand`` with a
   bootstrap 95 % interval over environments and seeds, and win counts
   (:mod:`whatmatters.experiment.statistics`).
+* :func:`claims`: the three claims of the paper's comparison, each with its
+  interval: ``ours`` against ``stand`` and against ``ours_avg`` at every p
+  (paired ratios), and whether ``ours``' gain over ``stand`` grows from the
+  shortest to the longest rollout (:func:`~whatmatters.experiment.statistics.ratio_change`).
 * :func:`failures`: closed-loop failures, evaluations (run x epoch x
   environment) whose J_e exceeds ``factor`` (default 5) times the base model's
   J_e in that environment. The factor is high on purpose: environments with a
@@ -26,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from whatmatters.experiment.statistics import PairedRatio, paired_ratio
+from whatmatters.experiment.statistics import Interval, PairedRatio, paired_ratio, ratio_change
 
-__all__ = ["base_concentration", "env_costs", "failures", "paired_to_stand", "per_env_markdown", "per_env_normalised"]
+__all__ = ["base_concentration", "claims", "env_costs", "failures", "paired_to_stand", "per_env_markdown", "per_env_normalised", "verdict"]
 
 
 def env_costs(epoch: dict[str, Any]) -> dict[str, float]:
@@ -72,6 +76,49 @@ def per_env_normalised(results: list[dict[str, Any]], weightings: list[str], rol
     return out
 
 
+def _last_costs(results: list[dict[str, Any]], weighting: str, p: int) -> list[dict[str, float]]:
+    """The last-epoch J_e of every run of a weighting at p, in seed order."""
+    return [env_costs(r["epochs"][-1]) for r in sorted(results, key=lambda r: r["seed"]) if r["weighting"] == weighting and r["p"] == p]
+
+
+def _matrices(*groups: list[dict[str, float]]) -> list[np.ndarray]:
+    """The groups' J as (seeds, E) arrays over the environments all of their runs have (empty if none)."""
+    if not all(groups):
+        return []
+    envs = sorted(set.intersection(*(set(c) for g in groups for c in g)))
+    return [np.array([[c[e] for e in envs] for c in g]) for g in groups] if envs else []
+
+
+def claims(results: list[dict[str, Any]], rollouts: list[int]) -> list[tuple[str, Interval]]:
+    """The paper's claims with their 95 % intervals (module docstring); a claim without runs to test it is left out.
+
+    Returns:
+        (claim, interval) pairs; every claim is a ratio that is below 1 when it holds.
+    """
+    out: list[tuple[str, Interval]] = []
+    for ref in ("stand", "ours_avg"):
+        for p in rollouts:
+            m = _matrices(_last_costs(results, "ours", p), _last_costs(results, ref, p))
+            if m:
+                c = paired_ratio(*m)
+                out.append((f"ours beats {ref} at p = {p}", Interval(c.ratio, c.low, c.high)))
+    if len(rollouts) > 1:
+        a, b = min(rollouts), max(rollouts)
+        m = _matrices(*(_last_costs(results, w, p) for p in (a, b) for w in ("ours", "stand")))
+        if m:
+            out.append((f"ours' gain over stand grows from p = {a} to p = {b}", ratio_change(*m)))
+    return out
+
+
+def verdict(interval: Interval) -> str:
+    """What a ratio's 95 % interval says about a claim that holds below 1."""
+    if interval.high < 1.0:
+        return "holds (interval below 1)"
+    if interval.low > 1.0:
+        return "the opposite holds (interval above 1)"
+    return "not resolved: the interval contains 1"
+
+
 def paired_to_stand(results: list[dict[str, Any]], weightings: list[str], rollouts: list[int]) -> dict[str, dict[str, PairedRatio]]:
     """Each weighting against ``stand`` at the same p: :func:`~whatmatters.experiment.statistics.paired_ratio`
     of the last-epoch J_e over the environments every run of both has.
@@ -81,18 +128,11 @@ def paired_to_stand(results: list[dict[str, Any]], weightings: list[str], rollou
     """
     out: dict[str, dict[str, PairedRatio]] = {w: {} for w in weightings}
     for p in rollouts:
-        last = {w: [env_costs(r["epochs"][-1]) for r in sorted(results, key=lambda r: r["seed"]) if r["weighting"] == w and r["p"] == p] for w in weightings}
-        if not last.get("stand"):
-            continue
+        stand = _last_costs(results, "stand", p)
         for w in weightings:
-            runs = last[w]
-            if not runs or w == "stand":
-                continue
-            envs = sorted(set.intersection(*(set(c) for c in runs + last["stand"])))
-            if envs:
-                j = np.array([[c[e] for e in envs] for c in runs])  # (seeds, E)
-                ref = np.array([[c[e] for e in envs] for c in last["stand"]])
-                out[w][str(p)] = paired_ratio(j, ref)
+            m = _matrices(_last_costs(results, w, p), stand) if w != "stand" else []
+            if m:
+                out[w][str(p)] = paired_ratio(*m)
     return out
 
 
@@ -174,4 +214,19 @@ def per_env_markdown(
         *fail_rows,
         "",
         *([f"Where: {shown}.", ""] if listed else []),
+        *_claims_markdown(results, rollouts),
+    ]
+
+
+def _claims_markdown(results: list[dict[str, Any]], rollouts: list[int]) -> list[str]:
+    found = claims(results, rollouts)
+    if not found:
+        return []
+    return [
+        "The claims, each a ratio that is below 1 when it holds (last epoch; paired over environments, 95 % bootstrap interval over environments and seeds; `whatmatters.experiment.per_env.claims`):",
+        "",
+        "| claim | ratio [95 % interval] | what the interval says |",
+        "|---|---|---|",
+        *[f"| {name} | {c.value:.3f} [{c.low:.3f}, {c.high:.3f}] | {verdict(c)} |" for name, c in found],
+        "",
     ]

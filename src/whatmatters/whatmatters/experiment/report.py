@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from whatmatters.experiment.floor import floor_markdown
 from whatmatters.experiment.per_env import env_costs, per_env_markdown
 from whatmatters.io import atomic_write_bytes, atomic_write_text
 
@@ -202,6 +203,7 @@ def results_markdown(
         *_weights_table(meta.get("ours_weights") or {}),
         *_factors_table(meta.get("factors") or {}),
         *per_env_markdown(results or [], meta.get("base_per_env") or {}, weightings, rollouts),
+        *floor_markdown(results or [], meta.get("base_per_env") or {}, meta.get("exact_per_env") or {}, meta.get("exact_bound_per_env") or {}, weightings, rollouts),
         "Definitions of the weightings and of the normalisation: `docs/training.md`. Every run's per-epoch costs: `raw` in fig2.json.",
         "",
     ]

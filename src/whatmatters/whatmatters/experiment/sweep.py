@@ -4,6 +4,7 @@ Layout of the output folder::
 
     data/env_XXXX/            bags of the base model's episodes + sensitivity.npz
     base_eval.json            the base model on the evaluation environments
+    exact_eval.json           the simulator's exact model on them (the achievable floor)
     runs/<w>_p<p>_s<seed>/    model.pt, state.pt (resume), result.json (done)
     report/                   fig2.json, fig2.png, results.md
 
@@ -48,7 +49,7 @@ from whatmatters.train.finetune import finetune
 from whatmatters.train.weighting import RolloutWindows, make_windows, weight_statistics, weights
 from whatmatters.trajectory.fourier import FourierConfig
 
-__all__ = ["DATA_SIGNATURE", "SweepResult", "base_eval_signature", "data_signature", "finished_runs", "ours_statistics", "run_id", "run_signature", "run_sweep"]
+__all__ = ["DATA_SIGNATURE", "SweepResult", "base_eval_signature", "data_signature", "exact_eval_signature", "finished_runs", "ours_statistics", "run_id", "run_signature", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,15 @@ class SweepResult:
     Attributes:
         results: Every finished run's result (see ``result.json``).
         base_eval: The base model's evaluation summary.
+        exact_eval: The simulator's exact model on the same environments (the
+            achievable floor), or None for a sweep made before it was part of one.
         computed: Runs computed by this call (the others were already done).
         wall_s: Wall time of this call, s.
     """
 
     results: list[dict[str, Any]]
     base_eval: dict[str, Any]
+    exact_eval: dict[str, Any] | None
     computed: int
     wall_s: float
 
@@ -168,6 +172,7 @@ def _evaluate_model(model: LearnedDynamics, label: str) -> dict[str, Any]:
         "j_track_mean": float(j.mean()),
         "j_track_std": float(j.std()),
         "j_track_per_env": {k: float(v["j_track"]) for k, v in per_env.items()},
+        "bound_share_per_env": {k: float(v["bound_share"]) for k, v in per_env.items()},
         "fallbacks": int(sum(int(v["fallbacks"]) for v in per_env.values())),
     }
 
@@ -254,6 +259,28 @@ def base_eval_signature(cfg: ExperimentConfig) -> dict[str, Any]:
     return _with_mpc({"base": cfg.base, "eval_set": cfg.eval_set, "eval_envs": cfg.eval_envs, "eval_seconds": cfg.eval_seconds}, cfg)
 
 
+def exact_eval_signature(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What the exact model's evaluation (the floor) depends on: the base evaluation's settings without the base model."""
+    return {**{k: v for k, v in base_eval_signature(cfg).items() if k != "base"}, "model": "exact"}
+
+
+def _exact_eval(cfg: ExperimentConfig, out: Path, workers: int) -> dict[str, Any]:
+    """The exact model on the evaluation environments, from ``exact_eval.json`` or computed and written there."""
+    path, signature = out / "exact_eval.json", exact_eval_signature(cfg)
+    if path.is_file():
+        try:
+            found = json.loads(path.read_text())
+            if found.get("signature") == signature:
+                return found
+            log.warning("%s was made with other settings; the exact model is evaluated again", path)
+        except json.JSONDecodeError:
+            log.warning("%s is damaged; the exact model is evaluated again", path)
+    seeds = environment_seeds(cfg.eval_set)[: cfg.eval_envs]
+    found = {**evaluate("exact", seeds, cfg.eval_seconds, workers, mpc=cfg.mpc_config()).summary(), "signature": signature}
+    atomic_write_text(json.dumps(found, indent=1), path)
+    return found
+
+
 class _ListQueue:
     """In-process stand-in for the workers' progress queue: reports at once."""
 
@@ -306,7 +333,11 @@ def finished_runs(cfg: ExperimentConfig, out: str | Path) -> SweepResult:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: the sweep in {out} has not started")
     done = _load_done(out, cfg)
-    return SweepResult([done[r] for r in cfg.runs() if r in done], json.loads(path.read_text()), 0, 0.0)
+    exact_path = out / "exact_eval.json"
+    exact = json.loads(exact_path.read_text()) if exact_path.is_file() else None
+    if exact is not None and exact.get("signature") != exact_eval_signature(cfg):
+        exact = None
+    return SweepResult([done[r] for r in cfg.runs() if r in done], json.loads(path.read_text()), exact, 0, 0.0)
 
 
 def run_sweep(
@@ -340,6 +371,7 @@ def run_sweep(
         seeds = environment_seeds(cfg.eval_set)[: cfg.eval_envs]
         base_eval = {**evaluate(cfg.base, seeds, cfg.eval_seconds, workers, mpc=cfg.mpc_config()).summary(), "signature": base_sig}
         atomic_write_text(json.dumps(base_eval, indent=1), base_eval_path)
+    exact_eval = _exact_eval(cfg, out, workers)
     runs = cfg.runs()
     done = _load_done(out, cfg)
     todo = [r for r in runs if r not in done]
@@ -378,4 +410,4 @@ def run_sweep(
                     _drain(queue, report)
     bar.close()
     results = [done[r] for r in runs]
-    return SweepResult(results, base_eval, len(todo), time.perf_counter() - start)
+    return SweepResult(results, base_eval, exact_eval, len(todo), time.perf_counter() - start)
