@@ -331,7 +331,10 @@ def test_real_robot_command_excludes_gravity_and_bag_keeps_total(start_node: Any
     test_node.create_subscription(Float64MultiArray, m.TORQUE, lambda msg: totals.append(np.array(msg.data)), m.RELIABLE)
     pub_js = test_node.create_publisher(JointState, m.JOINT_STATES, m.RELIABLE)
     pub_ref = test_node.create_publisher(m.JointTrajectory, m.REFERENCE, m.RELIABLE)
-    assert test_node.spin_until(lambda: pub_js.get_subscription_count() >= 2 and pub_ref.get_subscription_count() >= 2, 60.0)
+    # the logger records /mpc/torque here (the total): wait until it has subscribed, or the first steps go unrecorded
+    assert test_node.spin_until(
+        lambda: pub_js.get_subscription_count() >= 2 and pub_ref.get_subscription_count() >= 2 and test_node.count_subscribers(m.TORQUE) >= 2, 60.0
+    )
     test_node.spin_until(lambda: False, 1.0)
     rng = np.random.default_rng(7)
     qs = []
