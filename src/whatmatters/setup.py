@@ -26,6 +26,8 @@ setup(
     ],
     python_requires=">=3.10",
     install_requires=["numpy", "pyyaml", "mujoco>=3", "casadi", "torch"],
+    # the Ray engine of whatmatters.executor (pip install 'whatmatters[ray]'); requirements-ray.txt pins its dependencies
+    extras_require={"ray": ["ray==2.60.0"]},
     zip_safe=False,
     maintainer="whatmatters developers",
     maintainer_email="whatmatters@example.org",

@@ -13,6 +13,7 @@ from whatmatters.config import config_dir
 from whatmatters.errors import ConfigError
 from whatmatters.experiment.config import ExperimentConfig, load_experiment_config
 from whatmatters.experiment.report import fig2_data
+from whatmatters.executor import LocalExecutor
 from whatmatters.experiment.sweep import DATA_SIGNATURE, base_eval_signature, data_signature, prepare_data, run_signature
 from whatmatters.mpc.config import MpcConfig
 
@@ -168,7 +169,7 @@ def test_data_made_with_other_settings_is_refused_before_anything_is_collected(t
     other = {**data_signature(cfg), "mpc": {"rk4_jacobian": "exact"}, "data_envs": 3}
     (data / DATA_SIGNATURE).write_text(json.dumps(other))
     with pytest.raises(ConfigError, match=r"data_envs, mpc differ"):
-        prepare_data(cfg, data, workers=1, progress=False)
+        prepare_data(cfg, data, LocalExecutor(1), progress=False)
     assert sorted(p.name for p in data.iterdir()) == [DATA_SIGNATURE]  # nothing collected, nothing lost
     assert json.loads((data / DATA_SIGNATURE).read_text()) == other
 

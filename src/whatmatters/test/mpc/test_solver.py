@@ -248,3 +248,15 @@ def test_stage_hessians_need_their_option_and_fixed_weights(nominal, mpc_config,
         custom.set_weights(2.0 * mpc_config.state_weight, mpc_config.input_weight)
     with pytest.raises(ValueError, match="stage_hessians"):
         nominal_solver.set_stage_hessians(None)
+
+
+def test_a_machine_without_a_c_compiler_is_named_before_any_build(nominal, mpc_config, params, tmp_path, monkeypatch):
+    import socket
+
+    from whatmatters.mpc.solver import MpcBuildError
+
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))  # neither cc nor make
+    monkeypatch.delenv("CC", raising=False)
+    with pytest.raises(MpcBuildError, match=rf"host {socket.gethostname()}: cc and make not found, needed to build the acados solver wm_"):
+        AcadosMpcSolver(nominal, mpc_config, params.torque_limits, cache_dir=tmp_path / "cache")
+    assert not any((tmp_path / "cache").glob("acados/wm_*/c_generated_code"))  # nothing half-built left

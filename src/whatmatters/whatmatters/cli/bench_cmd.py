@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from whatmatters.cli.bench_executor import bench_executors
 from whatmatters.cli.bench_sensitivity import BENCH_ENV, bench_sensitivity, bench_sensitivity_learned
 from whatmatters.control.hold import run_hold
 from whatmatters.data.bags import EpisodeRecord
@@ -22,6 +23,7 @@ from whatmatters.data.dataset import transitions_from_episodes
 from whatmatters.dynamics.learned import LearnedDynamics
 from whatmatters.dynamics.nominal import nominal_model
 from whatmatters.dynamics.registry import base_checkpoint
+from whatmatters.errors import ConfigError
 from whatmatters.eval.episode import run_episode
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.controller import MpcController
@@ -43,6 +45,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--mpc-seconds", type=float, default=10.0, help="closed-loop seconds for the MPC solve times")
     p.add_argument("--skip-build", action="store_true", help="do not time a fresh solver build (reuse the cache)")
     p.add_argument("--learned-build", action="store_true", help="also time a fresh build of the learned-model solver (~1-2 min)")
+    p.add_argument("--executors", action="store_true", help="also time Ray against the local process pool: an S_hat batch and the quick sweep (~6 min, docs/scale.md)")
+    p.add_argument("--executors-only", action="store_true", help="only the --executors figures")
+    p.add_argument("--workers", type=int, default=2, help="with --executors: worker processes (and a local Ray instance's CPUs)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
@@ -119,6 +124,15 @@ def bench_learned(seconds: float, fresh_build: bool = False) -> tuple[dict[str, 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs every benchmark and returns the figures."""
     out: dict[str, Any] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
+    if args.executors or args.executors_only:
+        if args.workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+        log.info("bench executors: S_hat batch and quick sweep, local pool vs Ray (%d workers)", args.workers)
+        with tempfile.TemporaryDirectory(prefix="wm_bench_exec_") as tmp:
+            found = bench_executors(Path(tmp), args.workers)
+        out.update({k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in found.items()})
+        if args.executors_only:
+            return out
     log.info("bench 1/5: simulator realtime factor (%.0f s simulated, best of 3)", args.sim_seconds)
     out["sim_realtime_factor"] = round(bench_simulator(args.sim_seconds), 1)
     log.info("bench 2/5: MPC (nominal model, N = 12): %sclosed loop %.0f s", "" if args.skip_build else "fresh build, ", args.mpc_seconds)

@@ -7,6 +7,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from whatmatters.cli.executor_args import add_executor_args, executor_from_args
 from whatmatters.data.collect import CollectConfig, collect
 from whatmatters.data.dataset import load_transitions
 from whatmatters.dynamics.learned import LearnedConfig
@@ -24,7 +25,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", required=True, help="output folder for the bags")
     p.add_argument("--seconds", type=float, default=None, help="episode length, s (config/collect.yaml)")
     p.add_argument("--no-noise", action="store_true", help="no exploration noise on the torque")
-    p.add_argument("--workers", type=int, default=0, help="worker processes (0: one per CPU)")
+    add_executor_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run_collect)
 
@@ -48,7 +49,8 @@ def run_collect(args: argparse.Namespace) -> dict[str, Any]:
         cfg = replace(cfg, noise_std=(0.0,) * 7)
     seeds = environment_seeds(args.envs)
     start = time.perf_counter()
-    paths = collect(args.model, seeds, args.out, cfg, args.workers or None)
+    with executor_from_args(args) as executor:
+        paths = collect(args.model, seeds, args.out, cfg, executor=executor)
     return {"bags": len(paths), "out": str(args.out), "wall_s": round(time.perf_counter() - start, 2)}
 
 

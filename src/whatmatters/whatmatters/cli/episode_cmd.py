@@ -6,6 +6,7 @@ import argparse
 import math
 from typing import Any
 
+from whatmatters.cli.executor_args import add_executor_args, executor_from_args
 from whatmatters.errors import ConfigError
 from whatmatters.eval.evaluate import Evaluator, evaluate
 from whatmatters.mpc.config import MpcConfig
@@ -31,7 +32,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model", default="nominal", help="nominal, exact, or a checkpoint path")
     p.add_argument("--envs", default="eval", help="train, validation, eval, or comma-separated seeds")
     p.add_argument("--seconds", type=float, default=10.0, help="episode length, s")
-    p.add_argument("--workers", type=int, default=0, help="worker processes (0: one per CPU)")
+    add_executor_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run_evaluate_cmd)
 
@@ -81,7 +82,6 @@ def _realtime(ev: Evaluator, args: argparse.Namespace) -> dict[str, Any]:
 def run_evaluate_cmd(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluates the model on the named environment set."""
     _check_seconds(args.seconds)
-    if args.workers < 0:
-        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
     seeds = environment_seeds(args.envs)
-    return evaluate(args.model, seeds, args.seconds, args.workers or None).summary()
+    with executor_from_args(args) as executor:
+        return evaluate(args.model, seeds, args.seconds, executor=executor).summary()

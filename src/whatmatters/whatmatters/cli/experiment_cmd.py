@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from whatmatters.cli.executor_args import add_executor_args, executor_config
 from whatmatters.config import config_dir
+from whatmatters.executor import make_executor
 from whatmatters.experiment.config import load_experiment_config
 from whatmatters.experiment.report import write_report
 from whatmatters.errors import ConfigError
@@ -31,7 +33,7 @@ def add_parser(sub: Any) -> None:
                    "eval set, none for --quick, another --config or --eval-set validation)")
     p.add_argument("--eval-set", choices=("eval", "validation"), default=None, help="override the evaluation set (validation: for choosing settings)")
     p.add_argument("--report-only", action="store_true", help="write the report from the runs finished so far (computes nothing)")
-    p.add_argument("--workers", type=int, default=0, help="worker processes (0: config, then one per CPU)")
+    add_executor_args(p)  # default: the YAML's executor: section over config/executor.yaml
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run_experiment)
 
@@ -88,7 +90,8 @@ def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
         previous = signal.signal(signal.SIGTERM, _terminate)  # a stopped sweep still records its sitting
         outcome = "interrupted"
         try:
-            res = run_sweep(cfg, out, args.workers or None, data=args.data)
+            with make_executor(executor_config(args, cfg.executor_config())) as executor:
+                res = run_sweep(cfg, out, data=args.data, executor=executor)
             outcome = "finished"
         finally:
             signal.signal(signal.SIGTERM, previous)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from whatmatters.cli.executor_args import add_executor_args, executor_from_args
 from whatmatters.data.bags import read_bag_dir
 from whatmatters.errors import ConfigError
 from whatmatters.sensitivity.batch import STATE_LABELS, compute_bag_dir, load_sidecar
@@ -21,7 +22,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--data", required=True, help="folder of bags")
     p.add_argument("--model", default="base", help="the MPC's model: nominal, base, or a checkpoint path")
     p.add_argument("--max-steps", type=int, default=None, help="only the first steps of each episode")
-    p.add_argument("--workers", type=int, default=0, help="worker processes (0: one per CPU)")
+    add_executor_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run_compute)
 
@@ -37,7 +38,8 @@ def run_compute(args: argparse.Namespace) -> dict[str, Any]:
     if args.max_steps is not None and args.max_steps < 1:
         raise ConfigError(f"--max-steps must be >= 1, got {args.max_steps}")
     start = time.perf_counter()
-    res = compute_bag_dir(args.data, args.model, args.workers or None, args.max_steps)
+    with executor_from_args(args) as executor:
+        res = compute_bag_dir(args.data, args.model, max_steps=args.max_steps, executor=executor)
     ok, total = sum(r[1] for r in res), sum(r[2] for r in res)
     wall = time.perf_counter() - start
     return {"bags": len(res), "samples": total, "converged": ok, "wall_s": round(wall, 2)}

@@ -10,12 +10,10 @@ Finished bags are kept, so an interrupted collection resumes where it stopped.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from tqdm import tqdm
@@ -23,9 +21,9 @@ from tqdm import tqdm
 from whatmatters.config import YamlConfig
 from whatmatters.data.bags import EpisodeBagWriter
 from whatmatters.eval.evaluate import Evaluator
+from whatmatters.executor import Executor, Job, LocalExecutor, Task
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.controller import ControlStep
-from whatmatters.parallel import worker_pool
 from whatmatters.sim.environments import make_environment
 from whatmatters.sim.simulator import SimConfig
 from whatmatters.trajectory.fourier import FourierConfig, sample_fourier_trajectory
@@ -97,12 +95,16 @@ def collect_episode(evaluator: Evaluator, seed: int, out: Path, cfg: CollectConf
 
 
 _WORKER: Evaluator | None = None
+_WORKER_ARGS: tuple[Any, ...] | None = None
 
 
 def _init(model: str, mpc: MpcConfig, sim: SimConfig, ref: FourierConfig) -> None:
-    global _WORKER
-    logging.basicConfig(level=logging.WARNING)
-    _WORKER = Evaluator(model, mpc, sim, ref)
+    """The collection job's setup: this process's evaluator (kept when it already has one for these settings)."""
+    global _WORKER, _WORKER_ARGS
+    args = (model, mpc, sim, ref)
+    if _WORKER is None or _WORKER_ARGS != args:
+        _WORKER, _WORKER_ARGS = Evaluator(model, mpc, sim, ref), args
+        _WORKER.controller(None)  # compiles, or loads this node's cached solver
 
 
 def _one(seed: int, out: str, cfg: CollectConfig) -> str:
@@ -118,35 +120,30 @@ def collect(
     workers: int | None = None,
     progress: bool = True,
     mpc: MpcConfig | None = None,
+    executor: Executor | None = None,
 ) -> list[Path]:
-    """Collects one bag per environment seed, in parallel worker processes.
+    """Collects one bag per environment seed, in parallel.
 
     Args:
         model: Model spec for the MPC (``nominal``, a checkpoint, ...).
         seeds: Environment seeds.
-        out: Output folder.
+        out: Output folder (on a path every node sees, for a cluster).
         cfg: Collection settings.
-        workers: Worker processes (default: CPUs); 1 runs in this process.
+        workers: Worker processes of the default local executor (default: CPUs); 1 runs in this process.
         progress: Show a progress bar on stderr.
         mpc: MPC settings (``config/mpc.yaml`` if None).
+        executor: Where the episodes run (default: ``LocalExecutor(workers)``).
+
+    Raises:
+        TaskError: Naming each environment whose episode failed (after the others finished).
     """
     cfg = cfg or CollectConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     mpc, sim, ref = mpc or MpcConfig.from_yaml(), SimConfig.from_yaml(), FourierConfig.from_yaml()
-    local = Evaluator(model, mpc, sim, ref)
-    local.controller(None)  # compile once before the workers start
-    workers = max(1, min(workers or os.cpu_count() or 1, len(seeds)))
-    bar = tqdm(total=len(seeds), desc=f"collect {model}", unit="ep", disable=not progress)
-    paths: list[Path] = []
-    if workers == 1:
-        for seed in seeds:
-            paths.append(collect_episode(local, seed, out, cfg))
-            bar.update()
-    else:
-        with worker_pool(workers, _init, (model, mpc, sim, ref)) as pool:
-            for fut in as_completed([pool.submit(_one, s, str(out), cfg) for s in seeds]):
-                paths.append(Path(fut.result()))
-                bar.update()
-    bar.close()
-    return sorted(paths)
+    _init(model, mpc, sim, ref)  # compile once here before any worker starts
+    job = Job(f"collect {model}", _one, _init, (model, mpc, sim, ref), shared_paths=(str(out),))
+    tasks = [Task(f"env {seed}", (seed, str(out), cfg)) for seed in seeds]
+    with tqdm(total=len(seeds), desc=f"collect {model}", unit="ep", disable=not progress) as bar:
+        paths = (executor or LocalExecutor(workers)).run(job, tasks, on_outcome=lambda _: bar.update())
+    return sorted(Path(p) for p in paths)

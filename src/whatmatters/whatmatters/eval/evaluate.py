@@ -7,7 +7,6 @@ its share of the episodes. The parent compiles first, so workers only load.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,13 +14,13 @@ from typing import Any
 import numpy as np
 
 from whatmatters.dynamics.base import DynamicsModel
+from whatmatters.executor import Executor, Job, LocalExecutor, Outcome, Task
 from whatmatters.dynamics.nominal import nominal_model
 from whatmatters.dynamics.registry import resolve_model
 from whatmatters.eval.episode import EpisodeResult, run_episode
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.controller import MpcController
 from whatmatters.mpc.solver import AcadosMpcSolver
-from whatmatters.parallel import worker_pool
 from whatmatters.sim.environments import Environment, make_environment
 from whatmatters.sim.simulator import PandaSim, SimConfig
 from whatmatters.trajectory.fourier import FourierConfig, FourierTrajectory, sample_fourier_trajectory
@@ -117,17 +116,22 @@ class Evaluator:
 
 
 _WORKER: Evaluator | None = None
+_WORKER_ARGS: tuple[Any, ...] | None = None
 
 
 def _init_worker(model_spec: str, mpc: MpcConfig, sim: SimConfig, reference: FourierConfig) -> None:
-    global _WORKER
-    logging.basicConfig(level=logging.WARNING)
-    _WORKER = Evaluator(model_spec, mpc, sim, reference)
+    """The evaluation job's setup: this process's evaluator (kept when it already has one for these settings)."""
+    global _WORKER, _WORKER_ARGS
+    args = (model_spec, mpc, sim, reference)
+    if _WORKER is None or _WORKER_ARGS != args:
+        _WORKER, _WORKER_ARGS = Evaluator(model_spec, mpc, sim, reference), args
+        if model_spec != "exact":
+            _WORKER.controller(None)  # compiles, or loads this node's cached solver
 
 
-def _run(env_seed: int, seconds: float) -> tuple[int, dict[str, float | int]]:
+def _run(env_seed: int, seconds: float) -> dict[str, float | int]:
     assert _WORKER is not None
-    return env_seed, _WORKER.episode(env_seed, seconds).summary()
+    return _WORKER.episode(env_seed, seconds).summary()
 
 
 def evaluate(
@@ -138,6 +142,7 @@ def evaluate(
     mpc: MpcConfig | None = None,
     sim: SimConfig | None = None,
     reference: FourierConfig | None = None,
+    executor: Executor | None = None,
 ) -> EvaluationResult:
     """Runs one episode per environment seed and collects the tracking costs.
 
@@ -145,30 +150,30 @@ def evaluate(
         model_spec: The model (see :func:`resolve_model`).
         seeds: Environment seeds.
         seconds: Episode length, s.
-        workers: Worker processes (default: number of CPUs, at most len(seeds));
-            1 runs in this process.
+        workers: Worker processes of the default local executor (default:
+            number of CPUs, at most len(seeds)); 1 runs in this process.
         mpc: MPC settings (``config/mpc.yaml`` if None).
         sim: Simulator settings (``config/sim.yaml`` if None).
         reference: Reference settings (``config/reference.yaml`` if None).
+        executor: Where the episodes run (default: ``LocalExecutor(workers)``).
+
+    Raises:
+        TaskError: Naming each environment whose episode failed (after the others finished).
     """
     mpc = mpc or MpcConfig.from_yaml()
     sim = sim or SimConfig.from_yaml()
     reference = reference or FourierConfig.from_yaml()
-    workers = max(1, min(workers or os.cpu_count() or 1, len(seeds)))
     start = time.perf_counter()
-    per_env: dict[int, dict[str, float | int]] = {}
-    local = Evaluator(model_spec, mpc, sim, reference)
-    if model_spec != "exact":
-        local.controller(None)  # compile once here; workers load the cached library
-    if workers == 1:
-        for i, seed in enumerate(seeds):
-            per_env[seed] = local.episode(seed, seconds).summary()
-            log.info("evaluate %s: %d/%d envs (seed %d: J_track %.4g)", model_spec, i + 1, len(seeds), seed, per_env[seed]["j_track"])
-    else:
-        with worker_pool(workers, _init_worker, (model_spec, mpc, sim, reference)) as pool:
-            futures = [pool.submit(_run, seed, seconds) for seed in seeds]
-            for i, fut in enumerate(futures):
-                seed, summary = fut.result()
-                per_env[seed] = summary
-                log.info("evaluate %s: %d/%d envs (seed %d: J_track %.4g)", model_spec, i + 1, len(seeds), seed, summary["j_track"])
-    return EvaluationResult(model_spec, per_env, time.perf_counter() - start)
+    _init_worker(model_spec, mpc, sim, reference)  # compile once here; workers on this machine load the cached library
+    job = Job(f"evaluate {model_spec}", _run, _init_worker, (model_spec, mpc, sim, reference))
+    tasks = [Task(f"env {seed}", (seed, seconds)) for seed in seeds]
+    done = 0
+
+    def progress(outcome: Outcome) -> None:
+        nonlocal done
+        done += 1
+        if outcome.ok:
+            log.info("evaluate %s: %d/%d envs (%s: J_track %.4g)", model_spec, done, len(seeds), outcome.task.name, outcome.result["j_track"])
+
+    summaries = (executor or LocalExecutor(workers)).run(job, tasks, on_outcome=progress)
+    return EvaluationResult(model_spec, dict(zip(seeds, summaries)), time.perf_counter() - start)

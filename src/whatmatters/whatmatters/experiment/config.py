@@ -8,6 +8,7 @@ from typing import Any
 
 from whatmatters.config import dataclass_from_mapping, load_yaml
 from whatmatters.errors import ConfigError
+from whatmatters.executor.config import ExecutorConfig
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.train.finetune import FinetuneConfig
 from whatmatters.train.weighting import WEIGHTINGS
@@ -37,6 +38,10 @@ class ExperimentConfig:
         mpc: Overrides of ``config/mpc.yaml`` for every controller of the
             sweep (data collection, sensitivities, evaluations), e.g.
             ``{"rk4_jacobian": "exact"}``; see :meth:`mpc_config`.
+        executor: Overrides of ``config/executor.yaml`` (where the sweep
+            runs: ``{"engine": "ray", "address": "auto"}``); see
+            :meth:`executor_config`. Not part of any result's signature: the
+            numbers do not depend on the engine.
     """
 
     base: str = "base"
@@ -51,9 +56,11 @@ class ExperimentConfig:
     workers: int = 0
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     mpc: dict[str, Any] = field(default_factory=dict)
+    executor: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.mpc_config()  # a ConfigError naming an unknown or ill-typed key
+        self.executor_config()
         bad = [w for w in self.weightings if w not in WEIGHTINGS]
         if bad or not self.weightings:
             raise ConfigError(f"experiment.weightings: unknown {bad} (known: {', '.join(WEIGHTINGS)})")
@@ -78,15 +85,30 @@ class ExperimentConfig:
             return MpcConfig.from_yaml()
         return dataclass_from_mapping(MpcConfig, {**asdict(MpcConfig.from_yaml()), **self.mpc}, "experiment (mpc)")
 
+    def executor_config(self, workers: int | None = None) -> ExecutorConfig:
+        """``config/executor.yaml`` with this experiment's ``executor:`` overrides and its worker count.
+
+        Args:
+            workers: Overrides ``workers`` (then this experiment's own ``workers``, if not 0).
+
+        Raises:
+            ConfigError: Naming the key for an unknown key or a bad value.
+        """
+        merged = {**asdict(ExecutorConfig.from_yaml()), **self.executor}
+        if workers or self.workers:
+            merged["workers"] = workers or self.workers
+        return dataclass_from_mapping(ExecutorConfig, merged, "experiment (executor)")
+
     def runs(self) -> list[tuple[str, int, int]]:
         """(weighting, p, seed) of every run, seeds outermost (complete comparisons finish first)."""
         return [(w, p, s) for s in self.seeds for p in self.rollouts for w in self.weightings]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (stored beside the results)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("finetune", "mpc")}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("finetune", "mpc", "executor")}
         out["finetune"] = {f.name: getattr(self.finetune, f.name) for f in fields(self.finetune)}
         out["mpc"] = dict(self.mpc)
+        out["executor"] = dict(self.executor)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
@@ -99,15 +121,19 @@ def _from_mapping(mapping: dict[str, Any], source: str, base: ExperimentConfig) 
     if not isinstance(mpc, dict):
         raise ConfigError(f"{source}: 'mpc' must be a mapping of config/mpc.yaml keys")
     mpc = {**base.mpc, **mpc}
+    executor = mapping.pop("executor", None) or {}
+    if not isinstance(executor, dict):
+        raise ConfigError(f"{source}: 'executor' must be a mapping of config/executor.yaml keys")
+    executor = {**base.executor, **executor}
     try:
-        ExperimentConfig(mpc=mpc)  # checks the overrides
+        ExperimentConfig(mpc=mpc, executor=executor)  # checks the overrides
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
     ft_cfg = replace(base.finetune, **{f.name: getattr(dataclass_from_mapping(FinetuneConfig, ft, f"{source} (finetune)"), f.name) for f in fields(FinetuneConfig) if f.name in ft})
-    known = {f.name for f in fields(ExperimentConfig)} - {"finetune", "mpc"}
+    known = {f.name for f in fields(ExperimentConfig)} - {"finetune", "mpc", "executor"}
     unknown = sorted(set(mapping) - known)
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {unknown} (known: {', '.join(sorted(known | {'finetune', 'mpc', 'quick'}))})")
+        raise ConfigError(f"{source}: unknown key(s) {unknown} (known: {', '.join(sorted(known | {'finetune', 'mpc', 'executor', 'quick'}))})")
     values: dict[str, Any] = {}
     for key, value in mapping.items():
         if key in ("weightings",):
@@ -130,7 +156,7 @@ def _from_mapping(mapping: dict[str, Any], source: str, base: ExperimentConfig) 
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{source}: '{key}' must be a number")
             values[key] = float(value)
-    return replace(base, finetune=ft_cfg, mpc=mpc, **values)
+    return replace(base, finetune=ft_cfg, mpc=mpc, executor=executor, **values)
 
 
 def load_experiment_config(path: str | Path | None = None, quick: bool = False) -> ExperimentConfig:

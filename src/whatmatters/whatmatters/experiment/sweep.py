@@ -9,22 +9,18 @@ Layout of the output folder::
     report/                   fig2.json, fig2.png, results.md
 
 Every stage skips what is already there, so an interrupted sweep continues
-where it stopped. Runs execute in parallel worker processes; each worker
-trains a run and evaluates it after every epoch with its own compiled solver
-(the new weights are swapped in as runtime parameters, no rebuild).
+where it stopped. Every stage runs through an executor (local worker
+processes or Ray, :mod:`whatmatters.executor`); each worker trains a run and
+evaluates it after every epoch with its own compiled solver (the new weights
+are swapped in as runtime parameters, no rebuild).
 """
 
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import logging
-import multiprocessing as mp
-import os
 import time
-import queue as queue_mod
-from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,9 +35,9 @@ from whatmatters.dynamics.learned import LearnedDynamics
 from whatmatters.dynamics.registry import base_checkpoint, resolve_model
 from whatmatters.errors import ConfigError
 from whatmatters.eval.evaluate import Evaluator, evaluate
+from whatmatters.executor import Executor, Job, Outcome, Task, make_executor, report
 from whatmatters.experiment.config import ExperimentConfig
 from whatmatters.io import atomic_write_text
-from whatmatters.parallel import worker_pool
 from whatmatters.sensitivity.batch import compute_bag_dir
 from whatmatters.sim.environments import environment_seeds
 from whatmatters.sim.simulator import SimConfig
@@ -89,7 +85,7 @@ def _base_path(cfg: ExperimentConfig) -> str:
 DATA_SIGNATURE = "experiment_data.json"  # in the data folder: what its bags were made with
 
 
-def prepare_data(cfg: ExperimentConfig, data: Path, workers: int, progress: bool) -> Path:
+def prepare_data(cfg: ExperimentConfig, data: Path, executor: Executor, progress: bool) -> Path:
     """Collects the base model's episodes and their sensitivities into ``data`` (skipping finished bags).
 
     Raises:
@@ -116,8 +112,8 @@ def prepare_data(cfg: ExperimentConfig, data: Path, workers: int, progress: bool
         atomic_write_text(json.dumps(signature, indent=1), path)
     seeds = environment_seeds("train")[: cfg.data_envs]
     mpc = cfg.mpc_config()
-    collect(cfg.base, seeds, data, replace(CollectConfig.from_yaml(), seconds=cfg.data_seconds), workers, progress, mpc)
-    compute_bag_dir(data, cfg.base, workers, progress=progress, skip_existing=True, mpc=mpc)
+    collect(cfg.base, seeds, data, replace(CollectConfig.from_yaml(), seconds=cfg.data_seconds), progress=progress, mpc=mpc, executor=executor)
+    compute_bag_dir(data, cfg.base, progress=progress, skip_existing=True, mpc=mpc, executor=executor)
     return data
 
 
@@ -142,14 +138,14 @@ def ours_statistics(cfg: ExperimentConfig, data: Path) -> dict[str, dict[str, fl
 _STATE: dict[str, Any] = {}
 
 
-def _init_worker(cfg: ExperimentConfig, data: str, base: str, queue: Any = None) -> None:
-    logging.basicConfig(level=logging.WARNING)
+def _init_worker(cfg: ExperimentConfig, data: str, base: str, sim: SimConfig, reference: FourierConfig) -> None:
+    """The sweep job's setup in a worker process: the data windows and an evaluator with its compiled solver."""
     torch.set_num_threads(1)
     _STATE.clear()
-    _STATE.update(cfg=cfg, base=base, windows={}, queue=queue)
+    _STATE.update(cfg=cfg, base=base, windows={})
     base_model = LearnedDynamics.load(base)
     _STATE["data"] = load_transitions(data, base_model.nominal, base_model.cfg.window, sensitivities=True, action_weights=cfg.finetune.ours_action)
-    evaluator = Evaluator(base, cfg.mpc_config(), SimConfig.from_yaml(), FourierConfig.from_yaml())
+    evaluator = Evaluator(base, cfg.mpc_config(), sim, reference)
     evaluator.use_model(base_model, "base")
     _STATE["evaluator"] = evaluator
 
@@ -187,8 +183,7 @@ def _run(weighting: str, p: int, seed: int, out: str) -> dict[str, Any]:
 
     def on_epoch(model: LearnedDynamics, epoch: int) -> dict[str, Any]:
         res = _evaluate_model(model, f"{folder.name}@{epoch}")
-        if _STATE.get("queue") is not None:
-            _STATE["queue"].put((folder.name, epoch, res["j_track_mean"]))
+        report((folder.name, epoch, res["j_track_mean"]))
         return res
 
     history = finetune(_STATE["base"], win, s, folder, cfg.finetune, seed, _STATE["data"].dt, on_epoch)
@@ -264,7 +259,7 @@ def exact_eval_signature(cfg: ExperimentConfig) -> dict[str, Any]:
     return {**{k: v for k, v in base_eval_signature(cfg).items() if k != "base"}, "model": "exact"}
 
 
-def _exact_eval(cfg: ExperimentConfig, out: Path, workers: int) -> dict[str, Any]:
+def _exact_eval(cfg: ExperimentConfig, out: Path, executor: Executor) -> dict[str, Any]:
     """The exact model on the evaluation environments, from ``exact_eval.json`` or computed and written there."""
     path, signature = out / "exact_eval.json", exact_eval_signature(cfg)
     if path.is_file():
@@ -276,27 +271,9 @@ def _exact_eval(cfg: ExperimentConfig, out: Path, workers: int) -> dict[str, Any
         except json.JSONDecodeError:
             log.warning("%s is damaged; the exact model is evaluated again", path)
     seeds = environment_seeds(cfg.eval_set)[: cfg.eval_envs]
-    found = {**evaluate("exact", seeds, cfg.eval_seconds, workers, mpc=cfg.mpc_config()).summary(), "signature": signature}
+    found = {**evaluate("exact", seeds, cfg.eval_seconds, mpc=cfg.mpc_config(), executor=executor).summary(), "signature": signature}
     atomic_write_text(json.dumps(found, indent=1), path)
     return found
-
-
-class _ListQueue:
-    """In-process stand-in for the workers' progress queue: reports at once."""
-
-    def __init__(self, report: Any) -> None:
-        self.report = report
-
-    def put(self, msg: tuple[str, int, float]) -> None:
-        self.report(msg)
-
-
-def _drain(queue: Any, report: Any) -> None:
-    while True:
-        try:
-            report(queue.get_nowait())
-        except queue_mod.Empty:
-            return
 
 
 def _load_done(out: Path, cfg: ExperimentConfig) -> dict[tuple[str, int, int], dict[str, Any]]:
@@ -341,25 +318,38 @@ def finished_runs(cfg: ExperimentConfig, out: str | Path) -> SweepResult:
 
 
 def run_sweep(
-    cfg: ExperimentConfig, out: str | Path, workers: int | None = None, progress: bool = True, data: str | Path | None = None
+    cfg: ExperimentConfig,
+    out: str | Path,
+    workers: int | None = None,
+    progress: bool = True,
+    data: str | Path | None = None,
+    executor: Executor | None = None,
 ) -> SweepResult:
     """Runs (or continues) the whole sweep.
 
     Args:
         cfg: The experiment.
-        out: Output folder (reused to resume).
+        out: Output folder (reused to resume; on a path every node sees, for a cluster).
         workers: Worker processes (default ``cfg.workers``, 0: one per CPU).
         progress: Progress bar with the estimated time left on stderr.
         data: Data folder (default ``<out>/data``); another sweep's data
             folder can be shared when the data settings are the same.
+        executor: Where the data, evaluations and runs are computed (default:
+            the one ``cfg.executor_config`` describes, closed at the end).
+
+    Raises:
+        TaskError: Naming each run that failed, after the others finished
+            (finished runs are kept; running the sweep again continues).
     """
+    if executor is None:
+        with make_executor(cfg.executor_config(workers)) as own:
+            return run_sweep(cfg, out, workers, progress, data, own)
     start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps(cfg.to_dict(), indent=1), out / "experiment.json")
-    workers = workers or cfg.workers or os.cpu_count() or 1
     base = _base_path(cfg)
-    data = prepare_data(cfg, Path(data) if data else out / "data", workers, progress)
+    data = prepare_data(cfg, Path(data) if data else out / "data", executor, progress)
     base_eval_path = out / "base_eval.json"
     base_sig = base_eval_signature(cfg)
     base_eval = json.loads(base_eval_path.read_text()) if base_eval_path.is_file() else None
@@ -369,9 +359,9 @@ def run_sweep(
         base_eval = None
     if base_eval is None:
         seeds = environment_seeds(cfg.eval_set)[: cfg.eval_envs]
-        base_eval = {**evaluate(cfg.base, seeds, cfg.eval_seconds, workers, mpc=cfg.mpc_config()).summary(), "signature": base_sig}
+        base_eval = {**evaluate(cfg.base, seeds, cfg.eval_seconds, mpc=cfg.mpc_config(), executor=executor).summary(), "signature": base_sig}
         atomic_write_text(json.dumps(base_eval, indent=1), base_eval_path)
-    exact_eval = _exact_eval(cfg, out, workers)
+    exact_eval = _exact_eval(cfg, out, executor)
     runs = cfg.runs()
     done = _load_done(out, cfg)
     todo = [r for r in runs if r not in done]
@@ -381,33 +371,23 @@ def run_sweep(
     bar = tqdm(total=len(runs) * epochs, initial=len(done) * epochs, desc="experiment", unit="epoch", disable=not progress)
     finished = len(done)
 
-    def report(msg: tuple[str, int, float]) -> None:
+    def on_epoch(msg: tuple[str, int, float]) -> None:
         bar.update()
         bar.set_postfix_str(f"runs {finished}/{len(runs)}, {msg[0]} epoch {msg[1]}: J {msg[2]:.4g}")
 
-    if todo:
-        n_workers = max(1, min(workers, len(todo)))
-        if n_workers == 1:
-            queue: Any = _ListQueue(report)
-            _init_worker(cfg, str(data), base, queue)
-            for key in todo:
-                done[key] = _run(*key, str(out))
-                finished += 1
-        else:
-            ctx = mp.get_context("spawn")
-            with ctx.Manager() as manager:
-                queue = manager.Queue()
-                # interrupted, the pool stops its workers at once (their finished epochs are saved)
-                with worker_pool(n_workers, _init_worker, (cfg, str(data), base, queue)) as pool:
-                    futures = {pool.submit(_run, *key, str(out)): key for key in todo}
-                    pending = set(futures)
-                    while pending:
-                        finished_now, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-                        _drain(queue, report)
-                        for fut in finished_now:
-                            done[futures[fut]] = fut.result()
-                            finished += 1
-                    _drain(queue, report)
-    bar.close()
+    def on_run(outcome: Outcome) -> None:
+        nonlocal finished
+        if outcome.ok:
+            done[todo[outcome.index]] = outcome.result
+            finished += 1
+
+    try:
+        if todo:
+            sim, reference = SimConfig.from_yaml(), FourierConfig.from_yaml()
+            job = Job("sweep", _run, _init_worker, (cfg, str(data), base, sim, reference), shared_paths=(str(data), str(out)))
+            tasks = [Task(run_id(*key), (*key, str(out))) for key in todo]
+            executor.run(job, tasks, on_message=on_epoch, on_outcome=on_run)
+    finally:
+        bar.close()
     results = [done[r] for r in runs]
     return SweepResult(results, base_eval, exact_eval, len(todo), time.perf_counter() - start)

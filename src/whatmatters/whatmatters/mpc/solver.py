@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -37,6 +39,23 @@ log = logging.getLogger(__name__)
 
 class MpcBuildError(WhatmattersError, RuntimeError):
     """The acados solver could not be generated, compiled or loaded."""
+
+
+def check_build_tools(folder: Path) -> None:
+    """Raises :class:`MpcBuildError` naming this host and the missing tools if a solver cannot be built here.
+
+    Building runs ``make`` on acados' generated Makefile, which compiles with
+    ``$CC`` (make's default: ``cc``).
+
+    Args:
+        folder: The cache folder the solver would be built into (named in the message).
+    """
+    missing = [tool for tool in (os.environ.get("CC") or "cc", "make") if shutil.which(tool) is None]
+    if missing:
+        raise MpcBuildError(
+            f"host {socket.gethostname()}: {' and '.join(missing)} not found, needed to build the acados solver {folder.name} "
+            f"(first use of this formulation on this machine); install a C toolchain, or fill {folder.parent} from a machine with the same CPU"
+        )
 
 
 @contextlib.contextmanager
@@ -157,6 +176,7 @@ class AcadosMpcSolver:
                 except Exception as exc:  # noqa: BLE001 - a stale cache entry is rebuilt below
                     log.warning("cached solver %s failed to load (%s); rebuilding", folder, exc)
             log.info("building acados solver %s (first use of this formulation; cached afterwards)", name)
+            check_build_tools(folder)
             folder.mkdir(parents=True, exist_ok=True)
             ocp = build_ocp(self.model, self.cfg, self.torque_limits, name)
             ocp.code_export_directory = str(folder / "c_generated_code")

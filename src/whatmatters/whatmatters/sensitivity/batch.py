@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-from concurrent.futures import as_completed
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,9 +31,9 @@ from whatmatters.data.bags import EpisodeRecord, read_bag_dir, read_episode
 from whatmatters.dynamics.context import history_features, history_windows
 from whatmatters.dynamics.learned import LearnedDynamics
 from whatmatters.dynamics.registry import resolve_model
+from whatmatters.executor import Executor, Job, LocalExecutor, Task
 from whatmatters.io import atomic_write_bytes
 from whatmatters.mpc.config import MpcConfig
-from whatmatters.parallel import worker_pool
 from whatmatters.robot.params import load_panda_params
 from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig
 from whatmatters.sensitivity.point import OperatingPoint, SensitivityError, warm_start
@@ -132,18 +131,17 @@ def factor_statistics(bag_dir: str | Path) -> dict[str, list[float]]:
 
 
 _WORKER: SensitivityComputer | None = None
+_WORKER_ARGS: tuple[Any, ...] | None = None
 
 
-def _make_computer(model_spec: str, mpc: MpcConfig | None = None) -> SensitivityComputer:
-    mpc = mpc or MpcConfig.from_yaml()
-    return SensitivityComputer(resolve_model(model_spec), mpc, load_panda_params().torque_limits, SensitivityConfig.from_yaml())
-
-
-def _init(model_spec: str, mpc: MpcConfig | None = None, computer: SensitivityComputer | None = None) -> None:
-    global _WORKER
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(1)  # one process per core
-    _WORKER = computer or _make_computer(model_spec, mpc)
+def _init(model_spec: str, mpc: MpcConfig, cfg: SensitivityConfig) -> None:
+    """The batch job's setup: this process's computer (kept when it already has one for these settings)."""
+    global _WORKER, _WORKER_ARGS
+    args = (model_spec, mpc, cfg)
+    if _WORKER is None or _WORKER_ARGS != args:
+        torch.set_num_threads(1)  # one process per core
+        _WORKER = SensitivityComputer(resolve_model(model_spec), mpc, load_panda_params().torque_limits, cfg)
+        _WORKER_ARGS = args
 
 
 def _one(bag: str, max_steps: int | None) -> tuple[str, int, int]:
@@ -164,39 +162,36 @@ def compute_bag_dir(
     progress: bool = True,
     skip_existing: bool = False,
     mpc: MpcConfig | None = None,
+    executor: Executor | None = None,
 ) -> list[tuple[str, int, int]]:
     """Computes (or recomputes) the sidecar of every readable bag in a folder.
 
     Args:
-        folder: Folder of bags.
+        folder: Folder of bags (on a path every node sees, for a cluster).
         model_spec: The MPC's model (see :func:`resolve_model`).
-        workers: Worker processes (default: CPUs); 1 runs in this process.
+        workers: Worker processes of the default local executor (default: CPUs); 1 runs in this process.
         max_steps: Only the first steps of each episode.
         progress: Show a progress bar on stderr.
         skip_existing: Keep bags that already have a sidecar (resuming).
         mpc: The OCP's settings (``config/mpc.yaml`` if None; the sensitivities
             always use a converged SQP with the exact Jacobian).
+        executor: Where the bags are computed (default: ``LocalExecutor(workers)``).
 
     Returns:
         ``(bag, converged samples, samples)`` per bag computed.
+
+    Raises:
+        TaskError: Naming each bag that failed (after the others finished).
     """
     episodes, _ = read_bag_dir(folder)
     bags = [str(ep.path) for ep in episodes if not (skip_existing and (ep.path / SIDECAR).is_file())]
     if not bags:
         return []
-    computer = _make_computer(model_spec, mpc)  # compiles once in this process before any worker starts
-    workers = max(1, min(workers or os.cpu_count() or 1, len(bags)))
-    bar = tqdm(total=len(bags), desc="sensitivities", unit="bag", disable=not progress)
-    results = []
-    if workers == 1:
-        _init(model_spec, mpc, computer)  # in this process: the computer just made
-        for bag in bags:
-            results.append(_one(bag, max_steps))
-            bar.update()
-    else:
-        with worker_pool(workers, _init, (model_spec, mpc)) as pool:
-            for fut in as_completed([pool.submit(_one, b, max_steps) for b in bags]):
-                results.append(fut.result())
-                bar.update()
-    bar.close()
+    mpc = mpc or MpcConfig.from_yaml()
+    cfg = SensitivityConfig.from_yaml()
+    _init(model_spec, mpc, cfg)  # compiles once in this process before any worker starts
+    job = Job("sensitivities", _one, _init, (model_spec, mpc, cfg), shared_paths=(str(folder),))
+    tasks = [Task(Path(b).name, (b, max_steps)) for b in bags]
+    with tqdm(total=len(bags), desc="sensitivities", unit="bag", disable=not progress) as bar:
+        results = (executor or LocalExecutor(workers)).run(job, tasks, on_outcome=lambda _: bar.update())
     return sorted(results)

@@ -1,4 +1,4 @@
-"""Worker pools (whatmatters.parallel): an interrupted pool stops its workers at once; a normal one waits."""
+"""Worker pools (whatmatters.executor.pool): an interrupted pool stops its workers at once; a normal one waits."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from whatmatters.parallel import worker_pool
+from whatmatters.executor.pool import worker_pool
 
 
 def test_an_interrupted_pool_terminates_its_workers_and_cancels_the_rest() -> None:
