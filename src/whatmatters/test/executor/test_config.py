@@ -59,3 +59,14 @@ def test_an_unknown_key_in_an_experiments_executor_section_is_named(tmp_path):
     path.write_text("executor:\n  nodes: 3\n")
     with pytest.raises(ConfigError, match=r"exp.yaml: experiment \(executor\): unknown key 'nodes'"):
         load_experiment_config(path)
+
+
+def test_the_core_does_not_import_ray_unless_asked():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import whatmatters.executor, whatmatters.experiment.sweep, whatmatters.cli.main; "
+        "whatmatters.executor.make_executor(); assert 'ray' not in sys.modules, 'ray was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -92,3 +92,16 @@ def test_an_evaluation_survives_a_killed_worker_with_the_same_numbers(ray_execut
         killer.join(5.0)
     assert killed, "no Ray worker was seen running an evaluation task"
     assert _numbers(remote) == _numbers(local)
+
+
+def test_the_evaluate_command_runs_on_the_cluster(cluster, capsys):
+    import json
+
+    from whatmatters.cli.main import main
+
+    flags = ["evaluate", "--model", "nominal", "--envs", "2004,2005", "--seconds", "0.5", "--json"]
+    assert main([*flags, "--workers", "1"]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert main([*flags, "--executor", "ray", "--ray-address", cluster.address]) == 0
+    remote = json.loads(capsys.readouterr().out)
+    assert _numbers(remote) == _numbers(local)

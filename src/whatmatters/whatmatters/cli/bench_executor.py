@@ -31,7 +31,7 @@ __all__ = ["bench_executors"]
 log = logging.getLogger(__name__)
 
 #: The S_hat batch: base-model bags of these training environments, this long.
-BATCH_ENVS, BATCH_SECONDS = 2, 4.0
+BATCH_ENVS, BATCH_SECONDS = 4, 10.0
 
 
 def _ray(workers: int) -> tuple[Executor, float]:
