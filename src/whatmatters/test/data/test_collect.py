@@ -27,6 +27,10 @@ def test_collected_bag_matches_the_closed_loop_and_resumes(tmp_path):
         st = sim.step(ep.tau[t])
         np.testing.assert_allclose(np.concatenate([st.q, st.qd]), ep.x[t + 1], atol=1e-12)
     assert np.all(np.isfinite(ep.x_ref[:-1]))
+    # a finished bag's MCAP file has the bag's name, as its metadata says; no temporary folder is left
+    assert sorted(f.name for f in paths[0].iterdir()) == ["env_0007.mcap", "metadata.yaml"]
+    assert "env_0007.mcap" in (paths[0] / "metadata.yaml").read_text() and "partial" not in (paths[0] / "metadata.yaml").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["env_0007", "env_0008"]
     # a second call keeps the finished bags untouched
     mtime = (paths[0] / "metadata.yaml").stat().st_mtime_ns
     collect("nominal", [7, 8], tmp_path, cfg, workers=1, progress=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from whatmatters.cli.executor_args import add_executor_args, executor_from_args
@@ -29,6 +30,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run_collect)
 
+    p = sub.add_parser("plot-episode", help="one bag's figure: per joint q vs q_ref, torque vs its bounds, S_hat over time if present")
+    p.add_argument("bag", help="bag folder (simulated, real-time or a real robot's)")
+    p.add_argument("--out", default=None, help="PNG path (default: <bag>.png beside the bag folder)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run_plot_episode)
+
     p = sub.add_parser("pretrain", help="train the learned model on torque residuals from bags")
     p.add_argument("--data", required=True, help="folder of bags (see 'collect')")
     p.add_argument("--out", required=True, help="checkpoint path (.pt); an interrupted run resumes")
@@ -52,6 +59,16 @@ def run_collect(args: argparse.Namespace) -> dict[str, Any]:
     with executor_from_args(args) as executor:
         paths = collect(args.model, seeds, args.out, cfg, executor=executor)
     return {"bags": len(paths), "out": str(args.out), "wall_s": round(time.perf_counter() - start, 2)}
+
+
+def run_plot_episode(args: argparse.Namespace) -> dict[str, Any]:
+    """Draws the bag's figure."""
+    from whatmatters.data.episode_plot import plot_episode
+    from whatmatters.robot.params import load_panda_params
+
+    bag = Path(args.bag)
+    out = Path(args.out) if args.out else bag.parent / f"{bag.name}.png"
+    return plot_episode(bag, out, load_panda_params().torque_limits)
 
 
 def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:

@@ -9,6 +9,7 @@ Finished bags are kept, so an interrupted collection resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from dataclasses import dataclass
@@ -51,6 +52,10 @@ class CollectConfig(YamlConfig):
 
 
 
+#: Folder under a collection's output where bags are written until they are finished.
+PARTIAL = ".partial"
+
+
 def bag_path(out: Path, seed: int) -> Path:
     """Where the bag of an environment goes."""
     return out / f"env_{seed:04d}"
@@ -73,7 +78,9 @@ def collect_episode(evaluator: Evaluator, seed: int, out: Path, cfg: CollectConf
     dt = evaluator.sim.config.control_period
     noise = np.asarray(cfg.noise_std, dtype=float)
     rng = np.random.default_rng([cfg.noise_seed, seed])
-    tmp = path.with_name(path.name + ".partial")
+    # written under <out>/.partial/ with its final name (rosbags names the MCAP file after the folder),
+    # then moved into place: a finished bag is env_XXXX/env_XXXX.mcap, listed so in its metadata.yaml
+    tmp = out / PARTIAL / path.name
     if tmp.exists():
         shutil.rmtree(tmp)
     last_tau = np.zeros(7)
@@ -91,6 +98,8 @@ def collect_episode(evaluator: Evaluator, seed: int, out: Path, cfg: CollectConf
         res = evaluator.run(seed, env, reference, cfg.seconds, noise if np.any(noise > 0) else None, rng, record)
         bag.joint_state(res.t[-1], res.x[-1, :7], res.x[-1, 7:], last_tau)
     tmp.rename(path)
+    with contextlib.suppress(OSError):
+        tmp.parent.rmdir()  # kept while another worker still writes there
     return path
 
 
