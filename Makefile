@@ -16,7 +16,7 @@ all: test
 # are not installed; elsewhere they are. The check runs with the venv's own python, so an
 # rclpy that only another activated venv has does not count.
 
-$(STAMP): requirements.lock requirements-nodeps.txt requirements-ros.txt requirements-ray.txt src/whatmatters/setup.py src/whatmatters_ros/setup.py
+$(STAMP): requirements.lock requirements-nodeps.txt requirements-ros.txt requirements-ray.txt requirements-build.txt src/whatmatters/setup.py src/whatmatters_ros/setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -r requirements.lock
@@ -26,6 +26,8 @@ $(STAMP): requirements.lock requirements-nodeps.txt requirements-ros.txt require
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	# Ray: the optional cluster engine ('whatmatters[ray]'), installed so that its tests run
 	$(PY) -m pip install --quiet -r requirements-ray.txt
+	# colcon (builds the ROS 2 workspace; the tests check its installed layout)
+	$(PY) -m pip install --quiet -r requirements-build.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e src/whatmatters
 	@if $(PY) -c 'import rclpy' >/dev/null 2>&1; then \
 		echo "ROS 2 found (ROS_DISTRO=$$ROS_DISTRO): using its rclpy, not installing requirements-ros.txt"; \

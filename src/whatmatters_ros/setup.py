@@ -11,6 +11,8 @@ HERE = Path(__file__).resolve().parent
 NODES = ("franka_sim", "reference_publisher", "mpc_controller", "sensitivity_logger", "trainer")
 # One parameter file per node, in the repository's config/ (the CLI reads the same files).
 CONFIG = [os.path.relpath(HERE.parent.parent / "config" / f"{n}.yaml", HERE) for n in NODES]
+# The launch files live in the repository's top-level launch/ and install into share/whatmatters_ros/launch.
+LAUNCH = sorted(os.path.relpath(p, HERE) for p in glob(str(HERE.parent.parent / "launch" / "*.launch.py")))
 
 setup(
     name=PACKAGE,
@@ -22,7 +24,7 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/launch", sorted(glob("launch/*.launch.py"))),
+        (f"share/{PACKAGE}/launch", LAUNCH),
         (f"share/{PACKAGE}/config", CONFIG),
     ],
     python_requires=">=3.10",

@@ -6,7 +6,9 @@ command-line interface and (later) the ROS parameters. They are found, in order:
 1. the folder named by the environment variable ``WHATMATTERS_CONFIG_DIR``;
 2. the ``config/`` folder of the source checkout this package runs from
    (editable installs and ``colcon build --symlink-install``);
-3. ``<prefix>/share/whatmatters/config`` (regular pip and colcon installs).
+3. ``share/whatmatters/config`` of the prefix this package is installed in
+   (``colcon build``: ``install/whatmatters/``);
+4. ``<sys.prefix>/share/whatmatters/config`` (regular pip installs).
 """
 
 from __future__ import annotations
@@ -34,7 +36,11 @@ def _candidates() -> list[Path]:
     if env:
         out.append(Path(env))
     # src/whatmatters/whatmatters/config.py -> repository root is parents[3]
-    out.append(Path(__file__).resolve().parents[3] / "config")
+    here = Path(__file__).resolve()
+    out.append(here.parents[3] / "config")
+    # <prefix>/lib/pythonX.Y/site-packages/whatmatters/config.py -> <prefix> is parents[4]
+    if len(here.parents) > 4:
+        out.append(here.parents[4] / "share" / "whatmatters" / "config")
     out.append(Path(sys.prefix) / "share" / "whatmatters" / "config")
     return out
 

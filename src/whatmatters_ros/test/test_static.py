@@ -93,7 +93,7 @@ def test_launch_files(launch_file: str, tmp_path: Path, monkeypatch: pytest.Monk
     (tmp_path / "whatmatters_ros").mkdir()
     (tmp_path / "whatmatters_ros" / "config").symlink_to(ROOT / "config")
     _stub_launch(monkeypatch, tmp_path)
-    path = PKG / "launch" / launch_file
+    path = ROOT / "launch" / launch_file
     ast.parse(path.read_text())
     spec = importlib.util.spec_from_file_location("launch_under_test", path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
