@@ -74,13 +74,29 @@ def test_tracker_tau_nom_is_the_nominal_inverse_dynamics(nominal, rng):
     np.testing.assert_allclose(tracker.tau_nom(q, qd, qdd), ref, rtol=1e-12, atol=1e-10)
 
 
-def test_tracker_without_a_compiler_uses_casadi(nominal, rng, monkeypatch):
+def test_tracker_without_a_compiler_uses_casadi(nominal, rng, monkeypatch, tmp_path):
     import whatmatters.codegen as codegen
 
+    monkeypatch.setenv("WHATMATTERS_CACHE", str(tmp_path))  # nothing compiled on this machine yet
     monkeypatch.setattr(codegen.shutil, "which", lambda name: None)
     monkeypatch.setattr(codegen, "_SHARED", {})
     tracker = ContextTracker(nominal, 15, 0.02)
     q, qd, qdd = (rng.normal(size=7) for _ in range(3))
     assert codegen.shared_compiled(tracker._tau_nom_key, lambda: tracker._tau_nom_vm) is None
+    ref = nominal.inverse_dynamics(*(torch.as_tensor(v[None]) for v in (q, qd, qdd)))[0].numpy()
+    np.testing.assert_allclose(tracker.tau_nom(q, qd, qdd), ref, rtol=1e-12, atol=1e-10)
+
+
+def test_tracker_without_a_compiler_loads_the_cached_library(nominal, rng, monkeypatch, tmp_path):
+    import whatmatters.codegen as codegen
+
+    monkeypatch.setenv("WHATMATTERS_CACHE", str(tmp_path))
+    monkeypatch.setattr(codegen, "_SHARED", {})
+    tracker = ContextTracker(nominal, 15, 0.02)
+    assert codegen.shared_compiled(tracker._tau_nom_key, lambda: tracker._tau_nom_vm) is not None  # compiled into the cache
+    monkeypatch.setattr(codegen.shutil, "which", lambda name: None)  # then gcc is gone (a node with a filled cache)
+    monkeypatch.setattr(codegen, "_SHARED", {})
+    assert codegen.shared_compiled(tracker._tau_nom_key, lambda: tracker._tau_nom_vm) is not None
+    q, qd, qdd = (rng.normal(size=7) for _ in range(3))
     ref = nominal.inverse_dynamics(*(torch.as_tensor(v[None]) for v in (q, qd, qdd)))[0].numpy()
     np.testing.assert_allclose(tracker.tau_nom(q, qd, qdd), ref, rtol=1e-12, atol=1e-10)
