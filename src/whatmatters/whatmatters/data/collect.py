@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from whatmatters.config import YamlConfig
 from whatmatters.data.bags import EpisodeBagWriter
+from whatmatters.dynamics.registry import absolute_model_spec
 from whatmatters.eval.evaluate import Evaluator
 from whatmatters.executor import Executor, Job, LocalExecutor, Task
 from whatmatters.mpc.config import MpcConfig
@@ -147,8 +148,9 @@ def collect(
         TaskError: Naming each environment whose episode failed (after the others finished).
     """
     cfg = cfg or CollectConfig()
-    out = Path(out)
+    out = Path(out).resolve()  # workers in another folder (or on another node) write to the same place
     out.mkdir(parents=True, exist_ok=True)
+    model = absolute_model_spec(model)
     mpc, sim, ref = mpc or MpcConfig.from_yaml(), SimConfig.from_yaml(), FourierConfig.from_yaml()
     _init(model, mpc, sim, ref)  # compile once here before any worker starts
     job = Job(f"collect {model}", _one, _init, (model, mpc, sim, ref), shared_paths=(str(out),))

@@ -12,7 +12,7 @@ from whatmatters.errors import ConfigError
 from whatmatters.sim.environments import Environment
 from whatmatters.sim.simulator import SimConfig
 
-__all__ = ["MODEL_NAMES", "resolve_model"]
+__all__ = ["MODEL_NAMES", "absolute_model_spec", "resolve_model"]
 
 MODEL_NAMES = ("nominal", "exact", "base")
 
@@ -52,3 +52,12 @@ def resolve_model(spec: str, env: Environment | None = None, sim: SimConfig | No
         except CheckpointError as exc:
             raise ConfigError(str(exc)) from exc
     raise ConfigError(f"unknown model '{spec}': expected one of {', '.join(MODEL_NAMES)} or a checkpoint path")
+
+
+def absolute_model_spec(spec: str) -> str:
+    """``spec`` with a checkpoint path made absolute, so that a worker in another folder (or on another node
+    that mounts the same path) finds the same file; model names are returned as they are."""
+    if spec in MODEL_NAMES:
+        return spec
+    path = Path(spec)
+    return str(path.resolve()) if path.suffix == ".pt" or path.is_file() else spec

@@ -16,7 +16,7 @@ import numpy as np
 from whatmatters.dynamics.base import DynamicsModel
 from whatmatters.executor import Executor, Job, LocalExecutor, Outcome, Task
 from whatmatters.dynamics.nominal import nominal_model
-from whatmatters.dynamics.registry import resolve_model
+from whatmatters.dynamics.registry import absolute_model_spec, resolve_model
 from whatmatters.eval.episode import EpisodeResult, run_episode
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.controller import MpcController
@@ -164,8 +164,9 @@ def evaluate(
     sim = sim or SimConfig.from_yaml()
     reference = reference or FourierConfig.from_yaml()
     start = time.perf_counter()
-    _init_worker(model_spec, mpc, sim, reference)  # compile once here; workers on this machine load the cached library
-    job = Job(f"evaluate {model_spec}", _run, _init_worker, (model_spec, mpc, sim, reference))
+    setup = (absolute_model_spec(model_spec), mpc, sim, reference)  # a checkpoint path that workers elsewhere find too
+    _init_worker(*setup)  # compile once here; workers on this machine load the cached library
+    job = Job(f"evaluate {model_spec}", _run, _init_worker, setup)
     tasks = [Task(f"env {seed}", (seed, seconds)) for seed in seeds]
     done = 0
 

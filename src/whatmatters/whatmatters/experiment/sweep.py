@@ -32,7 +32,7 @@ from tqdm import tqdm
 from whatmatters.data.collect import CollectConfig, collect
 from whatmatters.data.dataset import load_transitions
 from whatmatters.dynamics.learned import LearnedDynamics
-from whatmatters.dynamics.registry import base_checkpoint, resolve_model
+from whatmatters.dynamics.registry import absolute_model_spec, base_checkpoint, resolve_model
 from whatmatters.errors import ConfigError
 from whatmatters.eval.evaluate import Evaluator, evaluate
 from whatmatters.executor import Executor, Job, Outcome, Task, make_executor, report
@@ -345,11 +345,11 @@ def run_sweep(
         with make_executor(cfg.executor_config(workers)) as own:
             return run_sweep(cfg, out, workers, progress, data, own)
     start = time.perf_counter()
-    out = Path(out)
+    out = Path(out).resolve()  # absolute: workers in another folder (or on another node) see the same files
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps(cfg.to_dict(), indent=1), out / "experiment.json")
-    base = _base_path(cfg)
-    data = prepare_data(cfg, Path(data) if data else out / "data", executor, progress)
+    base = absolute_model_spec(_base_path(cfg))
+    data = prepare_data(cfg, Path(data).resolve() if data else out / "data", executor, progress)
     base_eval_path = out / "base_eval.json"
     base_sig = base_eval_signature(cfg)
     base_eval = json.loads(base_eval_path.read_text()) if base_eval_path.is_file() else None

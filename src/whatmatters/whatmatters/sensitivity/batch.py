@@ -30,7 +30,7 @@ from tqdm import tqdm
 from whatmatters.data.bags import EpisodeRecord, read_bag_dir, read_episode
 from whatmatters.dynamics.context import history_features, history_windows
 from whatmatters.dynamics.learned import LearnedDynamics
-from whatmatters.dynamics.registry import resolve_model
+from whatmatters.dynamics.registry import absolute_model_spec, resolve_model
 from whatmatters.executor import Executor, Job, LocalExecutor, Task
 from whatmatters.io import atomic_write_bytes
 from whatmatters.mpc.config import MpcConfig
@@ -183,14 +183,16 @@ def compute_bag_dir(
     Raises:
         TaskError: Naming each bag that failed (after the others finished).
     """
+    folder = Path(folder).resolve()  # workers in another folder (or on another node) read the same bags
     episodes, _ = read_bag_dir(folder)
     bags = [str(ep.path) for ep in episodes if not (skip_existing and (ep.path / SIDECAR).is_file())]
     if not bags:
         return []
     mpc = mpc or MpcConfig.from_yaml()
     cfg = SensitivityConfig.from_yaml()
-    _init(model_spec, mpc, cfg)  # compiles once in this process before any worker starts
-    job = Job("sensitivities", _one, _init, (model_spec, mpc, cfg), shared_paths=(str(folder),))
+    setup = (absolute_model_spec(model_spec), mpc, cfg)
+    _init(*setup)  # compiles once in this process before any worker starts
+    job = Job("sensitivities", _one, _init, setup, shared_paths=(str(folder),))
     tasks = [Task(Path(b).name, (b, max_steps)) for b in bags]
     with tqdm(total=len(bags), desc="sensitivities", unit="bag", disable=not progress) as bar:
         results = (executor or LocalExecutor(workers)).run(job, tasks, on_outcome=lambda _: bar.update())
