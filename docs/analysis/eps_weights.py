@@ -1,4 +1,4 @@
-"""How equal the `ours` weights are for several eps (docs/training.md, "eps").
+"""How equal the `ours` weights are for several eps (docs/experiments.md, 5: eps of the sensitivities).
 
 Recomputes S_hat for the first steps of some episodes with each eps and
 prints one markdown row per eps: Kish's effective sample size over M and the

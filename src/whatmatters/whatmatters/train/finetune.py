@@ -49,7 +49,7 @@ class FinetuneConfig(YamlConfig):
         weight_decay: Adam weight decay.
         objective: ``position`` (paper default), ``velocity`` or ``both``.
         train_encoder: Also fine-tune the context encoder; False (default) fine-tunes
-            only the residual (chosen on the validation environments, ``docs/training.md``).
+            only the residual (chosen on the validation environments, ``docs/experiments.md``).
         ours_scaling: How ``ours`` standardises |S_hat|: ``global`` (one
             dataset constant, the default) or ``per_state``
             (:func:`~whatmatters.train.weighting.weights`).
