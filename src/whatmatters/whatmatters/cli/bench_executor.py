@@ -3,15 +3,21 @@
 Two jobs run once on each engine, with the same number of workers and warm
 solver caches: an S_hat batch (the base model on bags of the base model's
 own episodes) and the quick sweep (``whatmatters experiment --quick``: data,
-evaluations and 18 runs). Each figure is a wall-time ratio Ray / local from
-this run; the Ray time includes starting its local instance, which is also
-given on its own. The numbers of both engines are compared as well.
+evaluations and 18 runs). Each of the four measurements runs in a fresh
+driver process (``python -m whatmatters.cli.bench_executor``), so that no
+driver state (loaded solvers, thread settings) carries from one to the next.
+Each figure is a wall-time ratio Ray / local from this run; the Ray time
+includes starting its local instance, which is also given on its own. The
+numbers of both engines are compared as well.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,10 +25,11 @@ from typing import Any
 import numpy as np
 
 from whatmatters.data.collect import CollectConfig, collect
+from whatmatters.errors import WhatmattersError
 from whatmatters.executor import Executor, LocalExecutor
 from whatmatters.experiment.config import load_experiment_config
 from whatmatters.experiment.report import fig2_data
-from whatmatters.experiment.sweep import run_sweep
+from whatmatters.experiment.sweep import finished_runs, run_sweep
 from whatmatters.sensitivity.batch import compute_bag_dir, load_sidecar
 from whatmatters.sim.environments import environment_seeds
 
@@ -34,18 +41,30 @@ log = logging.getLogger(__name__)
 BATCH_ENVS, BATCH_SECONDS = 4, 10.0
 
 
-def _ray(workers: int) -> tuple[Executor, float]:
-    from whatmatters.executor.ray_engine import RayExecutor
-
+def _measure(job: str, engine: str, folder: Path, workers: int) -> dict[str, float]:
+    """One timed job on one engine, in this process: ``seconds`` of the job and ``start_s`` of the engine."""
     start = time.perf_counter()
-    ex = RayExecutor(workers=workers)
-    return ex, time.perf_counter() - start
+    if engine == "ray":
+        from whatmatters.executor.ray_engine import RayExecutor
+
+        executor: Executor = RayExecutor(workers=workers)
+    else:
+        executor = LocalExecutor(workers)
+    started = time.perf_counter()
+    with executor:
+        if job == "batch":
+            compute_bag_dir(folder, "base", progress=False, executor=executor)
+        else:
+            run_sweep(load_experiment_config(quick=True), folder, progress=False, executor=executor)
+    return {"seconds": time.perf_counter() - started, "start_s": started - start}
 
 
-def _timed_batch(folder: Path, executor: Executor) -> float:
-    start = time.perf_counter()
-    compute_bag_dir(folder, "base", progress=False, executor=executor)
-    return time.perf_counter() - start
+def _in_fresh_process(job: str, engine: str, folder: Path, workers: int) -> dict[str, float]:
+    cmd = [sys.executable, "-m", "whatmatters.cli.bench_executor", job, engine, str(folder), str(workers)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise WhatmattersError(f"bench of {job} on {engine} failed (rc {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _same_sidecars(a: Path, b: Path) -> bool:
@@ -56,9 +75,10 @@ def _same_sidecars(a: Path, b: Path) -> bool:
     return True
 
 
-def _fig2_numbers(results: list[dict[str, Any]], weightings: list[str], rollouts: list[int]) -> dict[str, Any]:
-    """fig2.json's mapping without the runs' wall times."""
-    fig = fig2_data(results, weightings, rollouts)
+def _fig2_numbers(out: Path) -> dict[str, Any]:
+    """fig2.json's mapping of a finished quick sweep, without the runs' wall times."""
+    cfg = load_experiment_config(quick=True)
+    fig = fig2_data(finished_runs(cfg, out).results, list(cfg.weightings), list(cfg.rollouts))
     return {**fig, "raw": [{k: v for k, v in run.items() if k != "wall_s"} for run in fig["raw"]]}
 
 
@@ -72,6 +92,9 @@ def bench_executors(workdir: Path, workers: int = 2) -> dict[str, Any]:
     Returns:
         Wall times (s), the ratios Ray / local, Ray's start-up time and
         whether the numbers are identical.
+
+    Raises:
+        WhatmattersError: If a measurement's process fails (its error is named).
     """
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -80,35 +103,33 @@ def bench_executors(workdir: Path, workers: int = 2) -> dict[str, Any]:
     warm = workdir / "warm"
     shutil.copytree(bags, warm)
     compute_bag_dir(warm, "base", workers=1, max_steps=1, progress=False)  # the sensitivity solvers are compiled before timing
-    for name in ("local", "ray"):
-        shutil.copytree(bags, workdir / f"batch_{name}")
-    local = LocalExecutor(workers)
-    batch_local = _timed_batch(workdir / "batch_local", local)
-    cfg = load_experiment_config(quick=True)
-    start = time.perf_counter()
-    sweep_local = run_sweep(cfg, workdir / "sweep_local", progress=False, executor=local)
-    sweep_local_s = time.perf_counter() - start
-    ray, ray_start_s = _ray(workers)
-    try:
-        batch_ray = _timed_batch(workdir / "batch_ray", ray)
-        start = time.perf_counter()
-        sweep_ray = run_sweep(cfg, workdir / "sweep_ray", progress=False, executor=ray)
-        sweep_ray_s = time.perf_counter() - start
-    finally:
-        ray.close()
-    w, p = list(cfg.weightings), list(cfg.rollouts)
-    return {
-        "executor_workers": workers,
-        "executor_batch_samples": int(BATCH_ENVS * BATCH_SECONDS / 0.02),
-        "executor_batch_local_s": batch_local,
-        "executor_batch_ray_s": batch_ray,
-        "executor_batch_ray_vs_local": (batch_ray + ray_start_s) / batch_local,
-        "executor_batch_ray_vs_local_after_start": batch_ray / batch_local,
-        "executor_batch_identical": _same_sidecars(workdir / "batch_local", workdir / "batch_ray"),
-        "executor_quick_sweep_local_s": sweep_local_s,
-        "executor_quick_sweep_ray_s": sweep_ray_s,
-        "executor_quick_sweep_ray_vs_local": (sweep_ray_s + ray_start_s) / sweep_local_s,
-        "executor_quick_sweep_ray_vs_local_after_start": sweep_ray_s / sweep_local_s,
-        "executor_quick_sweep_identical": _fig2_numbers(sweep_local.results, w, p) == _fig2_numbers(sweep_ray.results, w, p),
-        "executor_ray_start_s": ray_start_s,
-    }
+    times: dict[tuple[str, str], dict[str, float]] = {}
+    for job in ("batch", "sweep"):
+        for engine in ("local", "ray"):
+            folder = workdir / f"{job}_{engine}"
+            if job == "batch":
+                shutil.copytree(bags, folder)
+            times[job, engine] = _in_fresh_process(job, engine, folder, workers)
+    out: dict[str, Any] = {"executor_workers": workers, "executor_batch_samples": int(BATCH_ENVS * BATCH_SECONDS / 0.02)}
+    for job, name in (("batch", "batch"), ("sweep", "quick_sweep")):
+        local, ray = times[job, "local"]["seconds"], times[job, "ray"]
+        out[f"executor_{name}_local_s"] = local
+        out[f"executor_{name}_ray_s"] = ray["seconds"]
+        out[f"executor_{name}_ray_start_s"] = ray["start_s"]
+        out[f"executor_{name}_ray_vs_local"] = (ray["seconds"] + ray["start_s"]) / local
+        out[f"executor_{name}_ray_vs_local_after_start"] = ray["seconds"] / local
+    out["executor_batch_identical"] = _same_sidecars(workdir / "batch_local", workdir / "batch_ray")
+    out["executor_quick_sweep_identical"] = _fig2_numbers(workdir / "sweep_local") == _fig2_numbers(workdir / "sweep_ray")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m whatmatters.cli.bench_executor JOB ENGINE FOLDER WORKERS``: one measurement, printed as JSON."""
+    job, engine, folder, workers = argv if argv is not None else sys.argv[1:]
+    logging.basicConfig(level=logging.WARNING)
+    print(json.dumps(_measure(job, engine, Path(folder), int(workers))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
