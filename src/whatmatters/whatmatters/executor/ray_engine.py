@@ -128,7 +128,7 @@ class RayExecutor(Executor):
 
         key = uuid.uuid4().hex
         bundle = ray.put((job.setup, tuple(job.setup_args), tuple(str(p) for p in job.shared_paths)))
-        sink = Queue() if on_message is not None else None
+        sink = Queue(actor_options={"num_cpus": 0}) if on_message is not None else None  # never waits for a free CPU
         remote = self._remote.options(num_cpus=1, max_retries=self.max_retries, name=f"{job.name}")
         refs = {remote.remote(key, bundle, sink, job.task, t.args): i for i, t in enumerate(tasks)}
         pending = list(refs)
