@@ -94,3 +94,36 @@ def test_finetune_from_the_command_line(tmp_path, capsys):
     assert res["epochs"] == 1 and res["windows"] == 19 and ckpt.is_file()
     assert main(["finetune", "--data", str(out), "--out", str(ckpt), "--weighting", "ours", "--json"]) == 2
     assert "sensitivity.npz" in capsys.readouterr().err
+
+
+def test_sigterm_stops_a_parallel_command_and_its_workers(tmp_path):
+    """SIGTERM acts as Ctrl-C: the command exits with 130 and its worker processes are gone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-c", "from whatmatters.cli.main import main; raise SystemExit(main())",
+           "evaluate", "--model", "nominal", "--envs", "eval", "--seconds", "10", "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def children() -> list[int]:
+        try:
+            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fh:
+                return [int(p) for p in fh.read().split()]
+        except OSError:
+            return []
+
+    deadline = time.monotonic() + 120
+    while len(children()) < 2:  # the pool's workers (and the spawn resource tracker) are up
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "no workers"
+        time.sleep(0.1)
+    time.sleep(1.0)
+    workers = children()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 130
+    assert "interrupted" in proc.stderr.read()
+    time.sleep(1.0)
+    alive = [p for p in workers if os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().split()[2] != "Z"]
+    assert not alive, f"worker processes left running: {alive}"
