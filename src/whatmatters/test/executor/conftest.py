@@ -9,12 +9,23 @@ from pathlib import Path
 HERE = str(Path(__file__).resolve().parent)
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
-os.environ["PYTHONPATH"] = os.pathsep.join([HERE, *filter(None, [os.environ.get("PYTHONPATH")])])
 
 # Ray reads this when it is imported: "0" keeps a local cluster on 127.0.0.1 (no other interface is used).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="package", autouse=True)
+def worker_pythonpath():
+    """Worker processes started by these tests (pools, Ray nodes) import executor_jobs from here; restored after."""
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([HERE, *filter(None, [old])])
+    yield
+    if old is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = old
 
 
 @pytest.fixture(scope="package")
