@@ -53,7 +53,8 @@ def generate_launch_description():
         ),
         Node(
             package=PACKAGE, executable="mpc_controller", name="mpc_controller", output="screen",
-            parameters=[_config("mpc_controller"), {"lockstep": False, "model": model, "command_excludes_gravity": True}], remappings=remaps,
+            parameters=[_config("mpc_controller"), {"lockstep": False, "model": model, "command_excludes_gravity": True,
+                                                   "start_after": "reference_publisher,sensitivity_logger"}], remappings=remaps,
         ),
         Node(
             package=PACKAGE, executable="sensitivity_logger", name="sensitivity_logger", output="screen",

@@ -45,7 +45,8 @@ def generate_launch_description():
         ),
         Node(
             package=PACKAGE, executable="mpc_controller", name="mpc_controller", output="screen",
-            parameters=[_config("mpc_controller"), {"lockstep": lockstep, "model": model}, sim_time],
+            parameters=[_config("mpc_controller"), {"lockstep": lockstep, "model": model,
+                                                   "start_after": "reference_publisher,sensitivity_logger"}, sim_time],
         ),
         Node(
             package=PACKAGE, executable="sensitivity_logger", name="sensitivity_logger", output="screen",

@@ -240,6 +240,19 @@ def test_mpc_stale_joint_states_give_hold_and_error(start_node: Any, test_node: 
     assert cmds[-1] == pytest.approx(gravity, abs=1e-9)
 
 
+def test_realtime_logger_lets_the_task_start_only_once_it_receives_states(start_node: Any, test_node: Any, tmp_path: Path) -> None:
+    """The MPC's start gate waits for the logger's torque subscription, made once /joint_states arrive there."""
+    start_node("sensitivity_logger", {"lockstep": False, "use_sim_time": False, "sensitivity": False, "bag_dir": str(tmp_path / "bags")})
+    pub_js = test_node.create_publisher(JointState, m.JOINT_STATES, m.RELIABLE)
+    assert test_node.spin_until(lambda: pub_js.get_subscription_count() > 0, 60.0)  # the logger runs and listens
+    test_node.spin_until(lambda: False, 1.0)
+    logger_on = lambda topic: any(i.node_name == "sensitivity_logger" for i in test_node.get_subscriptions_info_by_topic(topic))  # noqa: E731
+    assert logger_on(m.REFERENCE) and not logger_on(m.COMMANDS)  # no state yet: the gate stays shut
+    stamp = test_node.get_clock().now().to_msg()
+    pub_js.publish(m.joint_state_msg(stamp, Q_HOME, np.zeros(7), np.zeros(7)))
+    assert test_node.spin_until(lambda: logger_on(m.COMMANDS), 10.0)
+
+
 def _reload_rig(start_node: Any, test_node: Any, tmp_path: Path) -> tuple[Any, Path, list[np.ndarray], Any, Any]:
     """A lock-step MPC node on a copy of the base checkpoint: (base, its path, answers, step(k), reload(k) -> (k, response))."""
     from whatmatters.dynamics.learned import LearnedDynamics

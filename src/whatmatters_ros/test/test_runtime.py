@@ -92,3 +92,32 @@ def test_a_signal_during_start_up_interrupts_it(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     assert proc.wait(10) == EXIT_INTERRUPTED, log.read_text()
     assert time.monotonic() - t0 < 5.0 and "spinning" not in log.read_text()
+
+
+PRIORITY_SCRIPT = textwrap.dedent("""
+    import json, os, rclpy
+    from whatmatters_ros.runtime import process_threads, realtime_priority, thread_name
+
+    rclpy.init()
+    node = rclpy.create_node("priority_probe")  # its DDS participant starts Fast DDS's threads
+    ok = realtime_priority(10, "probe", process=True)
+    print(json.dumps({"ok": ok, "threads": [[thread_name(t), os.sched_getscheduler(t)] for t in process_threads()]}))
+    node.destroy_node()
+    rclpy.shutdown()
+""")
+
+
+def test_a_real_time_process_leaves_dds_async_writer_threads_ordinary() -> None:
+    import json
+
+    out = subprocess.run([sys.executable, "-c", PRIORITY_SCRIPT], capture_output=True, text=True, timeout=60, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if not result["ok"]:
+        pytest.skip("no privilege for SCHED_FIFO on this machine")
+    policies = {name: policy for name, policy in result["threads"]}
+    asyn = [n for n in policies if n.startswith("dds.asyn")]
+    assert asyn, f"no Fast DDS async writer thread among {sorted(policies)}"
+    assert all(policies[n] == os.SCHED_OTHER for n in asyn)
+    others = [p for n, p in result["threads"] if not n.startswith("dds.asyn")]
+    assert others and all(p == os.SCHED_FIFO for p in others)

@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -153,6 +154,22 @@ def make_executor() -> Any:
     return SingleThreadedExecutor()
 
 
+ORDINARY_THREADS = ("dds.asyn",)  # thread names that realtime_priority(process=True) leaves alone
+
+
+def process_threads() -> list[int]:
+    """Thread ids of this process (Linux ``/proc/self/task``; elsewhere ``[0]``, the caller)."""
+    return [int(t) for t in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else [0]
+
+
+def thread_name(tid: int) -> str:
+    """A thread's name (``/proc/self/task/<tid>/comm``); '' if it is gone or unknown."""
+    try:
+        return Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def realtime_priority(priority: int, what: str, process: bool = False) -> bool:
     """Puts the calling thread (``process``: every thread of this process, DDS's included)
     under SCHED_FIFO at ``priority`` (1..99; 0: leave it), as ``chrt -f`` or ros2_control's
@@ -160,12 +177,17 @@ def realtime_priority(priority: int, what: str, process: bool = False) -> bool:
     A whole process matters in Python: a thread waiting for the GIL waits for whichever
     thread holds it, and DDS's threads deliver the messages.
 
+    Fast DDS's asynchronous writer threads (``dds.asyn.*``: discovery announcements, resends)
+    keep their ordinary priority: under SCHED_FIFO one was seen spinning at 100 % of a core with
+    the node never announced (the graph timed out; the same busy loop is reported upstream,
+    eProsima/Fast-DDS#5272, ros2/rmw_fastrtps#666). Ordinary, it cannot starve the others.
+
     Needs the privilege (root, CAP_SYS_NICE or an ``rtprio`` limit in limits.conf); without it
     the threads keep their ordinary priority and a warning says so. Returns whether it was set.
     """
     if priority <= 0:
         return False
-    tids = [int(t) for t in os.listdir("/proc/self/task")] if process and os.path.isdir("/proc/self/task") else [0]
+    tids = [tid for tid in process_threads() if not thread_name(tid).startswith(ORDINARY_THREADS)] if process else [0]
     try:
         for tid in tids:  # 0: the calling thread (Linux: scheduling is per thread)
             os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))

@@ -100,7 +100,7 @@ class MpcParams(NodeParams):
     input_delay: float = param(-1.0, "real time: delay from a state's stamp to its command taking effect, s; negative: estimated each step", lo=-1.0, hi=0.1)
     command_transport: float = param(0.0003, "real time: delivery time of a command to the robot, s (part of the estimated delay)", lo=0.0, hi=0.05)
     realtime_priority: int = param(70, "real time: SCHED_FIFO priority of this process's threads (0: ordinary; needs the privilege, else a warning)", lo=0, hi=99)
-    start_after: str = param("reference_publisher", "real time: the first command waits for a reference and until these nodes (comma-separated) subscribe to the command topic")
+    start_after: str = param("reference_publisher", "real time: the first command waits for a reference and until these nodes (comma-separated) subscribe to the command (or /mpc/torque) topic")
     start_delay: float = param(0.5, "real time: then wait this long (wall, s) for their connections to settle", lo=0.0, hi=60.0)
     stale_timeout: float = param(0.1, "real time: joint states older than this give the safe hold, s", lo=0.001, hi=10.0)
     reference_wait: float = param(0.5, "lock-step: wall time to wait for the reference of a state's stamp, s", lo=0.0, hi=10.0)
@@ -204,7 +204,7 @@ class MpcControllerNode(Node):
             self._diagnose(m.WARN, "no reference for this state" + (": safe hold" if self.rt.started else ": waiting"), force=True)
 
     def _may_start(self) -> bool:
-        """Real time: the nodes of ``start_after`` subscribe to the command topic (then ``start_delay`` s)."""
+        """Real time: the nodes of ``start_after`` subscribe to the command or total-torque topic (then ``start_delay`` s)."""
         if self._start_open:
             return True
         now = time.monotonic()
@@ -212,9 +212,10 @@ class MpcControllerNode(Node):
             return False
         self._start_checked = now
         wanted = {n.strip() for n in self.p.start_after.split(",") if n.strip()}
-        present = {info.node_name for info in self.get_subscriptions_info_by_topic(self.pub_cmd.topic_name)}
+        pubs = [p for p in (self.pub_cmd, self.pub_total) if p is not None]  # the logger records /mpc/torque on a robot
+        present = {info.node_name for p in pubs for info in self.get_subscriptions_info_by_topic(p.topic_name)}
         # the graph names the nodes; the DDS-level match count says their readers get our data
-        if not wanted <= present or self.pub_cmd.get_subscription_count() < len(wanted) or not self.refs.refs:
+        if not wanted <= present or sum(p.get_subscription_count() for p in pubs) < len(wanted) or not self.refs.refs:
             return False
         now = time.monotonic()
         self._start_ready = self._start_ready or now

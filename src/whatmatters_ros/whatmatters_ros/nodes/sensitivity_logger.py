@@ -182,11 +182,13 @@ class SensitivityLoggerNode(Node):
         self.pub_diag = self.create_publisher(m.DiagnosticArray, m.DIAGNOSTICS, 100)
         # Raw subscriptions: the bytes are recorded as received (no rclpy message -> CDR round trip:
         # ~0.1 ms a message, half a core at 500 Hz) and parsed once for the handler.
-        # /joint_states first: with both ready, the executor takes a state before the command answering it
-        torque_topic = m.TORQUE if self.p.command_excludes_gravity else m.COMMANDS  # the total torque of each step
-        for topic, msg_type, handler, qos in (
+        # /joint_states first: with both ready, the executor takes a state before the command answering it.
+        # Real time: the MPC's start gate waits for our subscription to its torque, so that one is made
+        # only once the robot's states arrive here (else the task could start before we record it).
+        self._torque_topic = m.TORQUE if self.p.command_excludes_gravity else m.COMMANDS  # the total torque of each step
+        self._torque_sub: Any = None
+        subscriptions = [
             (m.JOINT_STATES, JointState, self._on_state, m.RELIABLE),
-            (torque_topic, Float64MultiArray, self._on_command, m.RELIABLE),
             (m.REFERENCE, JointTrajectory, self._on_reference, m.RELIABLE),
             (m.PAYLOAD, m.Inertia, self._on_payload, m.LATCHED),
             (m.PREDICTION, JointTrajectory, self._on_prediction, m.RELIABLE),
@@ -194,10 +196,19 @@ class SensitivityLoggerNode(Node):
             (m.MPC_REFERENCE, JointTrajectory, self._on_mpc_reference, m.RELIABLE),
             (m.REFERENCE_START, Header, self._on_start, m.LATCHED),
             (m.DIAGNOSTICS, m.DiagnosticArray, self._on_diagnostics, 100),
-        ):
+        ]
+        for i, (topic, msg_type, handler, qos) in enumerate(subscriptions):
             self.create_subscription(msg_type, topic, self._raw_handler(msg_type, handler), qos, raw=True)
+            if i == 0 and self.p.lockstep:
+                self._subscribe_torque()
         self.create_timer(self.p.report_period, self._report)
         self.get_logger().info(f"recording into {Path(self.p.bag_dir).resolve()}; sensitivities: {self.p.model if self.p.sensitivity else 'off'}")
+
+    def _subscribe_torque(self) -> None:
+        """Subscribes to the torque of each step (once)."""
+        if self._torque_sub is None:
+            handler = self._raw_handler(Float64MultiArray, self._on_command)
+            self._torque_sub = self.create_subscription(Float64MultiArray, self._torque_topic, handler, m.RELIABLE, raw=True)
 
     def _computer(self, spec: str) -> ProcessComputer:
         """The model's sensitivity computer in a child process at ``worker_nice`` (no GIL shared with recording)."""
@@ -358,6 +369,7 @@ class SensitivityLoggerNode(Node):
 
     # -------------------------------------------------------------- real time
     def _on_state_realtime(self, ns: int, msg: JointState, raw: bytes) -> None:
+        self._subscribe_torque()  # the robot's states reach us: the MPC may start (see __init__)
         if self._record_state(ns, raw):
             self.start_msg = None
             self.rt_steps = StepAssembler(self.tracker)
