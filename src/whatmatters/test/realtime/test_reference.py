@@ -68,3 +68,16 @@ def test_no_task_time_passes_before_the_start(trajectory):
     assert buf.task_time(5_010_000_000) == 0.0
     assert buf.task_time(5_013_000_000) == pytest.approx(0.003)
     np.testing.assert_allclose(buf.at(5_013_000_000)[0], trajectory.state(0.003), atol=1e-6)  # from the start on
+
+
+def test_a_restarted_clock_drops_the_old_episodes_references(trajectory):
+    buf = ReferenceBuffer(DT, keep=50)
+    old = [trajectory.state(0.02 * k + OFFSETS) for k in range(60)]  # episode 1: 1.2 s of references
+    for k, ref in enumerate(old):
+        buf.add(20_000_000 * k, ref)
+    new = [ref + 0.5 for ref in old[:3]]  # episode 2: the clock starts again at 0
+    for k, ref in enumerate(new):
+        buf.add(20_000_000 * k, ref)
+        np.testing.assert_array_equal(buf.exact(20_000_000 * k), ref)  # kept, and not the old episode's
+    assert sorted(buf.refs) == [0, 20_000_000, 40_000_000]
+    np.testing.assert_array_equal(buf.at(1_000_000_000), new[-1])  # a later stamp: episode 2's newest, not episode 1's

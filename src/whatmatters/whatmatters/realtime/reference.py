@@ -73,7 +73,15 @@ class ReferenceBuffer:
         self.start_ns: int | None = None
 
     def add(self, stamp_ns: int, x_ref: np.ndarray) -> None:
-        """Stores a reference whose first point is at ``stamp_ns``, shape (N + 1, 14)."""
+        """Stores a reference whose first point is at ``stamp_ns``, shape (N + 1, 14).
+
+        A stamp older than the newest kept one means the clock restarted (a new
+        lock-step episode on a restarted simulator): the old episode's references
+        are dropped, else they would answer the new one's stamps (and, the newest
+        being kept, crowd out the new ones).
+        """
+        if self.refs and stamp_ns < max(self.refs):
+            self.refs.clear()
         self.refs[stamp_ns] = np.asarray(x_ref, dtype=float)
         if len(self.refs) > self.keep:
             for old in sorted(self.refs)[: len(self.refs) - self.keep]:
