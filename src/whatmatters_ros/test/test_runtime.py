@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,3 +122,43 @@ def test_a_real_time_process_leaves_dds_async_writer_threads_ordinary() -> None:
     assert all(policies[n] == os.SCHED_OTHER for n in asyn)
     others = [p for n, p in result["threads"] if not n.startswith("dds.asyn")]
     assert others and all(p == os.SCHED_FIFO for p in others)
+
+
+# A node that publishes a burst on a reliable topic once a subscriber listens, then ends by itself (done).
+BURST_SCRIPT = textwrap.dedent("""
+    import sys
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import Float64MultiArray
+    from whatmatters_ros.runtime import run_node
+
+    class Burst(Node):
+        def __init__(self):
+            super().__init__("burst_probe")
+            self.pub = self.create_publisher(Float64MultiArray, "/burst", QoSProfile(depth=5000, reliability=ReliabilityPolicy.RELIABLE))
+            self.done = False
+            self.create_timer(0.05, self.tick)
+
+        def tick(self):
+            if self.done or self.pub.get_subscription_count() == 0:
+                return
+            for k in range(3000):
+                self.pub.publish(Float64MultiArray(data=[float(k)] * 8))
+            self.done = True  # the spin ends now; the process exits after run_node
+
+    sys.exit(run_node(Burst, []))
+""")
+
+
+def test_a_node_that_ends_by_itself_delivers_its_last_messages(test_node: Any) -> None:
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import Float64MultiArray
+
+    got: list[float] = []
+    test_node.create_subscription(Float64MultiArray, "/burst", lambda msg: got.append(msg.data[0]),
+                                  QoSProfile(depth=5000, reliability=ReliabilityPolicy.RELIABLE))
+    proc = subprocess.Popen([sys.executable, "-c", BURST_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ))
+    assert test_node.spin_until(lambda: proc.poll() is not None, 60.0), "the burst node did not end by itself"
+    test_node.spin_until(lambda: len(got) >= 3000, 5.0)
+    assert proc.returncode == 0, proc.stdout.read().decode()[-2000:] if proc.stdout else ""
+    assert got == [float(k) for k in range(3000)]

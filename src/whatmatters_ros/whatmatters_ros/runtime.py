@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -24,12 +25,13 @@ from typing import Any
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
 from whatmatters.errors import WhatmattersError
 
-__all__ = ["EXIT_CONFIG", "EXIT_INTERRUPTED", "STOP_SIGNALS", "StopSignals", "run_node"]
+__all__ = ["EXIT_CONFIG", "EXIT_INTERRUPTED", "STOP_SIGNALS", "StopSignals", "flush_publishers", "process_threads", "realtime_priority", "run_node", "thread_name"]
 
 EXIT_CONFIG = 2  # exit status of a node stopped by a bad parameter or configuration
 EXIT_INTERRUPTED = 130  # exit status of a node interrupted while starting, or by a second stop signal
@@ -123,6 +125,8 @@ def _run(factory: Callable[[], Node], args: Sequence[str] | None, stop: StopSign
         except ExternalShutdownException:
             pass
         finally:
+            if getattr(node, "done", False):
+                flush_publishers(node, FLUSH_SECONDS)
             _close(node)  # first: files (bags) are closed before any ROS teardown can fail
             executor.shutdown(timeout_sec=1.0)
     finally:
@@ -131,6 +135,23 @@ def _run(factory: Callable[[], Node], args: Sequence[str] | None, stop: StopSign
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+FLUSH_SECONDS = 2.0  # a node that ends by itself waits at most this long for its last messages' acknowledgements
+
+
+def flush_publishers(node: Node, timeout: float) -> bool:
+    """Waits until every subscriber has acknowledged what the node's reliable publishers sent
+    (``timeout`` s in all). A node that ends by itself, as the simulator after its episode's last
+    state, would otherwise exit before DDS delivered its last messages. Returns whether all were.
+    """
+    deadline = time.monotonic() + timeout
+    for pub in list(node.publishers):
+        left = deadline - time.monotonic()
+        if left <= 0 or not pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))):
+            log.warning("%s: not every subscriber acknowledged %s within %.1f s", node.get_name(), pub.topic_name, timeout)
+            return False
+    return True
 
 
 def make_executor() -> Any:
