@@ -46,8 +46,8 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 # The main job end to end through the ROS 2 graph (docs/ros.md, "make demo"): lock-step episodes with
-# the base model on training environments -> bags with S_hat -> trainer node (ours) -> reload_model on the
-# running MPC -> the evaluation environment again; prints before/after J_track, bags, checkpoint, figures.
+# the base model on training environments -> bags with S_hat -> trainer nodes (stand, then ours) ->
+# reload_model on the running MPC -> base, stand and ours on 3 evaluation environments; table and figure.
 demo: $(STAMP)
 	$(VENV)/bin/whatmatters_demo
 

@@ -1,19 +1,23 @@
 """``whatmatters_demo`` (``make demo``): the main job end to end through the ROS 2 graph.
 
 1. **collect**: lock-step graphs (``SimGraph``: simulator, reference, MPC,
-   logger) with the packaged base model on a few training environments; the
-   logger records one bag per episode with S_hat for every step.
-2. **before**: the same graph on the evaluation environment (no
-   sensitivities), J_track of the base model.
-3. **train + hot swap**: a long-lived ``mpc_controller`` (base model) and the
-   ``trainer`` node: it fine-tunes on the collected bags (``ours`` weighting),
-   writes the checkpoint atomically, sets the MPC's model and calls its
-   ``~/reload_model``, then exits.
-4. **after**: simulator, reference and logger on the evaluation environment
-   again, controlled by that same MPC process, now on model version 2; J_track.
+   logger) with the packaged base model on the training environments, up to
+   ``parallel`` at once (each on its own ROS domain); the logger records one bag
+   per episode with S_hat for every step.
+2. **serve**: one long-lived ``mpc_controller`` process (base model). For each
+   model in turn (base, then ``stand``, then ``ours``) the simulator, reference
+   and logger run an episode on each evaluation environment against it. Before
+   ``stand`` and ``ours``, a ``trainer`` node fine-tunes that weighting on the
+   collected bags from the same base, writes its checkpoint, sets the MPC's model
+   and calls its ``~/reload_model``: the MPC process is never restarted.
+3. **report**: J_track of each evaluation bag (eq. 7, on the reference's
+   clock), a table per environment with the mean and % of base, a plain
+   verdict, and one figure (tracking error of the three models, the S_hat map).
 
-Prints before/after J_track and where the bags, checkpoint and figures are
-(``runs/demo/<time>/``), and writes ``summary.json`` there.
+Settings: ``config/demo.yaml`` (chosen on the validation environments,
+docs/experiments.md), each overridable on the command line. Output under
+``runs/demo/<time>/``: ``bags/``, ``eval_bags/<model>/``, the checkpoints,
+``results.md``, ``summary.json`` and ``demo.png``.
 """
 
 from __future__ import annotations
@@ -25,23 +29,74 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import numpy as np
 from rosbags.rosbag2 import Reader
 
-from whatmatters.data.bags import SENSITIVITY, TYPESTORE, read_bag_dir, read_episode
-from whatmatters.errors import WhatmattersError
-from whatmatters.sensitivity.plot import plot_sensitivity_maps
+from whatmatters.config import YamlConfig, dataclass_from_mapping, load_yaml
+from whatmatters.errors import ConfigError, WhatmattersError
+from whatmatters.data.bags import TYPESTORE
+from whatmatters_ros.demo_report import MODELS, demo_figure, demo_table, demo_verdict
 from whatmatters_ros.graph import SimGraph, summarize_bag
 
-__all__ = ["main", "run_demo"]
+__all__ = ["DemoConfig", "main", "mpc_model_version", "run_demo"]
 
 log = logging.getLogger(__name__)
 
 DIAGNOSTICS = "/diagnostics"
 SIM_NODES = ("franka_sim", "reference_publisher", "sensitivity_logger")
+
+
+@dataclass(frozen=True)
+class DemoConfig(YamlConfig):
+    """Settings of the main job (``config/demo.yaml``).
+
+    Attributes:
+        train_envs: Training environment seeds, one lock-step episode each.
+        train_seconds: Simulated seconds per training episode, s.
+        eval_envs: Evaluation environment seeds (never in the data).
+        eval_seconds: Simulated seconds per evaluation episode, s.
+        rollout: Rollout length p of the fine-tuning loss, control steps.
+        epochs: Fine-tuning epochs of each weighting.
+        lr: Fine-tuning learning rate (0: ``config/finetune.yaml``'s).
+        parallel: Collection graphs run at once.
+    """
+
+    yaml_file: ClassVar[str] = "demo.yaml"
+
+    train_envs: tuple[int, ...] = (0, 1, 2)
+    train_seconds: float = 10.0
+    eval_envs: tuple[int, ...] = (2000, 2001, 2002)
+    eval_seconds: float = 10.0
+    rollout: int = 4
+    epochs: int = 5
+    lr: float = 0.0
+    parallel: int = 2
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str] | None = None) -> DemoConfig:
+        """Reads ``config/demo.yaml`` (or ``path``); the seed lists are integers of any length."""
+        source = str(path if path is not None else cls.yaml_file)
+        data = dict(load_yaml(path if path is not None else cls.yaml_file))
+        seeds = {key: data.pop(key) for key in ("train_envs", "eval_envs") if key in data}
+        for key, value in seeds.items():
+            if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise ConfigError(f"{source}: key '{key}': expected a list of integer seeds (got {value!r})")
+        return replace(dataclass_from_mapping(cls, data, source), **{key: tuple(value) for key, value in seeds.items()})
+
+    def __post_init__(self) -> None:
+        problems = [text for bad, text in (
+            (not self.train_envs or not self.eval_envs, "train_envs and eval_envs must not be empty"),
+            (bool(set(self.train_envs) & set(self.eval_envs)), f"eval_envs {self.eval_envs} overlap train_envs {self.train_envs}"),
+            (not (self.train_seconds > 0 and self.eval_seconds > 0), "train_seconds and eval_seconds must be positive"),
+            (not 1 <= self.rollout <= 12, f"rollout must be 1..12, got {self.rollout}"),
+            (self.epochs < 1 or self.parallel < 1 or self.lr < 0, "epochs and parallel must be >= 1 and lr >= 0"),
+        ) if bad]
+        if problems:
+            raise ConfigError(f"demo.yaml: {'; '.join(problems)}")
 
 
 def _episode(out: Path, domain: int, env_seed: int, seconds: float, bag_dir: Path, sensitivity: bool,
@@ -78,99 +133,111 @@ def mpc_model_version(bag: Path) -> tuple[int, str]:
     return version, model
 
 
-def _figures(train_bags: Path, before: Path, after: Path, out: Path) -> list[Path]:
-    """Mean |S_hat| of the training bags and the tracking error before/after."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    episodes, _ = read_bag_dir(train_bags, (SENSITIVITY,))
-    s_hat = np.concatenate([ep.extra[SENSITIVITY] for ep in episodes if SENSITIVITY in ep.extra])
-    labels = tuple(f"q{i}" for i in range(1, 8)) + tuple(f"qd{i}" for i in range(1, 8))
-    paths = [plot_sensitivity_maps(s_hat, labels, out / "sensitivity.png")]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for name, bag in (("base (before)", before), ("fine-tuned, hot-swapped (after)", after)):
-        ep = read_episode(bag)
-        ax.plot(ep.t - ep.t[0], np.linalg.norm(ep.x[:, :7] - ep.x_ref[:, :7], axis=1), label=name)
-    ax.set(xlabel="time, s", ylabel="|q - q_ref|, rad", title="evaluation environment: joint tracking error")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "tracking.png", dpi=120)
-    plt.close(fig)
-    return [*paths, out / "tracking.png"]
-
-
-def run_demo(args: argparse.Namespace) -> dict[str, Any]:
-    """Runs the four phases (module docstring) and returns the summary."""
-    start = time.perf_counter()
-    out = (args.out or Path("runs/demo") / time.strftime("%Y%m%d-%H%M%S")).resolve()
-    domain = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 100
+def _collect(cfg: DemoConfig, out: Path, domain: int) -> Path:
+    """Phase 1: a bag with S_hat per training environment, ``parallel`` graphs at once."""
     bags = out / "bags"
+
+    def one(i: int, seed: int) -> Path:
+        log.info("collect: env %d, %.1f s lock-step with S_hat for every step", seed, cfg.train_seconds)
+        return _episode(out / f"collect_env{seed}", domain + i % cfg.parallel, seed, cfg.train_seconds, bags, sensitivity=True)
+
+    with ThreadPoolExecutor(cfg.parallel) as pool:  # each thread starts and stops its own graph
+        list(pool.map(one, range(len(cfg.train_envs)), cfg.train_envs))
+    return bags
+
+
+def _train_and_swap(cfg: DemoConfig, out: Path, domain: int, weighting: str, bags: Path) -> Path:
+    """A ``trainer`` node: ``weighting`` on ``bags`` from the base; then the running MPC reloads its checkpoint."""
+    checkpoint = out / f"{weighting}.pt"
+    params = {"bag_dir": str(bags), "checkpoint": str(checkpoint), "weighting": weighting, "rollout": cfg.rollout,
+              "epochs": cfg.epochs, "lr": cfg.lr, "min_bags": len(cfg.train_envs), "max_rounds": 1, "poll_period": 0.5,
+              "service_timeout": 300.0}
+    trainer = SimGraph(out / f"train_{weighting}", cfg.eval_seconds, True, domain, {"trainer": params}, nodes=("trainer",))
+    log.info("train: %s weighting, p = %d, %d epochs; then reload_model on the running MPC", weighting, cfg.rollout, cfg.epochs)
+    trainer.start()
+    try:
+        trainer.wait_node("trainer", 1800.0)
+    finally:
+        trainer.stop(grace=0.0)
+    return checkpoint
+
+
+def run_demo(cfg: DemoConfig, out: Path, domain: int) -> dict[str, Any]:
+    """Runs the three phases (module docstring) into ``out``; returns the summary."""
+    start = time.perf_counter()
     timing: dict[str, float] = {}
-    for seed in args.train_envs:
-        log.info("collect: env %d, %.1f s lock-step with S_hat for every step", seed, args.train_seconds)
-        _episode(out / f"collect_env{seed}", domain, seed, args.train_seconds, bags, sensitivity=True)
+    bags = _collect(cfg, out, domain)
     timing["collect_s"] = time.perf_counter() - start
-    log.info("before: base model on env %d", args.eval_env)
-    before = _episode(out / "before", domain, args.eval_env, args.eval_seconds, out / "eval_bags", sensitivity=False)
-    t0 = time.perf_counter()
-    checkpoint = out / "model.pt"
-    serve = SimGraph(out / "serve", args.eval_seconds, True, domain, {
-        "mpc_controller": {"model": "base"},
-        "trainer": {"bag_dir": str(bags), "checkpoint": str(checkpoint), "weighting": args.weighting, "rollout": args.rollout,
-                    "epochs": args.epochs, "min_bags": len(args.train_envs), "max_rounds": 1, "poll_period": 1.0,
-                    "service_timeout": 300.0},
-    }, nodes=("mpc_controller", "trainer"))
+    serve = SimGraph(out / "serve", cfg.eval_seconds, True, domain, {"mpc_controller": {"model": "base"}}, nodes=("mpc_controller",))
+    eval_bags: dict[str, dict[int, Path]] = {m: {} for m in MODELS}
+    versions: dict[str, int] = {}
     serve.start()
     try:
-        log.info("train: %s weighting, p = %d, %d epochs; then reload_model on the running MPC", args.weighting, args.rollout, args.epochs)
-        serve.wait_node("trainer", 1800.0)
-        timing["train_and_swap_s"] = time.perf_counter() - t0
-        log.info("after: the same MPC process, fine-tuned weights, env %d", args.eval_env)
-        after = _episode(out / "after", domain, args.eval_env, args.eval_seconds, out / "eval_bags", sensitivity=False, nodes=SIM_NODES)
+        for version, model in enumerate(MODELS, start=1):
+            t0 = time.perf_counter()
+            expected = "base" if model == "base" else str(_train_and_swap(cfg, out, domain, model, bags))
+            timing[f"train_{model}_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for env in cfg.eval_envs:
+                if serve.procs["mpc_controller"].poll() is not None:
+                    raise WhatmattersError(f"the MPC exited with {serve.procs['mpc_controller'].returncode}; see {out / 'serve' / 'logs'}")
+                log.info("evaluate: %s on env %d (the running MPC, model version %d)", model, env, version)
+                bag = _episode(out / f"eval_{model}_env{env}", domain, env, cfg.eval_seconds, out / "eval_bags" / model,
+                               sensitivity=False, nodes=SIM_NODES)
+                got, path = mpc_model_version(bag)
+                if got != version or path != expected:
+                    raise WhatmattersError(f"{bag} ran MPC model version {got} ('{path}'), not version {version} ('{expected}')")
+                eval_bags[model][env] = bag
+            versions[model] = version
+            timing[f"evaluate_{model}_s"] = time.perf_counter() - t0
     finally:
         serve.stop(grace=0.0)
-    version, model = mpc_model_version(after)
-    if version != 2 or Path(model) != checkpoint:
-        raise WhatmattersError(f"the after run used MPC model version {version} ('{model}'), not the fine-tuned {checkpoint}")
-    j_before, j_after = summarize_bag(before, args.eval_env)["j_track"], summarize_bag(after, args.eval_env)["j_track"]
-    figures = _figures(bags, before, after, out / "figures")
+    j = {m: {env: float(summarize_bag(bag, env, seconds=cfg.eval_seconds)["j_track"]) for env, bag in eval_bags[m].items()} for m in MODELS}
+    table = demo_table(j)
+    ours_wins, verdict = demo_verdict(j)
+    figure = demo_figure(eval_bags, bags, out / "demo.png")
+    (out / "results.md").write_text(f"# whatmatters_demo\n\nJ_track (eq. 7) of each evaluation episode\n\n{table}\n\n{verdict}\n")
     return {
-        "j_track_before": j_before, "j_track_after": j_after, "after_over_before": j_after / j_before,
-        "eval_env": args.eval_env, "train_envs": list(args.train_envs), "weighting": args.weighting, "epochs": args.epochs,
-        "bags": str(bags), "eval_bags": [str(before), str(after)], "checkpoint": str(checkpoint),
-        "mpc_model_version_after": version, "figures": [str(f) for f in figures],
+        "j_track": {m: {str(e): v for e, v in j[m].items()} for m in MODELS}, "ours_beats_stand_and_base": ours_wins,
+        "verdict": verdict, "table": table, "config": {f.name: getattr(cfg, f.name) for f in fields(cfg)},
+        "mpc_model_versions": versions, "bags": str(bags),
+        "eval_bags": {m: {str(e): str(b) for e, b in eval_bags[m].items()} for m in MODELS},
+        "checkpoints": {m: str(out / f"{m}.pt") for m in MODELS[1:]}, "figure": str(figure), "results": str(out / "results.md"),
         "wall_seconds": time.perf_counter() - start, **timing, "out": str(out),
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script ``whatmatters_demo``."""
+    base = DemoConfig()
     p = argparse.ArgumentParser(prog="whatmatters_demo", description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--train-envs", type=int, nargs="+", default=[0, 1, 2], help="training environment seeds (one episode each)")
-    p.add_argument("--train-seconds", type=float, default=4.0, help="simulated seconds per training episode")
-    p.add_argument("--eval-env", type=int, default=2000, help="evaluation environment seed")
-    p.add_argument("--eval-seconds", type=float, default=10.0, help="simulated seconds of the before/after runs")
-    p.add_argument("--weighting", default="ours")
-    p.add_argument("--rollout", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--config", type=Path, default=None, help="demo YAML (default config/demo.yaml)")
+    p.add_argument("--train-envs", type=int, nargs="+", default=None, help=f"training environment seeds (default {base.train_envs})")
+    p.add_argument("--train-seconds", type=float, default=None, help="simulated seconds per training episode")
+    p.add_argument("--eval-envs", type=int, nargs="+", default=None, help="evaluation environment seeds")
+    p.add_argument("--eval-seconds", type=float, default=None, help="simulated seconds per evaluation episode")
+    p.add_argument("--rollout", type=int, default=None, help="rollout length p")
+    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs")
+    p.add_argument("--parallel", type=int, default=None, help="collection graphs at once")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/demo/<time>)")
-    p.add_argument("--domain-id", type=int, default=None)
+    p.add_argument("--domain-id", type=int, default=None, help="first ROS_DOMAIN_ID (the next parallel - 1 are used too)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        result = run_demo(args)
+        cfg = DemoConfig.from_yaml(args.config)
+        given = {"train_envs": args.train_envs and tuple(args.train_envs), "train_seconds": args.train_seconds,
+                 "eval_envs": args.eval_envs and tuple(args.eval_envs), "eval_seconds": args.eval_seconds,
+                 "rollout": args.rollout, "epochs": args.epochs, "parallel": args.parallel}
+        cfg = replace(cfg, **{k: v for k, v in given.items() if v is not None})
+        out = (args.out or Path("runs/demo") / time.strftime("%Y%m%d-%H%M%S")).resolve()
+        domain = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 90
+        result = run_demo(cfg, out, domain)
     except WhatmattersError as exc:
         print(f"whatmatters_demo: error: {exc}", file=sys.stderr)
         return 2
     (Path(result["out"]) / "summary.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    print(f"\nJ_track on env {result['eval_env']}: base {result['j_track_before']:.4f} -> fine-tuned and hot-swapped "
-          f"{result['j_track_after']:.4f} ({100 * result['after_over_before']:.1f} %)")
-    print(f"bags: {result['bags']}\ncheckpoint: {result['checkpoint']}\nfigures: {', '.join(result['figures'])}\n"
-          f"wall time: {result['wall_seconds']:.0f} s")
+    print(f"\n{result['table']}\n\n{result['verdict']}")
+    print(f"bags: {result['bags']}\nfigure: {result['figure']}\nresults: {result['results']}\nwall time: {result['wall_seconds']:.0f} s")
     return 0
 
 

@@ -180,13 +180,18 @@ class SensitivityLoggerNode(Node):
             self.metrics = RealtimeMetrics(self.mpc.dt, np.asarray(self.mpc.q_weights), np.asarray(self.mpc.qd_weights))
         self.pub_sens = self.create_publisher(Float64MultiArray, m.SENSITIVITY, m.RELIABLE)
         self.pub_diag = self.create_publisher(m.DiagnosticArray, m.DIAGNOSTICS, 100)
-        # Raw subscriptions: the bytes are recorded as received (no rclpy message -> CDR round trip:
-        # ~0.1 ms a message, half a core at 500 Hz) and parsed once for the handler.
-        # /joint_states first: with both ready, the executor takes a state before the command answering it.
         # Real time: the MPC's start gate waits for our subscription to its torque, so that one is made
         # only once the robot's states arrive here (else the task could start before we record it).
         self._torque_topic = m.TORQUE if self.p.command_excludes_gravity else m.COMMANDS  # the total torque of each step
         self._torque_sub: Any = None
+        self._subscribe()
+        self.create_timer(self.p.report_period, self._report)
+        self.get_logger().info(f"recording into {Path(self.p.bag_dir).resolve()}; sensitivities: {self.p.model if self.p.sensitivity else 'off'}")
+
+    def _subscribe(self) -> None:
+        """Raw subscriptions: the bytes are recorded as received (no rclpy message -> CDR round trip:
+        ~0.1 ms a message, half a core at 500 Hz) and parsed once for the handler. /joint_states first,
+        then (lock-step) the torque: with both ready, the executor takes a state before the command answering it."""
         subscriptions = [
             (m.JOINT_STATES, JointState, self._on_state, m.RELIABLE),
             (m.REFERENCE, JointTrajectory, self._on_reference, m.RELIABLE),
@@ -201,8 +206,6 @@ class SensitivityLoggerNode(Node):
             self.create_subscription(msg_type, topic, self._raw_handler(msg_type, handler), qos, raw=True)
             if i == 0 and self.p.lockstep:
                 self._subscribe_torque()
-        self.create_timer(self.p.report_period, self._report)
-        self.get_logger().info(f"recording into {Path(self.p.bag_dir).resolve()}; sensitivities: {self.p.model if self.p.sensitivity else 'off'}")
 
     def _subscribe_torque(self) -> None:
         """Subscribes to the torque of each step (once)."""

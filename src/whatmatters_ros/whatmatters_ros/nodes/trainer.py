@@ -59,6 +59,7 @@ class TrainerParams(NodeParams):
     weighting: str = param("ours", "loss weighting", choices=WEIGHTINGS)
     rollout: int = param(4, "rollout length p, control steps", lo=1, hi=12)
     epochs: int = param(0, "epochs per round (0: config/finetune.yaml)", lo=0, hi=10000)
+    lr: float = param(0.0, "learning rate (0: config/finetune.yaml)", lo=0.0, hi=1.0)
     seed: int = param(0, "seed of the data order", lo=0)
     min_bags: int = param(1, "new closed bags needed to start a round", lo=1, hi=100000)
     poll_period: float = param(2.0, "bag folder polling period, s (wall)", lo=0.05, hi=3600.0)
@@ -75,6 +76,7 @@ class TrainerNode(Node):
         self.p = declare_parameters(self, TrainerParams)
         cfg = FinetuneConfig.from_yaml()
         cfg = replace(cfg, epochs=self.p.epochs) if self.p.epochs else cfg
+        cfg = replace(cfg, lr=self.p.lr) if self.p.lr else cfg
         try:
             self.job = FinetuneJob(base=self.p.base, weighting=self.p.weighting, p=self.p.rollout, seed=self.p.seed, cfg=cfg)
             if self.p.base != "base" and not Path(self.p.base).is_file():
