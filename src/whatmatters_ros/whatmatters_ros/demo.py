@@ -26,6 +26,7 @@ import argparse
 import json
 import logging
 import os
+import queue
 import sys
 import time
 from collections.abc import Sequence
@@ -37,8 +38,8 @@ from typing import Any, ClassVar
 from rosbags.rosbag2 import Reader
 
 from whatmatters.config import YamlConfig, dataclass_from_mapping, load_yaml
-from whatmatters.errors import ConfigError, WhatmattersError
 from whatmatters.data.bags import TYPESTORE
+from whatmatters.errors import ConfigError, WhatmattersError
 from whatmatters_ros.demo_report import MODELS, demo_figure, demo_table, demo_verdict
 from whatmatters_ros.graph import SimGraph, summarize_bag
 
@@ -137,12 +138,20 @@ def _collect(cfg: DemoConfig, out: Path, domain: int) -> Path:
     """Phase 1: a bag with S_hat per training environment, ``parallel`` graphs at once."""
     bags = out / "bags"
 
-    def one(i: int, seed: int) -> Path:
-        log.info("collect: env %d, %.1f s lock-step with S_hat for every step", seed, cfg.train_seconds)
-        return _episode(out / f"collect_env{seed}", domain + i % cfg.parallel, seed, cfg.train_seconds, bags, sensitivity=True)
+    free: queue.Queue[int] = queue.Queue()  # a domain is reused only once its graph has stopped
+    for d in range(domain, domain + cfg.parallel):
+        free.put(d)
+
+    def one(seed: int) -> Path:
+        d = free.get()
+        try:
+            log.info("collect: env %d, %.1f s lock-step with S_hat for every step (domain %d)", seed, cfg.train_seconds, d)
+            return _episode(out / f"collect_env{seed}", d, seed, cfg.train_seconds, bags, sensitivity=True)
+        finally:
+            free.put(d)
 
     with ThreadPoolExecutor(cfg.parallel) as pool:  # each thread starts and stops its own graph
-        list(pool.map(one, range(len(cfg.train_envs)), cfg.train_envs))
+        list(pool.map(one, cfg.train_envs))
     return bags
 
 

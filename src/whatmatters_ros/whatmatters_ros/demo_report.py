@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from whatmatters.data.bags import SENSITIVITY, read_bag_dir, read_episode
+from whatmatters.sensitivity.batch import STATE_LABELS
 from whatmatters.sensitivity.plot import draw_sensitivity_map
 
-__all__ = ["MODELS", "STATE_LABELS", "demo_figure", "demo_table", "demo_verdict"]
+__all__ = ["MODELS", "demo_figure", "demo_table", "demo_verdict"]
 
 MODELS = ("base", "stand", "ours")  # the order of the table's columns and of the swaps
-STATE_LABELS = tuple(f"q{i}" for i in range(1, 8)) + tuple(f"qd{i}" for i in range(1, 8))
 
 JTable = Mapping[str, Mapping[int, float]]  # model -> environment -> J_track
 
