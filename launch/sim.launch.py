@@ -41,7 +41,8 @@ def generate_launch_description():
         ),
         Node(
             package=PACKAGE, executable="reference_publisher", name="reference_publisher", output="screen",
-            parameters=[_config("reference_publisher"), {"lockstep": lockstep, "env_seed": env_seed}, sim_time],
+            parameters=[_config("reference_publisher"), {"lockstep": lockstep, "env_seed": env_seed,
+                                                         "wait_for_nodes": "mpc_controller,sensitivity_logger"}, sim_time],  # lock-step only
         ),
         Node(
             package=PACKAGE, executable="mpc_controller", name="mpc_controller", output="screen",

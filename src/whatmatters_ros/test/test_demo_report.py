@@ -40,3 +40,11 @@ def test_config_reads_integer_seed_lists_of_any_length(tmp_path: Path) -> None:
 def test_config_refuses_evaluating_on_training_environments() -> None:
     with pytest.raises(ConfigError, match="overlap"):
         DemoConfig(train_envs=(0, 2000), eval_envs=(2000,))
+
+
+def test_demo_refuses_a_domain_whose_parallel_graphs_would_pass_the_last_ros_domain(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from whatmatters_ros.demo import main
+
+    assert main(["--domain-id", "232", "--parallel", "2", "--out", str(tmp_path / "demo")]) == 2
+    assert "--domain-id 232: the demo uses ROS domains 232..233" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()  # refused before anything started

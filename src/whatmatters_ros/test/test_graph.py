@@ -253,6 +253,42 @@ def test_realtime_logger_lets_the_task_start_only_once_it_receives_states(start_
     assert test_node.spin_until(lambda: logger_on(m.COMMANDS), 10.0)
 
 
+def test_lockstep_logger_listens_to_states_only_once_the_mpc_and_reference_publishers_match(start_node: Any, test_node: Any, tmp_path: Path) -> None:
+    """A served MPC runs before the logger: the simulator (which waits for the logger's /joint_states subscription)
+    must not start before the logger hears the MPC, else the counted commands would be shifted."""
+    start_node("sensitivity_logger", {"lockstep": True, "use_sim_time": True, "sensitivity": False, "bag_dir": str(tmp_path / "bags")})
+    logger_on = lambda topic: any(i.node_name == "sensitivity_logger" for i in test_node.get_subscriptions_info_by_topic(topic))  # noqa: E731
+    assert test_node.spin_until(lambda: logger_on(m.COMMANDS), 60.0)  # the logger runs and waits for the MPC
+    publishers = [test_node.create_publisher(JointState, m.MPC_STATE, m.RELIABLE), test_node.create_publisher(m.JointTrajectory, m.REFERENCE, m.RELIABLE)]
+    test_node.spin_until(lambda: False, 1.5)
+    assert not logger_on(m.JOINT_STATES)  # no publisher of the torque yet: the simulator cannot start
+    publishers.append(test_node.create_publisher(Float64MultiArray, m.COMMANDS, m.RELIABLE))
+    assert test_node.spin_until(lambda: logger_on(m.JOINT_STATES), 10.0)
+
+
+def test_lockstep_sim_starts_only_once_a_controllers_commands_match(start_node: Any, test_node: Any) -> None:
+    """A served MPC's writer matches a new simulator's reader only after a while: its first command would be lost."""
+    start_node("franka_sim", {"lockstep": True, "episode_seconds": 1.0, "wait_for_nodes": test_node.get_name()})
+    states: list[JointState] = []
+    test_node.create_subscription(JointState, m.JOINT_STATES, states.append, m.RELIABLE)
+    sim_on = lambda: any(i.node_name == "franka_sim" for i in test_node.get_subscriptions_info_by_topic(m.COMMANDS))  # noqa: E731
+    assert test_node.spin_until(sim_on, 60.0)
+    test_node.spin_until(lambda: False, 1.5)
+    assert not states  # our /joint_states reader is there, no command publisher: not started
+    test_node.create_publisher(Float64MultiArray, m.COMMANDS, m.RELIABLE)
+    assert test_node.spin_until(lambda: len(states) == 1, 10.0)
+
+
+def test_lockstep_reference_listens_to_states_only_once_its_readers_match(start_node: Any, test_node: Any) -> None:
+    start_node("reference_publisher", {"lockstep": True, "use_sim_time": True, "wait_for_nodes": test_node.get_name()})
+    ref_on = lambda topic: any(i.node_name == "reference_publisher" for i in test_node.get_subscriptions_info_by_topic(topic))  # noqa: E731
+    assert test_node.spin_until(lambda: test_node.count_publishers(m.REFERENCE) > 0, 60.0)
+    test_node.spin_until(lambda: False, 1.5)
+    assert not ref_on(m.JOINT_STATES)  # the MPC (here: this node) does not hear /reference yet: the simulator must not start
+    test_node.create_subscription(m.JointTrajectory, m.REFERENCE, lambda _msg: None, m.RELIABLE)
+    assert test_node.spin_until(lambda: ref_on(m.JOINT_STATES), 10.0)
+
+
 def _reload_rig(start_node: Any, test_node: Any, tmp_path: Path) -> tuple[Any, Path, list[np.ndarray], Any, Any]:
     """A lock-step MPC node on a copy of the base checkpoint: (base, its path, answers, step(k), reload(k) -> (k, response))."""
     from whatmatters.dynamics.learned import LearnedDynamics

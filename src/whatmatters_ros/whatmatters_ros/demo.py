@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 DIAGNOSTICS = "/diagnostics"
 SIM_NODES = ("franka_sim", "reference_publisher", "sensitivity_logger")
+MAX_DOMAIN_ID = 232  # the highest ROS_DOMAIN_ID whose DDS ports exist (ROS 2 "The ROS_DOMAIN_ID")
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = replace(cfg, **{k: v for k, v in given.items() if v is not None})
         out = (args.out or Path("runs/demo") / time.strftime("%Y%m%d-%H%M%S")).resolve()
         domain = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 90
+        if not 0 <= domain <= MAX_DOMAIN_ID - cfg.parallel + 1:
+            raise ConfigError(f"--domain-id {domain}: the demo uses ROS domains {domain}..{domain + cfg.parallel - 1}; "
+                              f"ROS 2 allows 0..{MAX_DOMAIN_ID}")
         result = run_demo(cfg, out, domain)
     except WhatmattersError as exc:
         print(f"whatmatters_demo: error: {exc}", file=sys.stderr)

@@ -134,7 +134,8 @@ class SimGraph:
             # real time: the robot stands until the first command, so no node waits for another
             "franka_sim": {"lockstep": self.lockstep, "episode_seconds": self.seconds, "wait_for_sensitivity": self.lockstep,
                            **({"wait_for_nodes": ",".join(NODES[1:]), "start_delay": 1.5} if self.lockstep else {})},
-            "reference_publisher": {"lockstep": self.lockstep, **sim_time},
+            "reference_publisher": {"lockstep": self.lockstep, **sim_time,
+                                    **({"wait_for_nodes": "mpc_controller,sensitivity_logger"} if self.lockstep else {})},
             "mpc_controller": {"lockstep": self.lockstep, **sim_time,
                                **({} if self.lockstep else {"start_after": ",".join(n for n in NODES if n != "mpc_controller" and n in self.nodes)})},
             "sensitivity_logger": {"lockstep": self.lockstep, "bag_dir": str(self.out / "bags"), **sim_time},

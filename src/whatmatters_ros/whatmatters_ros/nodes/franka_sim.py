@@ -96,7 +96,7 @@ class FrankaSimParams(NodeParams):
     sensitivity_timeout: float = param(60.0, "lock-step: wall time to wait for the sensitivities before advancing anyway, s", lo=0.01, hi=3600.0)
     hold_damping: tuple[float, ...] = param((20.0, 20.0, 20.0, 20.0, 5.0, 5.0, 2.0), "safe hold joint damping, Nm s/rad (7)", lo=0.0, hi=200.0)
     episode_seconds: float = param(0.0, "stop after this much simulated time, s (0: run until shut down)", lo=0.0)
-    wait_for_nodes: str = param("", "lock-step: start once these nodes (comma-separated names) subscribe to /joint_states")
+    wait_for_nodes: str = param("", "lock-step: start once these nodes (comma-separated names) subscribe to /joint_states, those readers match and a command publisher matches")
     start_delay: float = param(0.0, "lock-step: wall time to wait after the subscribers appeared, s", lo=0.0, hi=60.0)
     diagnostics_period: float = param(1.0, "period of the /diagnostics status, s", lo=0.01, hi=60.0)
 
@@ -158,7 +158,7 @@ class FrankaSimNode(Node):
             self.latency = RealtimeMetrics(0.02, np.zeros(7), np.zeros(7), self.p.episode_seconds or None)
             self.create_subscription(JointState, m.MPC_STATE, self._on_mpc_state, m.RELIABLE)
         else:
-            self.create_subscription(Float64MultiArray, m.COMMANDS, self._on_command, m.RELIABLE)
+            self.sub_cmd = self.create_subscription(Float64MultiArray, m.COMMANDS, self._on_command, m.RELIABLE)
         if self.p.lockstep and self.p.wait_for_sensitivity:
             self.create_subscription(Float64MultiArray, m.SENSITIVITY, self._on_sensitivity, m.RELIABLE)
         self.pub_payload.publish(m.inertia_msg(self.env.payload))
@@ -324,7 +324,10 @@ class FrankaSimNode(Node):
         if not self.started:
             wanted = {n.strip() for n in self.p.wait_for_nodes.split(",") if n.strip()}
             present = {info.node_name for info in self.get_subscriptions_info_by_topic(m.JOINT_STATES)}
-            if not wanted <= present:
+            # the graph names the nodes; the DDS-level match counts say that our states reach them and a
+            # controller's commands reach us (a served MPC's writer matches a new simulator only after a while)
+            matched = self.pub_state.get_subscription_count() >= len(wanted) and (not wanted or self.sub_cmd.get_publisher_count() > 0)
+            if not wanted <= present or not matched:
                 return
             self._ready_since = self._ready_since or now
             if now - self._ready_since < self.p.start_delay:

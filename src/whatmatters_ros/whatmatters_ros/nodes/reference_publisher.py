@@ -8,7 +8,10 @@ of the environment's reference seed (the same one the core's episodes use);
 N and dt come from ``config/mpc.yaml``.
 
 * lock-step: one message per ``/joint_states`` message, for the state's stamp
-  (the simulation time; the trajectory starts at 0).
+  (the simulation time; the trajectory starts at 0). With ``wait_for_nodes``
+  the node subscribes to ``/joint_states`` only once those nodes' ``/reference``
+  readers are matched (DDS-level): the simulator, which waits for our
+  subscription, then cannot start before the first reference reaches them.
 * real time: a ``rate_hz`` timer publishes the horizon from the task time of
   now. The task starts when the controller runs: at the first joint state
   stamped at or after the arrival of the first valid command on
@@ -26,10 +29,12 @@ N and dt come from ``config/mpc.yaml``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, Header
@@ -59,6 +64,7 @@ class ReferenceParams(NodeParams):
                             choices=("reference", "measured"))
     realtime_priority: int = param(65, "real time: SCHED_FIFO priority of this process (the first command's arrival is timed as it happens); 0: ordinary", lo=0, hi=99)
     max_start_offset: float = param(0.2, "start_pose measured: largest shift per joint, rad", lo=0.0, hi=1.0)
+    wait_for_nodes: str = param("", "lock-step: subscribe to /joint_states (the simulator starts once we do) only when these nodes (comma-separated names) subscribe to /reference and their readers match")
 
 
 class ReferencePublisherNode(Node):
@@ -82,12 +88,27 @@ class ReferencePublisherNode(Node):
         self.published = 0
         self.pub = self.create_publisher(JointTrajectory, m.REFERENCE, m.RELIABLE)
         self.pub_start = self.create_publisher(Header, m.REFERENCE_START, m.LATCHED)
-        self.sub_state = self.create_subscription(JointState, m.JOINT_STATES, self._on_state, m.RELIABLE)
+        self.sub_state: Any = None
+        self._wanted = {n.strip() for n in self.p.wait_for_nodes.split(",") if n.strip()} if self.p.lockstep else set()
+        if self._wanted:  # a served MPC runs before us: its /reference reader matches our writer only after a while
+            self._gate_since = time.monotonic()
+            self._gate = self.create_timer(0.01, self._open_gate, clock=Clock(clock_type=ClockType.STEADY_TIME))  # /clock stands still
+        else:
+            self.sub_state = self.create_subscription(JointState, m.JOINT_STATES, self._on_state, m.RELIABLE)
         if not self.p.lockstep:
             self.sub_cmd = self.create_subscription(Float64MultiArray, m.COMMANDS, self._on_command, m.RELIABLE)
             self.create_timer(1.0 / self.p.rate_hz, self._tick)
             realtime_priority(self.p.realtime_priority, "reference_publisher", process=True)
         self.get_logger().info(f"reference seed {env.reference_seed} (env {self.p.env_seed}), {len(self.offsets)} points, dt {self.dt} s")
+
+    def _open_gate(self) -> None:
+        """Lock-step timer: subscribes to /joint_states once the ``wait_for_nodes`` readers of /reference match."""
+        present = {info.node_name for info in self.get_subscriptions_info_by_topic(m.REFERENCE)}
+        if not self._wanted <= present or self.pub.get_subscription_count() < len(self._wanted):
+            return
+        self.destroy_timer(self._gate)
+        self.sub_state = self.create_subscription(JointState, m.JOINT_STATES, self._on_state, m.RELIABLE)
+        self.get_logger().info(f"{', '.join(sorted(self._wanted))} subscribed to /reference after {time.monotonic() - self._gate_since:.2f} s: subscribed to /joint_states")
 
     def horizon(self, t: float) -> np.ndarray:
         """Reference states over the horizon from trajectory time ``t`` s, (N + 1, 14)."""

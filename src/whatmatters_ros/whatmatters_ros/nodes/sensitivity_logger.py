@@ -62,6 +62,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import JointState
@@ -144,6 +145,7 @@ class LoggerParams(NodeParams):
     command_excludes_gravity: bool = param(False, "real robot: record the MPC's total torque (/mpc/torque) as the step's command")
     worker_nice: int = param(19, "niceness of the sensitivity process (0..19; 19: lowest priority)", lo=0, hi=19)
     torch_threads: int = param(1, "torch intra-op threads of the sensitivity process", lo=1, hi=64)
+    wait_for_publishers: bool = param(True, "lock-step: subscribe to /joint_states (the simulator starts once we do) only when the MPC's torque and /mpc/state and the /reference have a matched publisher")
 
 
 class SensitivityLoggerNode(Node):
@@ -190,10 +192,16 @@ class SensitivityLoggerNode(Node):
 
     def _subscribe(self) -> None:
         """Raw subscriptions: the bytes are recorded as received (no rclpy message -> CDR round trip:
-        ~0.1 ms a message, half a core at 500 Hz) and parsed once for the handler. /joint_states first,
-        then (lock-step) the torque: with both ready, the executor takes a state before the command answering it."""
+        ~0.1 ms a message, half a core at 500 Hz) and parsed once for the handler.
+
+        Lock-step: a command is stamped with the state it answers by counting (the k-th command
+        answers the k-th state), so a command lost at the episode's start would shift every later
+        one. The MPC may run long before this node (a served MPC); its publishers are matched
+        only some time after we subscribe. So /joint_states, which the simulator's start waits
+        for, is subscribed to only once the MPC's torque, ``/mpc/state`` and ``/reference``
+        have a matched publisher (``wait_for_publishers``).
+        """
         subscriptions = [
-            (m.JOINT_STATES, JointState, self._on_state, m.RELIABLE),
             (m.REFERENCE, JointTrajectory, self._on_reference, m.RELIABLE),
             (m.PAYLOAD, m.Inertia, self._on_payload, m.LATCHED),
             (m.PREDICTION, JointTrajectory, self._on_prediction, m.RELIABLE),
@@ -202,16 +210,45 @@ class SensitivityLoggerNode(Node):
             (m.REFERENCE_START, Header, self._on_start, m.LATCHED),
             (m.DIAGNOSTICS, m.DiagnosticArray, self._on_diagnostics, 100),
         ]
-        for i, (topic, msg_type, handler, qos) in enumerate(subscriptions):
-            self.create_subscription(msg_type, topic, self._raw_handler(msg_type, handler), qos, raw=True)
-            if i == 0 and self.p.lockstep:
-                self._subscribe_torque()
+        self._subs: dict[str, Any] = {}
+        if not self.p.lockstep:  # real time: /joint_states first (the torque follows its first message)
+            self._subscribe_states()
+        for topic, msg_type, handler, qos in subscriptions:
+            self._subs[topic] = self.create_subscription(msg_type, topic, self._raw_handler(msg_type, handler), qos, raw=True)
+        if not self.p.lockstep:
+            return
+        self._subscribe_torque()
+        if not self.p.wait_for_publishers:
+            self._subscribe_states()
+            return
+        self._gate_since = time.monotonic()
+        self._gate_warned = 0.0
+        # on the wall clock: with use_sim_time the ROS clock stands still until the simulator starts
+        self._gate = self.create_timer(0.01, self._open_gate, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def _subscribe_torque(self) -> None:
         """Subscribes to the torque of each step (once)."""
         if self._torque_sub is None:
             handler = self._raw_handler(Float64MultiArray, self._on_command)
             self._torque_sub = self.create_subscription(Float64MultiArray, self._torque_topic, handler, m.RELIABLE, raw=True)
+
+    def _subscribe_states(self) -> None:
+        self._subs[m.JOINT_STATES] = self.create_subscription(
+            JointState, m.JOINT_STATES, self._raw_handler(JointState, self._on_state), m.RELIABLE, raw=True)
+
+    def _open_gate(self) -> None:
+        """Lock-step timer: subscribes to /joint_states once the upstream publishers are matched."""
+        upstream = {self._torque_topic: self._torque_sub, m.MPC_STATE: self._subs[m.MPC_STATE], m.REFERENCE: self._subs[m.REFERENCE]}
+        missing = [topic for topic, sub in upstream.items() if sub.get_publisher_count() == 0]
+        waited = time.monotonic() - self._gate_since
+        if missing:
+            if waited - self._gate_warned >= 10.0:
+                self._gate_warned = waited
+                self.get_logger().warning(f"waiting {waited:.0f} s for a publisher of {', '.join(missing)} before subscribing to /joint_states")
+            return
+        self.destroy_timer(self._gate)
+        self._subscribe_states()
+        self.get_logger().info(f"{', '.join(upstream)} matched after {waited:.2f} s: subscribed to /joint_states")
 
     def _computer(self, spec: str) -> ProcessComputer:
         """The model's sensitivity computer in a child process at ``worker_nice`` (no GIL shared with recording)."""
@@ -234,6 +271,9 @@ class SensitivityLoggerNode(Node):
 
     def _close_bag(self) -> None:
         if self.bag is not None:
+            if self.p.lockstep and self.n_commands < self.n_states - 1:
+                log.warning("%s: %d of %d joint states have no command from the MPC (its messages were lost or matched late)",
+                            self.bags[-1], self.n_states - self.n_commands, self.n_states)
             self.bag.close()
             log.info("closed %s", self.bags[-1])  # also at shutdown, when the ROS logger is gone
             self.bag = None
