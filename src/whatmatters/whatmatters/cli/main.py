@@ -13,10 +13,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from whatmatters.cli import bench_cmd, data_cmd, episode_cmd, experiment_cmd, finetune_cmd, sens_cmd, sim_cmd
+from whatmatters.cli import bench_cmd, build_cmd, data_cmd, episode_cmd, experiment_cmd, finetune_cmd, sens_cmd, sim_cmd
 from whatmatters.errors import WhatmattersError
 
-_COMMANDS = (sim_cmd, episode_cmd, data_cmd, sens_cmd, finetune_cmd, experiment_cmd, bench_cmd)
+_COMMANDS = (sim_cmd, episode_cmd, data_cmd, sens_cmd, finetune_cmd, experiment_cmd, bench_cmd, build_cmd)
 
 
 def _plugin_commands() -> list[Any]:

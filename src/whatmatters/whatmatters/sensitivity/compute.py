@@ -47,12 +47,41 @@ from whatmatters.sensitivity.point import ConvergedPoint, OperatingPoint, Sensit
 from whatmatters.sensitivity.riccati import CompiledRiccati
 from whatmatters.sensitivity.torch_derivatives import TorchStageDerivatives
 
-__all__ = ["SensitivityComputer", "SensitivityConfig"]
+__all__ = ["SensitivityComputer", "SensitivityConfig", "operating_point_config", "stage_derivatives"]
 
 log = logging.getLogger(__name__)
 
 #: SQP iterations allowed with second-order terms in the QP before falling back to Gauss-Newton's.
 NEWTON_MAX_ITER = 20
+
+
+def operating_point_config(mpc: MpcConfig, cfg: SensitivityConfig) -> MpcConfig:
+    """The OCP settings of the operating-point and re-solve solvers: full SQP to ``cfg.sqp_tol``, exact RK4 Jacobian."""
+    return replace(
+        mpc, nlp_solver="SQP", hessian="GAUSS_NEWTON", rk4_jacobian="exact", hpipm_mode="SPEED", qp_cond_n=4,
+        sqp_tol=cfg.sqp_tol, sqp_max_iter=cfg.sqp_max_iter, stage_hessians=cfg.resolve_hessian == "exact",
+    )  # fmt: skip
+
+
+def stage_derivatives(model: DynamicsModel, mpc: MpcConfig, cfg: SensitivityConfig) -> StageDerivatives | TorchStageDerivatives | LearnedStageDerivatives:
+    """The stage Hessians' provider chosen by ``cfg.derivatives`` (compiled on first use).
+
+    Raises:
+        ConfigError: ``structured`` for a model that is not the learned one.
+    """
+    kind = cfg.derivatives
+    if kind == "auto" and isinstance(model, LearnedDynamics):
+        kind = "structured"
+    elif kind == "auto":
+        kind = "torch" if isinstance(model, torch.nn.Module) and model_instructions(model) >= COMPILE_LIMIT else "casadi"
+    log.debug("stage derivatives from %s", kind)
+    if kind == "structured":
+        if not isinstance(model, LearnedDynamics):
+            raise ConfigError(f"sensitivity.derivatives: structured needs the learned model, got {type(model).__name__}")
+        return LearnedStageDerivatives(model, mpc.dt, mpc.horizon, flags=mpc.compile_flags)
+    if kind == "torch":
+        return TorchStageDerivatives(model, mpc.dt, mpc.horizon)
+    return StageDerivatives(model, mpc.dt, mpc.horizon, flags=mpc.compile_flags)
 
 
 class SensitivityComputer:
@@ -70,13 +99,10 @@ class SensitivityComputer:
         self.model = model
         self.mpc = mpc
         self.limits = np.asarray(torque_limits, dtype=float)
-        sqp = replace(
-            mpc, nlp_solver="SQP", hessian="GAUSS_NEWTON", rk4_jacobian="exact", hpipm_mode="SPEED", qp_cond_n=4,
-            sqp_tol=self.cfg.sqp_tol, sqp_max_iter=self.cfg.sqp_max_iter, stage_hessians=self.cfg.resolve_hessian == "exact",
-        )  # fmt: skip
+        sqp = operating_point_config(mpc, self.cfg)
         self.solver = AcadosMpcSolver(model, sqp, self.limits)
         self.minus_solver = AcadosMpcSolver(model, sqp, self.limits)  # the u0* - eps re-solve (may run beside the other)
-        self.derivatives = self._derivatives(model, mpc)
+        self.derivatives = stage_derivatives(model, mpc, self.cfg)
         self.riccati = CompiledRiccati(model.nx, model.nu, mpc.horizon, flags=mpc.compile_flags)
         self.q_w, self.r_w = mpc.stage_scale * mpc.state_weight, mpc.stage_scale * mpc.input_weight
         self.qn_w = mpc.terminal_scale * mpc.state_weight
@@ -86,21 +112,6 @@ class SensitivityComputer:
         self._pool: ThreadPoolExecutor | None = None
         if self.cfg.parallel and (os.cpu_count() or 1) > 1:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="wm-resolve")
-
-    def _derivatives(self, model: DynamicsModel, mpc: MpcConfig) -> StageDerivatives | TorchStageDerivatives | LearnedStageDerivatives:
-        kind = self.cfg.derivatives
-        if kind == "auto" and isinstance(model, LearnedDynamics):
-            kind = "structured"
-        elif kind == "auto":
-            kind = "torch" if isinstance(model, torch.nn.Module) and model_instructions(model) >= COMPILE_LIMIT else "casadi"
-        log.debug("stage derivatives from %s", kind)
-        if kind == "structured":
-            if not isinstance(model, LearnedDynamics):
-                raise ConfigError(f"sensitivity.derivatives: structured needs the learned model, got {type(model).__name__}")
-            return LearnedStageDerivatives(model, mpc.dt, mpc.horizon, flags=mpc.compile_flags)
-        if kind == "torch":
-            return TorchStageDerivatives(model, mpc.dt, mpc.horizon)
-        return StageDerivatives(model, mpc.dt, mpc.horizon, flags=mpc.compile_flags)
 
     def _solve(
         self, x0: np.ndarray, x_init: np.ndarray, u_init: np.ndarray, solver: AcadosMpcSolver | None = None
