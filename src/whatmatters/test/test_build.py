@@ -30,3 +30,14 @@ def test_unknown_parts_are_named() -> None:
         build_model("nominal", ["mpc-solver"])
     with pytest.raises(ConfigError, match="expected one or more"):
         build_model("nominal", [])
+
+
+def test_solvers_cached_tells_a_built_model_from_one_never_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from whatmatters.build import solvers_cached
+
+    monkeypatch.setenv("WHATMATTERS_CACHE", str(tmp_path / "cache"))
+    assert not solvers_cached("nominal")
+    build_model("nominal", ["mpc"], executor=LocalExecutor(1))
+    assert not solvers_cached("nominal")  # the S_hat solver is still missing
+    build_model("nominal", ["sensitivity-solver"], executor=LocalExecutor(1))
+    assert solvers_cached("nominal")

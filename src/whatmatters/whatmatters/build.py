@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from whatmatters.errors import ConfigError
 from whatmatters.executor import Executor, Job, LocalExecutor, Task
 
-__all__ = ["PARTS", "build_model", "build_part"]
+__all__ = ["PARTS", "build_model", "build_part", "solvers_cached"]
 
 PARTS = ("mpc", "sensitivity-solver", "sensitivity-derivatives", "sensitivity-riccati")
 
@@ -69,6 +69,23 @@ def build_part(model_spec: str, part: str) -> float:
     else:
         CompiledRiccati(model.nx, model.nu, mpc.horizon, flags=mpc.compile_flags)
     return time.perf_counter() - start
+
+
+def solvers_cached(model_spec: str) -> bool:
+    """Whether the model's MPC solver and S_hat solver are both in the cache (a few seconds to tell).
+
+    The S_hat functions are compiled with the S_hat solver by every job that
+    computes S_hat, so the two solvers stand for a built model.
+    """
+    from whatmatters.dynamics.registry import resolve_model
+    from whatmatters.mpc.config import MpcConfig
+    from whatmatters.mpc.solver import AcadosMpcSolver
+    from whatmatters.robot.params import load_panda_params
+    from whatmatters.sensitivity.compute import operating_point_config
+    from whatmatters.sensitivity.config import SensitivityConfig
+
+    model, mpc, limits = resolve_model(model_spec), MpcConfig.from_yaml(), load_panda_params().torque_limits
+    return all(AcadosMpcSolver.is_cached(model, cfg, limits) for cfg in (mpc, operating_point_config(mpc, SensitivityConfig.from_yaml())))
 
 
 def build_model(model_spec: str, parts: Sequence[str] = PARTS, executor: Executor | None = None) -> dict[str, float]:

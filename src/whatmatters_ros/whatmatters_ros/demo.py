@@ -140,10 +140,10 @@ def mpc_model_version(bag: Path) -> tuple[int, str]:
 def _start_build(out: Path) -> subprocess.Popen[bytes]:
     """``whatmatters build --model base`` beside the first graphs: on a cold cache the MPC's and the
     logger's solvers and functions then compile in parallel (the graphs wait for them on the cache's
-    locks) instead of one after another inside the logger; on a warm one it only loads them."""
+    locks) instead of one after another inside the logger; on a warm one it sees them cached and ends."""
     (out / "logs").mkdir(parents=True, exist_ok=True)
     with open(out / "logs" / "build.log", "wb") as fh:
-        return subprocess.Popen([sys.executable, "-m", "whatmatters.cli.main", "build", "--model", "base", "--json"],
+        return subprocess.Popen([sys.executable, "-m", "whatmatters.cli.main", "build", "--model", "base", "--if-missing", "--json"],
                                 stdout=fh, stderr=subprocess.STDOUT, preexec_fn=lambda: os.nice(5))
 
 

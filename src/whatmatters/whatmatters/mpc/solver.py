@@ -115,6 +115,12 @@ class SolveResult:
         return self.status == 0 and bool(np.all(np.isfinite(self.x)) and np.all(np.isfinite(self.u)))
 
 
+def _cache_entry(key: str, cache_dir: Path | None) -> tuple[str, Path]:
+    """The solver's name and cache folder for a formulation key."""
+    name = f"wm_{key[:16]}"
+    return name, (cache_dir or cache_root()) / "acados" / name
+
+
 class AcadosMpcSolver:
     """A compiled acados OCP solver for one model formulation.
 
@@ -148,8 +154,7 @@ class AcadosMpcSolver:
         # stage_hessians: every stage's parameter vector kept here, sent to acados once per solve
         self._stage_p = np.zeros((self.n + 1, n_stage)) if cfg.stage_hessians else None
         self._stage_dirty = True
-        name = f"wm_{self.key[:16]}"
-        folder = (cache_dir or cache_root()) / "acados" / name
+        name, folder = _cache_entry(self.key, cache_dir)
         self.build_seconds = 0.0
         self._solver = self._load_or_build(name, folder)
         self._io = StageIO(self._solver)
@@ -163,6 +168,12 @@ class AcadosMpcSolver:
         self.set_parameters(model.parameter_values())
         self.set_weights(cfg.state_weight, cfg.input_weight)
         self.reset_input_bounds()  # the bounds are run-time data: one build serves any limits
+
+    @staticmethod
+    def is_cached(model: DynamicsModel, cfg: MpcConfig, torque_limits: np.ndarray, cache_dir: Path | None = None) -> bool:
+        """Whether the compiled solver of this formulation is in the cache (then building one only loads it)."""
+        name, folder = _cache_entry(formulation_key(model, cfg, np.asarray(torque_limits, dtype=float)), cache_dir)
+        return (folder / "c_generated_code" / f"libacados_ocp_solver_{name}.so").is_file() and (folder / f"{name}.json").is_file()
 
     def _load_or_build(self, name: str, folder: Path) -> Any:
         at = import_acados_template()
