@@ -266,16 +266,20 @@ def test_lockstep_logger_listens_to_states_only_once_the_mpc_and_reference_publi
     assert test_node.spin_until(lambda: logger_on(m.JOINT_STATES), 10.0)
 
 
-def test_lockstep_sim_starts_only_once_a_controllers_commands_match(start_node: Any, test_node: Any) -> None:
-    """A served MPC's writer matches a new simulator's reader only after a while: its first command would be lost."""
-    start_node("franka_sim", {"lockstep": True, "episode_seconds": 1.0, "wait_for_nodes": test_node.get_name()})
+def test_lockstep_sim_starts_only_once_the_commands_and_sensitivities_match(start_node: Any, test_node: Any) -> None:
+    """A served MPC's writer matches a new simulator's reader only after a while: its first command would be lost
+    (and a first S_hat lost would stall a simulator that waits for them)."""
+    start_node("franka_sim", {"lockstep": True, "episode_seconds": 1.0, "wait_for_nodes": test_node.get_name(), "wait_for_sensitivity": True})
     states: list[JointState] = []
     test_node.create_subscription(JointState, m.JOINT_STATES, states.append, m.RELIABLE)
-    sim_on = lambda: any(i.node_name == "franka_sim" for i in test_node.get_subscriptions_info_by_topic(m.COMMANDS))  # noqa: E731
+    sim_on = lambda: any(i.node_name == "franka_sim" for i in test_node.get_subscriptions_info_by_topic(m.SENSITIVITY))  # noqa: E731
     assert test_node.spin_until(sim_on, 60.0)
     test_node.spin_until(lambda: False, 1.5)
     assert not states  # our /joint_states reader is there, no command publisher: not started
     test_node.create_publisher(Float64MultiArray, m.COMMANDS, m.RELIABLE)
+    test_node.spin_until(lambda: False, 1.5)
+    assert not states  # no sensitivity publisher yet
+    test_node.create_publisher(Float64MultiArray, m.SENSITIVITY, m.RELIABLE)
     assert test_node.spin_until(lambda: len(states) == 1, 10.0)
 
 

@@ -133,7 +133,7 @@ class SimGraph:
             # lock-step: the simulator also waits for the logger, so every step gets its S_hat
             # real time: the robot stands until the first command, so no node waits for another
             "franka_sim": {"lockstep": self.lockstep, "episode_seconds": self.seconds, "wait_for_sensitivity": self.lockstep,
-                           **({"wait_for_nodes": ",".join(NODES[1:]), "start_delay": 1.5} if self.lockstep else {})},
+                           **({"wait_for_nodes": ",".join(NODES[1:]), "start_delay": 0.5} if self.lockstep else {})},
             "reference_publisher": {"lockstep": self.lockstep, **sim_time,
                                     **({"wait_for_nodes": "mpc_controller,sensitivity_logger"} if self.lockstep else {})},
             "mpc_controller": {"lockstep": self.lockstep, **sim_time,

@@ -96,7 +96,7 @@ class FrankaSimParams(NodeParams):
     sensitivity_timeout: float = param(60.0, "lock-step: wall time to wait for the sensitivities before advancing anyway, s", lo=0.01, hi=3600.0)
     hold_damping: tuple[float, ...] = param((20.0, 20.0, 20.0, 20.0, 5.0, 5.0, 2.0), "safe hold joint damping, Nm s/rad (7)", lo=0.0, hi=200.0)
     episode_seconds: float = param(0.0, "stop after this much simulated time, s (0: run until shut down)", lo=0.0)
-    wait_for_nodes: str = param("", "lock-step: start once these nodes (comma-separated names) subscribe to /joint_states, those readers match and a command publisher matches")
+    wait_for_nodes: str = param("", "lock-step: start once these nodes (comma-separated names) subscribe to /joint_states, those readers match and a command (and, waiting for them, a sensitivity) publisher matches")
     start_delay: float = param(0.0, "lock-step: wall time to wait after the subscribers appeared, s", lo=0.0, hi=60.0)
     diagnostics_period: float = param(1.0, "period of the /diagnostics status, s", lo=0.01, hi=60.0)
 
@@ -160,7 +160,7 @@ class FrankaSimNode(Node):
         else:
             self.sub_cmd = self.create_subscription(Float64MultiArray, m.COMMANDS, self._on_command, m.RELIABLE)
         if self.p.lockstep and self.p.wait_for_sensitivity:
-            self.create_subscription(Float64MultiArray, m.SENSITIVITY, self._on_sensitivity, m.RELIABLE)
+            self.sub_sens = self.create_subscription(Float64MultiArray, m.SENSITIVITY, self._on_sensitivity, m.RELIABLE)
         self.pub_payload.publish(m.inertia_msg(self.env.payload))
         if self.p.lockstep:
             self.create_timer(0.01, self._lockstep_watchdog)
@@ -326,7 +326,8 @@ class FrankaSimNode(Node):
             present = {info.node_name for info in self.get_subscriptions_info_by_topic(m.JOINT_STATES)}
             # the graph names the nodes; the DDS-level match counts say that our states reach them and a
             # controller's commands reach us (a served MPC's writer matches a new simulator only after a while)
-            matched = self.pub_state.get_subscription_count() >= len(wanted) and (not wanted or self.sub_cmd.get_publisher_count() > 0)
+            matched = self.pub_state.get_subscription_count() >= len(wanted) and (not wanted or self.sub_cmd.get_publisher_count() > 0) \
+                and (not wanted or not self.p.wait_for_sensitivity or self.sub_sens.get_publisher_count() > 0)
             if not wanted <= present or not matched:
                 return
             self._ready_since = self._ready_since or now
