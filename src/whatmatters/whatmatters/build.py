@@ -26,6 +26,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
 
 from whatmatters.errors import ConfigError
 from whatmatters.executor import Executor, Job, LocalExecutor, Task
@@ -33,6 +36,16 @@ from whatmatters.executor import Executor, Job, LocalExecutor, Task
 __all__ = ["PARTS", "build_model", "build_part", "solvers_cached"]
 
 PARTS = ("mpc", "sensitivity-solver", "sensitivity-derivatives", "sensitivity-riccati")
+
+
+def _settings(model_spec: str) -> tuple[Any, Any, Any, np.ndarray]:
+    """The model, the stack's MPC and S_hat settings and the torque limits (imported here: the CLI starts fast)."""
+    from whatmatters.dynamics.registry import resolve_model
+    from whatmatters.mpc.config import MpcConfig
+    from whatmatters.robot.params import load_panda_params
+    from whatmatters.sensitivity.config import SensitivityConfig
+
+    return resolve_model(model_spec), MpcConfig.from_yaml(), SensitivityConfig.from_yaml(), load_panda_params().torque_limits
 
 
 def build_part(model_spec: str, part: str) -> float:
@@ -46,26 +59,22 @@ def build_part(model_spec: str, part: str) -> float:
     Raises:
         ConfigError: For an unknown part.
     """
-    from whatmatters.dynamics.registry import resolve_model
-    from whatmatters.mpc.config import MpcConfig
     from whatmatters.mpc.solver import AcadosMpcSolver
-    from whatmatters.robot.params import load_panda_params
     from whatmatters.sensitivity.compute import operating_point_config, stage_derivatives
-    from whatmatters.sensitivity.config import SensitivityConfig
     from whatmatters.sensitivity.riccati import CompiledRiccati
 
     if part not in PARTS:
         raise ConfigError(f"unknown part {part!r}: expected one of {', '.join(PARTS)}")
     start = time.perf_counter()
-    model, mpc, limits = resolve_model(model_spec), MpcConfig.from_yaml(), load_panda_params().torque_limits
+    model, mpc, sens, limits = _settings(model_spec)
     if part == "mpc":
         AcadosMpcSolver(model, mpc, limits)
         if hasattr(model, "context_tracker"):
             model.context_tracker()  # compiles its nominal inverse dynamics
     elif part == "sensitivity-solver":
-        AcadosMpcSolver(model, operating_point_config(mpc, SensitivityConfig.from_yaml()), limits)
+        AcadosMpcSolver(model, operating_point_config(mpc, sens), limits)
     elif part == "sensitivity-derivatives":
-        stage_derivatives(model, mpc, SensitivityConfig.from_yaml())
+        stage_derivatives(model, mpc, sens)
     else:
         CompiledRiccati(model.nx, model.nu, mpc.horizon, flags=mpc.compile_flags)
     return time.perf_counter() - start
@@ -77,15 +86,11 @@ def solvers_cached(model_spec: str) -> bool:
     The S_hat functions are compiled with the S_hat solver by every job that
     computes S_hat, so the two solvers stand for a built model.
     """
-    from whatmatters.dynamics.registry import resolve_model
-    from whatmatters.mpc.config import MpcConfig
     from whatmatters.mpc.solver import AcadosMpcSolver
-    from whatmatters.robot.params import load_panda_params
     from whatmatters.sensitivity.compute import operating_point_config
-    from whatmatters.sensitivity.config import SensitivityConfig
 
-    model, mpc, limits = resolve_model(model_spec), MpcConfig.from_yaml(), load_panda_params().torque_limits
-    return all(AcadosMpcSolver.is_cached(model, cfg, limits) for cfg in (mpc, operating_point_config(mpc, SensitivityConfig.from_yaml())))
+    model, mpc, sens, limits = _settings(model_spec)
+    return all(AcadosMpcSolver.is_cached(model, cfg, limits) for cfg in (mpc, operating_point_config(mpc, sens)))
 
 
 def build_model(model_spec: str, parts: Sequence[str] = PARTS, executor: Executor | None = None) -> dict[str, float]:

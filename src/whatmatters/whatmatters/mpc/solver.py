@@ -121,6 +121,11 @@ def _cache_entry(key: str, cache_dir: Path | None) -> tuple[str, Path]:
     return name, (cache_dir or cache_root()) / "acados" / name
 
 
+def _cache_files(name: str, folder: Path) -> tuple[Path, Path]:
+    """A cached solver's acados JSON and compiled library."""
+    return folder / f"{name}.json", folder / "c_generated_code" / f"libacados_ocp_solver_{name}.so"
+
+
 class AcadosMpcSolver:
     """A compiled acados OCP solver for one model formulation.
 
@@ -172,13 +177,11 @@ class AcadosMpcSolver:
     @staticmethod
     def is_cached(model: DynamicsModel, cfg: MpcConfig, torque_limits: np.ndarray, cache_dir: Path | None = None) -> bool:
         """Whether the compiled solver of this formulation is in the cache (then building one only loads it)."""
-        name, folder = _cache_entry(formulation_key(model, cfg, np.asarray(torque_limits, dtype=float)), cache_dir)
-        return (folder / "c_generated_code" / f"libacados_ocp_solver_{name}.so").is_file() and (folder / f"{name}.json").is_file()
+        return all(f.is_file() for f in _cache_files(*_cache_entry(formulation_key(model, cfg, np.asarray(torque_limits, dtype=float)), cache_dir)))
 
     def _load_or_build(self, name: str, folder: Path) -> Any:
         at = import_acados_template()
-        json_file = folder / f"{name}.json"
-        lib = folder / "c_generated_code" / f"libacados_ocp_solver_{name}.so"
+        json_file, lib = _cache_files(name, folder)
         with file_lock(folder.parent / f"{name}.lock"), _stdout_to_stderr():
             if lib.is_file() and json_file.is_file():
                 log.debug("loading cached acados solver %s", folder)
