@@ -105,7 +105,7 @@ def test_sigterm_stops_a_parallel_command_and_its_workers(tmp_path):
     import time
 
     cmd = [sys.executable, "-c", "from whatmatters.cli.main import main; raise SystemExit(main())",
-           "evaluate", "--model", "nominal", "--envs", "eval", "--seconds", "10", "--workers", "2"]
+           "evaluate", "--model", "nominal", "--envs", "eval:20", "--seconds", "10", "--workers", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def children() -> list[int]:

@@ -55,7 +55,7 @@ def test_exact_model_tracks_clearly_better_than_nominal(evaluator):
 
 
 def test_nominal_has_zero_fallbacks_on_the_evaluation_set():
-    result = evaluate("nominal", environment_seeds("eval"), seconds=10.0, workers=2)
+    result = evaluate("nominal", environment_seeds("eval:20"), seconds=10.0, workers=2)
     summary = result.summary()
     assert summary["envs"] == 20
     assert summary["fallbacks"] == 0

@@ -15,6 +15,7 @@ from whatmatters.experiment.config import ExperimentConfig, load_experiment_conf
 from whatmatters.experiment.report import fig2_data
 from whatmatters.executor import LocalExecutor
 from whatmatters.experiment.sweep import DATA_SIGNATURE, base_eval_signature, data_signature, prepare_data, run_signature
+from whatmatters.dynamics.registry import base_checkpoint
 from whatmatters.mpc.config import MpcConfig
 
 TINY = """
@@ -24,9 +25,11 @@ data_seconds: 0.5
 weightings: [ones, stand, norm, mpc_cost, ours, ours_avg]
 rollouts: [1, 4]
 seeds: [0]
-eval_set: validation
-eval_envs: 1
+eval_set: eval
+eval_envs: 2
 eval_seconds: 0.2
+select_envs: 1
+epoch_eval_envs: 1
 workers: 1
 finetune:
   epochs: 2
@@ -46,18 +49,20 @@ def sweep(tmp_path_factory):
 def test_fig2_json_has_the_documented_shape(sweep):
     root, _ = sweep
     fig = json.loads((root / "docs" / "results" / "fig2.json").read_text())
-    assert set(fig) == {"final", "best5", "raw"}
-    for kind in ("final", "best5"):
+    assert set(fig) == {"selected", "selected_first", "final", "best5", "paired", "raw"}
+    for kind in ("selected", "selected_first", "final", "best5"):
         assert set(fig[kind]) == {"ones", "stand", "norm", "mpc_cost", "ours", "ours_avg"}
         for w, per_p in fig[kind].items():
             assert set(per_p) == {"1", "4"}
             for entry in per_p.values():
                 assert set(entry) == {"mean", "std", "runs"} and np.isfinite(entry["mean"])
         assert all(fig[kind]["stand"][p]["mean"] == pytest.approx(1.0) for p in ("1", "4"))
+    assert set(fig["paired"]["ours"]["4"]) == {"ratio", "low", "high", "wins", "envs"} and fig["paired"]["ours"]["4"]["envs"] == 2
     assert len(fig["raw"]) == 12 and all(len(r["j_track"]) == 2 for r in fig["raw"])
     assert (root / "docs" / "figures" / "fig2.png").stat().st_size > 10_000
     md = (root / "docs" / "results.md").read_text()
     assert "whatmatters experiment --config" in md and "| ours |" in md
+    assert "## Main result: selected checkpoints on the 2 evaluation environments" in md and "Secondary: best5, selection on the evaluation set" in md
     assert "How unequal the `ours` weights are" in md and "| 4 | " in md  # weight statistics per p
     assert "share of samples with u0 at a bound" in md  # the factors of S_hat
 
@@ -109,7 +114,60 @@ def test_report_only_labels_a_partial_sweep(sweep, capsys):
     md = (root / "docs" / "results.md").read_text()
     assert "Partial sweep: 11 of 12 runs finished" in md
     fig = json.loads((root / "docs" / "results" / "fig2.json").read_text())
-    assert "1" not in fig["final"]["ones"] and fig["final"]["ones"]["4"]["runs"] == 1
+    assert "1" not in fig["selected"]["ones"] and fig["selected"]["ones"]["4"]["runs"] == 1
+
+
+def test_each_run_selects_its_checkpoint_on_validation_and_evaluates_it_on_every_evaluation_environment(sweep):
+    from whatmatters.dynamics.learned import LearnedDynamics
+    from whatmatters.eval.evaluate import evaluate
+
+    root, _ = sweep
+    folder = root / "out" / "runs" / "ours_p4_s0"
+    result = json.loads((folder / "result.json").read_text())
+    validation = [e["validation"]["j_track_per_env"] for e in result["epochs"]]
+    assert all(set(v) == {"1000"} for v in validation)  # select_envs: 1
+    expected = int(np.argmin([v["1000"] for v in validation])) + 1
+    sel = result["selected"]
+    assert sel["epoch"] == expected
+    assert set(sel["j_track_per_env"]) == {"2000", "2001"}  # all eval_envs, the first one reused from the epoch's evaluation
+    assert sel["j_track_per_env"]["2000"] == result["epochs"][expected - 1]["j_track_per_env"]["2000"]
+    chosen = LearnedDynamics.load(folder / "selected.pt")
+    same = LearnedDynamics.load(folder / "checkpoints" / f"epoch_{expected}.pt")
+    assert all(torch_equal(a, b) for a, b in zip(chosen.state_dict().values(), same.state_dict().values()))
+    again = evaluate(str(folder / "selected.pt"), [2000, 2001], 0.2, workers=1).summary()["j_track_per_env"]
+    assert again == sel["j_track_per_env"]  # a fresh evaluator reproduces both, the reused one included
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_selection_never_reads_the_evaluation_set(sweep, monkeypatch):
+    """With evaluation-set costs that favour the last epoch and validation costs that favour the first,
+    the run selects the first: only the validation environments decide."""
+    from whatmatters.experiment import sweep as sweep_module
+    from whatmatters.sim.simulator import SimConfig
+    from whatmatters.trajectory.fourier import FourierConfig
+
+    root, _ = sweep
+    cfg = load_experiment_config(root / "exp.yaml")
+    sweep_module._init_worker(cfg, str(root / "out" / "data"), str(base_checkpoint()), SimConfig.from_yaml(), FourierConfig.from_yaml())
+    validation = {str(s) for s in cfg.select_seeds()}
+
+    def fake(model, label, seeds):
+        epoch = label.rsplit("@", 1)[1]
+        e = 0 if epoch == "selected" else int(epoch)
+        j = {str(s): (1.0 + e if str(s) in validation else 10.0 - e) for s in seeds}  # validation: epoch 1 best; eval: last best
+        return {"j_track_mean": float(np.mean(list(j.values()))), "j_track_std": 0.0, "j_track_per_env": j,
+                "bound_share_per_env": dict.fromkeys(j, 0.0), "fallbacks": 0}
+
+    monkeypatch.setattr(sweep_module, "_evaluate_model", fake)
+    monkeypatch.setattr(sweep_module, "report", lambda msg: None)
+    result = sweep_module._run("stand", 1, 0, str(root / "fake_out"))
+    assert [e["epoch"] for e in result["epochs"]] == [1, 2]
+    assert result["selected"]["epoch"] == 1
 
 
 def test_best5_takes_the_five_lowest_evaluations():
@@ -205,10 +263,21 @@ def test_run_signatures_hold_what_each_run_depends_on(tmp_path):
 
 def test_the_shipped_config_and_its_quick_section_load():
     full, quick = load_experiment_config(), load_experiment_config(quick=True)
-    assert len(full.runs()) == 6 * 3 * 5
+    assert len(full.runs()) == 6 * 3 * 3
     assert quick.eval_envs < full.eval_envs and len(quick.runs()) < len(full.runs())
     # the committed results (docs/results.md) were made with the controller's defaults: no mpc: overrides, --quick neither
     assert full.mpc_config() == quick.mpc_config() == MpcConfig.from_yaml()
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [("eval_envs: 101\n", "eval_envs"), ("select_envs: 21\n", "select_envs"), ("epoch_eval_envs: 101\n", "epoch_eval_envs"), ("select_envs: 0\n", "select_envs")],
+)
+def test_environment_counts_beyond_their_sets_are_named(tmp_path, text, key):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError, match=key):
+        load_experiment_config(bad)
 
 
 def test_mpc_overrides_are_applied(tmp_path):
@@ -233,4 +302,4 @@ def test_only_the_shipped_sweep_writes_docs_by_default(tmp_path):
     assert _is_shipped_sweep(Namespace(quick=False, config=shipped), cfg)
     assert not _is_shipped_sweep(Namespace(quick=False, config=str(tmp_path / "exp.yaml")), cfg)
     assert not _is_shipped_sweep(Namespace(quick=True, config=None), cfg)
-    assert not _is_shipped_sweep(Namespace(quick=False, config=None), replace(cfg, eval_set="validation"))
+    assert not _is_shipped_sweep(Namespace(quick=False, config=None), replace(cfg, eval_set="validation", eval_envs=20, epoch_eval_envs=20))

@@ -5,18 +5,31 @@ from __future__ import annotations
 import math
 
 import pytest
-from whatmatters.experiment.per_env import base_concentration, claims, failures, paired_to_stand, per_env_markdown, per_env_normalised, verdict
+from whatmatters.experiment.per_env import (
+    base_concentration,
+    claims,
+    claims_markdown,
+    failures,
+    paired_markdown,
+    paired_to_stand,
+    per_env_markdown,
+    per_env_normalised,
+    verdict,
+)
 from whatmatters.experiment.statistics import Interval
 from whatmatters.experiment.report import results_markdown
 
 BASE = {"2000": 10.0, "2001": 1.0, "2002": 89.0}
 
 
-def _run(weighting: str, p: int, seed: int, per_epoch: list[dict[str, float]]) -> dict:
+def _run(weighting: str, p: int, seed: int, per_epoch: list[dict[str, float]], selected: tuple[int, dict[str, float]] | None = None) -> dict:
     epochs = [
         {"epoch": i + 1, "train_loss": 0.1, "j_track_mean": sum(j.values()) / len(j), "j_track_per_env": j} for i, j in enumerate(per_epoch)
     ]
-    return {"weighting": weighting, "p": p, "seed": seed, "epochs": epochs}
+    run = {"weighting": weighting, "p": p, "seed": seed, "epochs": epochs}
+    if selected is not None:
+        run["selected"] = {"epoch": selected[0], "j_track_mean": sum(selected[1].values()) / len(selected[1]), "j_track_per_env": selected[1]}
+    return run
 
 
 def test_base_concentration_ranks_environments_by_their_share():
@@ -38,7 +51,13 @@ def test_each_environment_counts_equally_in_the_normalised_score():
     assert "12" not in out["ours"]  # no stand run at p = 12: nothing to normalise by
 
 
-def test_the_normalised_score_uses_the_last_epoch():
+def test_the_normalised_score_uses_the_selected_checkpoint():
+    stand = _run("stand", 1, 0, [{"2000": 1.0}, {"2000": 2.0}], selected=(1, {"2000": 1.0, "2001": 4.0}))
+    ours = _run("ours", 1, 0, [{"2000": 2.0}, {"2000": 1.0}], selected=(1, {"2000": 2.0, "2001": 1.0}))
+    assert per_env_normalised([stand, ours], ["stand", "ours"], [1])["ours"]["1"]["mean"] == pytest.approx(math.sqrt(2.0 * 0.25))  # the last epoch would give 0.5
+
+
+def test_runs_without_a_selection_are_read_at_their_last_epoch():
     stand = _run("stand", 1, 0, [{"2000": 1.0}, {"2000": 2.0}])
     ours = _run("ours", 1, 0, [{"2000": 2.0}, {"2000": 1.0}])
     assert per_env_normalised([stand, ours], ["stand", "ours"], [1])["ours"]["1"]["mean"] == pytest.approx(0.5)
@@ -46,12 +65,12 @@ def test_the_normalised_score_uses_the_last_epoch():
 
 def test_failures_count_evaluations_above_the_factor_and_name_them():
     runs = [
-        _run("stand", 12, 0, [{"2000": 49.0, "2001": 1.0, "2002": 89.0}, {"2000": 51.0, "2001": 5.5, "2002": 89.0}]),
-        _run("stand", 12, 1, [{"2000": 10.0, "2001": 1.0, "2002": 445.1}]),
+        _run("stand", 12, 0, [{"2000": 1.0}, {"2000": 99.0}], selected=(1, {"2000": 51.0, "2001": 5.5, "2002": 89.0})),
+        _run("stand", 12, 1, [{"2000": 10.0}], selected=(1, {"2000": 10.0, "2001": 1.0, "2002": 445.1})),
     ]
     out = failures(runs, BASE, ["stand"], [12], factor=5.0)["stand"]["12"]
-    assert out["evaluations"] == 9
-    assert out["where"] == ["stand_p12_s0@2:2000", "stand_p12_s0@2:2001", "stand_p12_s1@1:2002"]
+    assert out["evaluations"] == 6  # the selected checkpoints on every evaluation environment; per-epoch ones do not count
+    assert out["where"] == ["stand_p12_s0@1:2000", "stand_p12_s0@1:2001", "stand_p12_s1@1:2002"]
     assert out["count"] == 3
 
 
@@ -64,7 +83,7 @@ def test_the_report_section_appears_only_with_the_base_models_costs():
     assert f"| ours | {score:.1f} ± 0.0 % (1) |" in text
     assert "| ours | 0 of 3 |" in text
     assert per_env_markdown(runs, {}, ["stand", "ours"], [1]) == []
-    fig = {"final": {"stand": {}, "ours": {}}, "best5": {"stand": {}, "ours": {}}}
+    fig = {k: {"stand": {}, "ours": {}} for k in ("selected", "selected_first", "final", "best5", "paired")}
     meta = {
         "config": {"data_envs": 1, "data_seconds": 1.0, "eval_envs": 3, "eval_set": "eval", "eval_seconds": 1.0, "finetune": {}},
         "command": "whatmatters experiment",
@@ -88,8 +107,8 @@ def test_paired_ratios_to_stand_pair_environments_and_name_their_wins():
     assert got.ratio == pytest.approx(1.0) and (got.wins, got.envs) == (1, 3)  # 4, 1, 1/4: even; better in one
     assert got.low <= 1.0 <= got.high
     assert "4" not in out["stand"] and "12" not in out["ours"]
-    md = "\n".join(per_env_markdown([*stand, *ours], BASE, ["stand", "ours"], [4]))
-    assert "Environment-paired ratio to stand" in md and "1.000 [" in md and ", 1 of 3 |" in md
+    md = "\n".join(paired_markdown([*stand, *ours], ["stand", "ours"], [4]))
+    assert "1.000 [" in md and ", 1 of 3 |" in md
 
 
 def test_claims_state_each_ratio_with_its_verdict():
@@ -108,5 +127,5 @@ def test_claims_state_each_ratio_with_its_verdict():
     assert verdict(got["ours beats stand at p = 1"]).startswith("holds")
     assert verdict(got["ours beats ours_avg at p = 4"]).startswith("not resolved")
     assert verdict(Interval(1.2, 1.1, 1.3)).startswith("the opposite")
-    text = "\n".join(per_env_markdown(runs, BASE | {"2000": 2.0}, ["stand", "ours", "ours_avg"], [1, 4]))
+    text = "\n".join(claims_markdown(runs, [1, 4]))
     assert "| ours beats stand at p = 4 | 0.250 [0.250, 0.250] | holds" in text

@@ -10,7 +10,7 @@ from whatmatters.sim.environments import PayloadDistribution, environment_seeds,
 
 def test_sets_have_the_specified_sizes_and_never_overlap():
     sets = {name: environment_seeds(name) for name in ("train", "validation", "eval")}
-    assert [len(sets[n]) for n in ("train", "validation", "eval")] == [100, 20, 20]
+    assert [len(sets[n]) for n in ("train", "validation", "eval")] == [100, 20, 100]
     assert not set(sets["train"]) & set(sets["validation"])
     assert not set(sets["train"]) & set(sets["eval"])
     assert not set(sets["validation"]) & set(sets["eval"])
@@ -41,7 +41,12 @@ def test_seed_list_parsing():
     assert environment_seeds("3, 7,9") == [3, 7, 9]
 
 
-@pytest.mark.parametrize("spec", ["evaluation", "1,x", "-1"])
+def test_first_n_of_a_set():
+    assert environment_seeds("eval:20") == list(range(2000, 2020))
+    assert environment_seeds("validation:3") == [1000, 1001, 1002]
+
+
+@pytest.mark.parametrize("spec", ["evaluation", "1,x", "-1", "eval:0", "eval:101", "eval:x", "evaluation:3"])
 def test_bad_env_spec_is_named(spec):
     with pytest.raises(ConfigError):
         environment_seeds(spec)

@@ -22,7 +22,7 @@ def add_parser(sub: Any) -> None:
     """Registers both sub-commands."""
     p = sub.add_parser("collect", help="closed-loop MPC episodes on environments, one rosbag2 (MCAP) bag each")
     p.add_argument("--model", default="nominal", help="model in the MPC: nominal, base, or a checkpoint path")
-    p.add_argument("--envs", default="train", help="train, validation, eval, or comma-separated seeds")
+    p.add_argument("--envs", default="train", help="train, validation, eval, the first N of a set (eval:20), or comma-separated seeds")
     p.add_argument("--out", required=True, help="output folder for the bags")
     p.add_argument("--seconds", type=float, default=None, help="episode length, s (config/collect.yaml)")
     p.add_argument("--no-noise", action="store_true", help="no exploration noise on the torque")

@@ -30,7 +30,7 @@ def add_parser(sub: Any) -> None:
 
     p = sub.add_parser("evaluate", help="closed-loop tracking cost over a set of environments")
     p.add_argument("--model", default="nominal", help="nominal, exact, or a checkpoint path")
-    p.add_argument("--envs", default="eval", help="train, validation, eval, or comma-separated seeds")
+    p.add_argument("--envs", default="eval", help="train, validation, eval, the first N of a set (eval:20), or comma-separated seeds")
     p.add_argument("--seconds", type=float, default=10.0, help="episode length, s")
     add_executor_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -10,6 +10,7 @@ from whatmatters.config import dataclass_from_mapping, load_yaml
 from whatmatters.errors import ConfigError
 from whatmatters.executor.config import ExecutorConfig
 from whatmatters.mpc.config import MpcConfig
+from whatmatters.sim.environments import environment_seeds
 from whatmatters.train.finetune import FinetuneConfig
 from whatmatters.train.weighting import WEIGHTINGS
 
@@ -28,10 +29,18 @@ class ExperimentConfig:
         weightings: Weightings compared.
         rollouts: Rollout lengths p.
         seeds: Seeds (data order and initialisation of each run).
-        eval_set: Environment set of the per-epoch evaluation (``eval`` for
+        eval_set: Environment set of the reported evaluation (``eval`` for
             the reported numbers, ``validation`` for choosing settings).
-        eval_envs: Environments of that set used (its first ones).
-        eval_seconds: Evaluation episode length, s.
+        eval_envs: Environments of that set on which each run's selected
+            checkpoint is evaluated (its first ones).
+        eval_seconds: Episode length of every evaluation, s.
+        select_envs: Validation environments (the first ones of the
+            ``validation`` set) on which each run's checkpoint is chosen after
+            every epoch: the epoch with the lowest geometric mean of J_e
+            (:func:`whatmatters.experiment.selection.select_epoch`).
+        epoch_eval_envs: The first evaluation environments also evaluated after
+            every epoch (the paper's best5, selection on the evaluation set,
+            and the paper-sized table); 0: none.
         workers: Worker processes (0: one per CPU).
         finetune: Trainer settings (``config/finetune.yaml`` overridden by the
             ``finetune:`` section).
@@ -51,8 +60,10 @@ class ExperimentConfig:
     rollouts: tuple[int, ...] = (1, 4, 12)
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     eval_set: str = "eval"
-    eval_envs: int = 20
+    eval_envs: int = 100
     eval_seconds: float = 10.0
+    select_envs: int = 20
+    epoch_eval_envs: int = 20
     workers: int = 0
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     mpc: dict[str, Any] = field(default_factory=dict)
@@ -72,8 +83,22 @@ class ExperimentConfig:
             raise ConfigError("experiment.seeds must not be empty")
         if self.eval_set not in ("eval", "validation"):
             raise ConfigError(f"experiment.eval_set must be eval or validation, got {self.eval_set!r}")
-        if self.data_envs < 1 or self.eval_envs < 1 or self.data_seconds <= 0 or self.eval_seconds <= 0:
-            raise ConfigError("experiment: data_envs, eval_envs, data_seconds and eval_seconds must be positive")
+        if self.data_envs < 1 or self.eval_envs < 1 or self.select_envs < 1 or self.data_seconds <= 0 or self.eval_seconds <= 0:
+            raise ConfigError("experiment: data_envs, eval_envs, select_envs, data_seconds and eval_seconds must be positive")
+        if not 0 <= self.epoch_eval_envs <= self.eval_envs:
+            raise ConfigError(f"experiment.epoch_eval_envs must be in 0..eval_envs ({self.eval_envs}), got {self.epoch_eval_envs}")
+        for name, set_name, n in (("data_envs", "train", self.data_envs), ("eval_envs", self.eval_set, self.eval_envs), ("select_envs", "validation", self.select_envs)):
+            available = len(environment_seeds(set_name))
+            if n > available:
+                raise ConfigError(f"experiment.{name}: {n} asked, the {set_name} set of config/environments.yaml has {available}")
+
+    def eval_seeds(self) -> list[int]:
+        """The evaluation environments of the selected checkpoints (the first ``eval_envs`` of ``eval_set``)."""
+        return environment_seeds(self.eval_set)[: self.eval_envs]
+
+    def select_seeds(self) -> list[int]:
+        """The validation environments on which each run's checkpoint is chosen."""
+        return environment_seeds("validation")[: self.select_envs]
 
     def mpc_config(self) -> MpcConfig:
         """``config/mpc.yaml`` with this experiment's ``mpc:`` overrides.
@@ -148,7 +173,7 @@ def _from_mapping(mapping: dict[str, Any], source: str, base: ExperimentConfig) 
             if not isinstance(value, str):
                 raise ConfigError(f"{source}: '{key}' must be a string")
             values[key] = value
-        elif key in ("data_envs", "eval_envs", "workers"):
+        elif key in ("data_envs", "eval_envs", "select_envs", "epoch_eval_envs", "workers"):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{source}: '{key}' must be an integer")
             values[key] = value

@@ -6,7 +6,7 @@ can be expected to beat with the same MPC. Against it:
 
 * the **model-induced gap** of a model is ``J_e - J_e(exact)``;
 * :func:`gap_closed_table`: the fraction of the base model's total gap that each
-  weighting's last-epoch model closes
+  weighting's selected checkpoint closes
   (:func:`~whatmatters.experiment.statistics.gap_closed`, 95 % bootstrap interval
   over environments and seeds), on all environments and on those where the task
   itself is not torque-bound;
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from whatmatters.experiment.per_env import env_costs
+from whatmatters.experiment.selection import selected_costs
 from whatmatters.experiment.statistics import Interval, gap_closed
 
 __all__ = ["BOUND_THRESHOLD", "bound_environments", "floor_markdown", "gap_closed_table"]
@@ -43,7 +43,7 @@ def gap_closed_table(
     rollouts: list[int],
     envs: set[str] | None = None,
 ) -> dict[str, dict[str, Interval]]:
-    """The fraction of the base model's gap each weighting closes (last epoch), over ``envs`` (default: all).
+    """The fraction of the base model's gap each weighting closes (selected checkpoints), over ``envs`` (default: all).
 
     Returns:
         ``{weighting: {str(p): Interval}}``; entries without runs, or without a
@@ -52,7 +52,7 @@ def gap_closed_table(
     out: dict[str, dict[str, Interval]] = {w: {} for w in weightings}
     for w in weightings:
         for p in rollouts:
-            runs = [env_costs(r["epochs"][-1]) for r in sorted(results, key=lambda r: r["seed"]) if r["weighting"] == w and r["p"] == p]
+            runs = [selected_costs(r) for r in sorted(results, key=lambda r: r["seed"]) if r["weighting"] == w and r["p"] == p]
             if not runs:
                 continue
             keys = set.intersection(*(set(c) for c in runs)) & set(base) & set(exact)
@@ -93,7 +93,7 @@ def floor_markdown(
     for title, envs in (("all environments", None), (f"the {len(free & set(common))} environments that are not torque-bound", free)):
         table = gap_closed_table(results, base, exact, weightings, rollouts, envs)
         lines += [
-            f"Fraction of the base model's gap J - J_exact that each weighting closes, {title} (last epoch; 1: the exact model's cost, 0: the base model's) [95 % bootstrap interval]:",
+            f"Fraction of the base model's gap J - J_exact that each weighting closes, {title} (selected checkpoints; 1: the exact model's cost, 0: the base model's) [95 % bootstrap interval]:",
             "",
             *header,
             *[

@@ -9,7 +9,7 @@ environment can move a run's mean. These statistics show both effects:
   model and their share of its mean.
 * :func:`per_env_normalised`: each environment normalised on its own, then
   combined with equal weight: for a run, the geometric mean over environments e
-  of ``J_e(run, last epoch) / mean over stand's runs of J_e(stand, last epoch)``
+  of ``J_e(run) / mean over stand's runs of J_e(stand)``
   at the same p; mean and standard deviation (ddof 0) over runs.
 * :func:`paired_to_stand`: the environment-paired ratio to ``stand`` with a
   bootstrap 95 % interval over environments and seeds, and win counts
@@ -18,10 +18,14 @@ environment can move a run's mean. These statistics show both effects:
   interval: ``ours`` against ``stand`` and against ``ours_avg`` at every p
   (paired ratios), and whether ``ours``' gain over ``stand`` grows from the
   shortest to the longest rollout (:func:`~whatmatters.experiment.statistics.ratio_change`).
-* :func:`failures`: closed-loop failures, evaluations (run x epoch x
+* :func:`failures`: closed-loop failures, evaluations (run x
   environment) whose J_e exceeds ``factor`` (default 5) times the base model's
   J_e in that environment. The factor is high on purpose: environments with a
   small base J (below 1) often double after fine-tuning without failing.
+
+Every statistic reads each run's selected checkpoint on the evaluation
+environments (:func:`~whatmatters.experiment.selection.selected_costs`; the
+last epoch for runs made before the selection existed).
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from whatmatters.experiment.selection import selected_costs
 from whatmatters.experiment.statistics import Interval, PairedRatio, paired_ratio, ratio_change
 
-__all__ = ["base_concentration", "claims", "env_costs", "failures", "paired_to_stand", "per_env_markdown", "per_env_normalised", "verdict"]
+__all__ = ["base_concentration", "claims", "claims_markdown", "env_costs", "failures", "paired_markdown", "paired_to_stand", "per_env_markdown", "per_env_normalised", "verdict"]
 
 
 def env_costs(epoch: dict[str, Any]) -> dict[str, float]:
@@ -48,7 +53,7 @@ def base_concentration(base_per_env: dict[str, float], top: int = 3) -> list[tup
 
 
 def per_env_normalised(results: list[dict[str, Any]], weightings: list[str], rollouts: list[int]) -> dict[str, dict[str, Any]]:
-    """Geometric mean over environments of the last-epoch J_e relative to ``stand`` (see module docstring).
+    """Geometric mean over environments of the selected checkpoint's J_e relative to ``stand`` (see module docstring).
 
     Returns:
         ``{weighting: {str(p): {"mean", "std", "runs"}}}``; a p without a
@@ -56,7 +61,7 @@ def per_env_normalised(results: list[dict[str, Any]], weightings: list[str], rol
     """
     out: dict[str, dict[str, Any]] = {w: {} for w in weightings}
     for p in rollouts:
-        stand = [env_costs(r["epochs"][-1]) for r in results if r["weighting"] == "stand" and r["p"] == p]
+        stand = [selected_costs(r) for r in results if r["weighting"] == "stand" and r["p"] == p]
         envs = sorted(set.intersection(*(set(s) for s in stand))) if stand else []
         if not envs:
             continue
@@ -66,7 +71,7 @@ def per_env_normalised(results: list[dict[str, Any]], weightings: list[str], rol
             for r in results:
                 if r["weighting"] != w or r["p"] != p:
                     continue
-                last = env_costs(r["epochs"][-1])
+                last = selected_costs(r)
                 if not all(e in last for e in envs):
                     continue
                 j = np.array([last[e] for e in envs])  # (E,)
@@ -77,8 +82,8 @@ def per_env_normalised(results: list[dict[str, Any]], weightings: list[str], rol
 
 
 def _last_costs(results: list[dict[str, Any]], weighting: str, p: int) -> list[dict[str, float]]:
-    """The last-epoch J_e of every run of a weighting at p, in seed order."""
-    return [env_costs(r["epochs"][-1]) for r in sorted(results, key=lambda r: r["seed"]) if r["weighting"] == weighting and r["p"] == p]
+    """The selected checkpoint's J_e of every run of a weighting at p, in seed order."""
+    return [selected_costs(r) for r in sorted(results, key=lambda r: r["seed"]) if r["weighting"] == weighting and r["p"] == p]
 
 
 def _matrices(*groups: list[dict[str, float]]) -> list[np.ndarray]:
@@ -121,7 +126,7 @@ def verdict(interval: Interval) -> str:
 
 def paired_to_stand(results: list[dict[str, Any]], weightings: list[str], rollouts: list[int]) -> dict[str, dict[str, PairedRatio]]:
     """Each weighting against ``stand`` at the same p: :func:`~whatmatters.experiment.statistics.paired_ratio`
-    of the last-epoch J_e over the environments every run of both has.
+    of the selected checkpoints' J_e over the environments every run of both has.
 
     Returns:
         ``{weighting: {str(p): PairedRatio}}``; a p without runs of both has no entry.
@@ -139,7 +144,7 @@ def paired_to_stand(results: list[dict[str, Any]], weightings: list[str], rollou
 def failures(
     results: list[dict[str, Any]], base_per_env: dict[str, float], weightings: list[str], rollouts: list[int], factor: float = 5.0
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Evaluations whose J_e exceeds ``factor`` x the base model's J_e.
+    """Evaluations of the selected checkpoints whose J_e exceeds ``factor`` x the base model's J_e.
 
     Returns:
         ``{weighting: {str(p): {"count", "evaluations", "where"}}}`` with
@@ -154,15 +159,33 @@ def failures(
                 continue
             where, total = [], 0
             for r in sorted(runs, key=lambda r: r["seed"]):
-                for ep in r["epochs"]:
-                    for env, j in env_costs(ep).items():
-                        if env not in base:
-                            continue
-                        total += 1
-                        if j > factor * base[env]:
-                            where.append(f"{w}_p{p}_s{r['seed']}@{ep['epoch']}:{env}")
+                epoch = (r.get("selected") or r["epochs"][-1])["epoch"]
+                for env, j in selected_costs(r).items():
+                    if env not in base:
+                        continue
+                    total += 1
+                    if j > factor * base[env]:
+                        where.append(f"{w}_p{p}_s{r['seed']}@{epoch}:{env}")
             out[w][str(p)] = {"count": len(where), "evaluations": total, "where": where}
     return out
+
+
+def paired_markdown(results: list[dict[str, Any]], weightings: list[str], rollouts: list[int]) -> list[str]:
+    """The table of environment-paired ratios to ``stand`` with intervals and win counts."""
+    paired = paired_to_stand(results, weightings, rollouts)
+    rows = [
+        f"| {w} | " + " | ".join("—" if (c := paired[w].get(str(p))) is None else f"{c.ratio:.3f} [{c.low:.3f}, {c.high:.3f}], {c.wins} of {c.envs}" for p in rollouts) + " |"
+        for w in weightings
+        if w != "stand"
+    ]
+    if not any(paired[w] for w in weightings):
+        return []
+    return [
+        "| weighting | " + " | ".join(f"p = {p}" for p in rollouts) + " |",
+        "|---" * (len(rollouts) + 1) + "|",
+        *rows,
+        "",
+    ]
 
 
 def per_env_markdown(
@@ -172,17 +195,11 @@ def per_env_markdown(
     if not base_per_env:
         return []
     norm = per_env_normalised(results, weightings, rollouts)
-    paired = paired_to_stand(results, weightings, rollouts)
     fails = failures(results, base_per_env, weightings, rollouts, factor)
     top = base_concentration(base_per_env)
     header = ["| weighting | " + " | ".join(f"p = {p}" for p in rollouts) + " |", "|---" * (len(rollouts) + 1) + "|"]
-    norm_rows, paired_rows, fail_rows, listed = [], [], [], []
+    norm_rows, fail_rows, listed = [], [], []
     for w in weightings:
-        pairs = [paired[w].get(str(p)) for p in rollouts]
-        if w != "stand":
-            paired_rows.append(
-                f"| {w} | " + " | ".join("—" if c is None else f"{c.ratio:.3f} [{c.low:.3f}, {c.high:.3f}], {c.wins} of {c.envs}" for c in pairs) + " |"
-            )
         cells = [norm[w].get(str(p)) for p in rollouts]
         norm_rows.append(f"| {w} | " + " | ".join("—" if c is None else f"{100 * c['mean']:.1f} ± {100 * c['std']:.1f} % ({c['runs']})" for c in cells) + " |")
         f_cells = [fails[w].get(str(p)) for p in rollouts]
@@ -194,37 +211,28 @@ def per_env_markdown(
         "",
         "Definitions: `whatmatters.experiment.per_env`. The base model's largest costs: "
         + "; ".join(f"environment {e}: J {j:.1f} ({100 * s:.0f} % of the sum)" for e, j, s in top)
-        + ". The tables above average J over environments first, so these weigh in proportion.",
+        + ". The paper's normalisation averages J over environments first, so these weigh in proportion.",
         "",
-        "Each environment normalised on its own, then combined with equal weight (last epoch; geometric mean over environments of J_e / stand's mean J_e, mean ± std over runs):",
+        "Each run normalised on its own, each environment with equal weight (selected checkpoints; geometric mean over environments of J_e / stand's mean J_e, mean ± std over runs):",
         "",
         *header,
         *norm_rows,
         "",
-        "Environment-paired ratio to stand (last epoch; geometric mean over environments of the seed-averaged J_e ratios)"
-        " [95 % bootstrap interval over environments and seeds], and the environments where the weighting's seed-averaged"
-        " J_e is below stand's (`whatmatters.experiment.statistics`; an interval containing 1 cannot tell the two apart):",
-        "",
-        *header,
-        *paired_rows,
-        "",
-        f"Closed-loop failures: evaluations (run x epoch x environment) with J_e above {factor:g} x the base model's J_e in that environment:",
+        f"Closed-loop failures: evaluations (run x environment, selected checkpoints) with J_e above {factor:g} x the base model's J_e in that environment:",
         "",
         *header,
         *fail_rows,
         "",
         *([f"Where: {shown}.", ""] if listed else []),
-        *_claims_markdown(results, rollouts),
     ]
 
 
-def _claims_markdown(results: list[dict[str, Any]], rollouts: list[int]) -> list[str]:
+def claims_markdown(results: list[dict[str, Any]], rollouts: list[int]) -> list[str]:
+    """The claims table: each claim's ratio, 95 % interval and what the interval says."""
     found = claims(results, rollouts)
     if not found:
         return []
     return [
-        "The claims, each a ratio that is below 1 when it holds (last epoch; paired over environments, 95 % bootstrap interval over environments and seeds; `whatmatters.experiment.per_env.claims`):",
-        "",
         "| claim | ratio [95 % interval] | what the interval says |",
         "|---|---|---|",
         *[f"| {name} | {c.value:.3f} [{c.low:.3f}, {c.high:.3f}] | {verdict(c)} |" for name, c in found],

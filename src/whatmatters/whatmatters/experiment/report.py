@@ -1,13 +1,24 @@
 """Fig. 2 of the paper from the sweep's runs: ``fig2.json``, ``fig2.png`` and ``results.md``.
 
-Normalisation (J_track averaged over the evaluation environments per
-evaluation; values relative to ``stand`` at the same p, 1.0 = stand):
+The reported numbers are each run's **selected checkpoint** (chosen on the
+validation environments, :mod:`whatmatters.experiment.selection`) on all the
+evaluation environments:
 
-* ``final``: each run's last-epoch J divided by the mean of ``stand``'s
-  last-epoch J over its runs; mean and standard deviation (ddof 0) over runs.
-* ``best5``: the paper's way: of all evaluations of a weighting at a p (every
-  run, every epoch) the five lowest, each divided by the mean of ``stand``'s
-  five lowest; mean and standard deviation of those five.
+* ``paired``: the environment-paired ratio to ``stand`` at the same p with
+  its 95 % bootstrap interval and win count
+  (:func:`~whatmatters.experiment.per_env.paired_to_stand`): the main reading.
+* ``selected``: the paper's normalisation (J_track averaged over the
+  environments per run, divided by the mean of ``stand``'s runs at the same
+  p; mean and standard deviation, ddof 0, over runs), on all evaluation
+  environments; ``selected_first``: the same on the first
+  ``epoch_eval_envs`` of them (the paper-sized table).
+
+Secondary, from the per-epoch evaluations on those first environments:
+
+* ``best5``: the paper's way, selection on the evaluation set: of all
+  evaluations of a weighting at a p (every run, every epoch) the five lowest,
+  each divided by the mean of ``stand``'s five lowest; mean and std of those five.
+* ``final``: each run's last epoch divided by the mean of ``stand``'s last epochs.
 """
 
 from __future__ import annotations
@@ -21,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from whatmatters.experiment.floor import floor_markdown
-from whatmatters.experiment.per_env import env_costs, per_env_markdown
+from whatmatters.experiment.per_env import claims_markdown, env_costs, paired_markdown, paired_to_stand, per_env_markdown
+from whatmatters.experiment.selection import selected_costs
 from whatmatters.io import atomic_write_bytes, atomic_write_text
 
 __all__ = ["fig2_data", "plot_fig2", "results_markdown", "write_report"]
@@ -32,46 +44,86 @@ def _final(run: dict[str, Any]) -> float:
 
 
 def _all(run: dict[str, Any]) -> list[float]:
-    return [float(e["j_track_mean"]) for e in run["epochs"]]
+    return [float(e["j_track_mean"]) for e in run["epochs"] if "j_track_mean" in e]
 
 
-def fig2_data(results: list[dict[str, Any]], weightings: list[str], rollouts: list[int], best: int = 5) -> dict[str, Any]:
+def _selected_mean(run: dict[str, Any], envs: list[str] | None) -> float:
+    """Mean J of a run's selected checkpoint over ``envs`` (None: all of its evaluation environments); NaN if it lacks one."""
+    if envs is None:
+        return float((run.get("selected") or run["epochs"][-1])["j_track_mean"])
+    costs = selected_costs(run)
+    return float(np.mean([costs[e] for e in envs])) if all(e in costs for e in envs) else float("nan")
+
+
+def _normalised(by_w: dict[str, list[dict[str, Any]]], value: Any) -> dict[str, dict[str, Any]]:
+    """``value(run)`` of every run divided by the mean of ``stand``'s: {weighting: {mean, std, runs}}; none if a value is NaN."""
+    values = {w: np.array([value(r) for r in runs]) for w, runs in by_w.items() if runs}
+    if not all(np.isfinite(v).all() for v in values.values()):
+        return {}
+    ref = float(values["stand"].mean())
+    return {w: {"mean": float((v / ref).mean()), "std": float((v / ref).std()), "runs": len(v)} for w, v in values.items()}
+
+
+def fig2_data(results: list[dict[str, Any]], weightings: list[str], rollouts: list[int], best: int = 5, first_envs: list[str] | None = None) -> dict[str, Any]:
     """The ``fig2.json`` mapping (see module docstring).
+
+    Args:
+        results: Finished runs (``result.json``).
+        weightings: Weightings in table order.
+        rollouts: Rollout lengths.
+        best: Evaluations per weighting and p in ``best5``.
+        first_envs: The first evaluation environments (``selected_first``);
+            None: the environments of the per-epoch evaluations.
 
     A p without a finished ``stand`` run (a partial sweep) has no entries.
     """
-    final: dict[str, dict[str, Any]] = {w: {} for w in weightings}
-    best5: dict[str, dict[str, Any]] = {w: {} for w in weightings}
+    kinds = ("selected", "selected_first", "best5", "final")
+    fig: dict[str, Any] = {k: {w: {} for w in weightings} for k in kinds}
+    fig["paired"] = {w: {} for w in weightings}
     for p in rollouts:
         by_w = {w: [r for r in results if r["weighting"] == w and r["p"] == p] for w in weightings}
         if not by_w["stand"]:
             continue
-        stand_final = float(np.mean([_final(r) for r in by_w["stand"]]))
-        stand_best = float(np.mean(sorted(v for r in by_w["stand"] for v in _all(r))[:best]))
-        for w, runs in by_w.items():
-            if not runs:
-                continue
-            f = np.array([_final(r) for r in runs]) / stand_final
-            final[w][str(p)] = {"mean": float(f.mean()), "std": float(f.std()), "runs": len(runs)}
-            b = np.array(sorted(v for r in runs for v in _all(r))[:best]) / stand_best
-            best5[w][str(p)] = {"mean": float(b.mean()), "std": float(b.std()), "runs": int(b.size)}
-    raw = [
+        first = first_envs if first_envs is not None else sorted(env_costs(by_w["stand"][0]["epochs"][-1]))
+        per_kind = {
+            "selected": _normalised(by_w, lambda r: _selected_mean(r, None)),
+            "selected_first": _normalised(by_w, lambda r: _selected_mean(r, first)) if first else {},
+            "best5": {},
+        }
+        if all(len(_all(r)) == len(r["epochs"]) for runs in by_w.values() for r in runs):  # every epoch evaluated on the evaluation set
+            per_kind["final"] = _normalised(by_w, _final)
+            stand_best = float(np.mean(sorted(v for r in by_w["stand"] for v in _all(r))[:best]))
+            for w, runs in by_w.items():
+                if runs:
+                    b = np.array(sorted(v for r in runs for v in _all(r))[:best]) / stand_best
+                    per_kind["best5"][w] = {"mean": float(b.mean()), "std": float(b.std()), "runs": int(b.size)}
+        for kind, entries in per_kind.items():
+            for w, entry in entries.items():
+                fig[kind][w][str(p)] = entry
+    for w, per_p in paired_to_stand(results, weightings, rollouts).items():
+        fig["paired"][w] = {p: {"ratio": c.ratio, "low": c.low, "high": c.high, "wins": c.wins, "envs": c.envs} for p, c in per_p.items()}
+    fig["raw"] = [
         {
             "weighting": r["weighting"],
             "p": r["p"],
             "seed": r["seed"],
             "j_track": _all(r),
+            "validation_j_track": [float(e["validation"]["j_track_mean"]) for e in r["epochs"] if "validation" in e],
+            "selected_epoch": (r.get("selected") or {}).get("epoch"),
+            "selected_j_track_per_env": selected_costs(r),
             "train_loss": [float(e["train_loss"]) for e in r["epochs"]],
             "wall_s": float(r.get("wall_s", float("nan"))),
             "j_track_per_env": [env_costs(e) for e in r["epochs"]],
         }
         for r in results
     ]
-    return {"final": final, "best5": best5, "raw": raw}
+    return fig
 
 
 def plot_fig2(fig: dict[str, Any], weightings: list[str], rollouts: list[int]) -> bytes:
-    """Grouped bars (mean +- std, percent of stand) per p; best5 on top, final below. PNG bytes."""
+    """Bars per p, percent of stand. Top: the environment-paired ratio of the
+    selected checkpoints with its 95 % interval; bottom: best5 (mean +- std,
+    selection on the evaluation set). PNG bytes."""
     import io
 
     import matplotlib
@@ -81,25 +133,34 @@ def plot_fig2(fig: dict[str, Any], weightings: list[str], rollouts: list[int]) -
 
     colors = dict(zip(["ones", "stand", "norm", "mpc_cost", "ours", "ours_avg"], ["#9e9e9e", "#1f77b4", "#8c564b", "#2ca02c", "#d62728", "#ff9896"]))
     figure, axes = plt.subplots(2, len(rollouts), figsize=(4.0 * len(rollouts), 6.5), sharey="row", squeeze=False)
-    for row, kind in enumerate(("best5", "final")):
+    titles = {"paired": "selected on validation, paired, 95 % CI", "best5": "best5: selection on the eval set"}
+    for row, kind in enumerate(("paired", "best5")):
+        values = []
         for col, p in enumerate(rollouts):
             ax = axes[row][col]
             for i, w in enumerate(weightings):
-                entry = fig[kind][w].get(str(p))
-                if entry is None:
-                    continue
-                ax.bar(i, 100 * entry["mean"], yerr=100 * entry["std"], color=colors.get(w, "#777777"), capsize=3)
+                if kind == "paired":
+                    e = fig["paired"][w].get(str(p)) or ({"ratio": 1.0, "low": 1.0, "high": 1.0} if str(p) in fig["selected"]["stand"] and w == "stand" else None)
+                    if e is None:
+                        continue
+                    mid, err = 100 * e["ratio"], [[100 * (e["ratio"] - e["low"])], [100 * (e["high"] - e["ratio"])]]
+                    values += [100 * e["low"], 100 * e["high"]]
+                else:
+                    e = fig[kind][w].get(str(p))
+                    if e is None:
+                        continue
+                    mid, err = 100 * e["mean"], [[100 * e["std"]], [100 * e["std"]]]
+                    values += [mid - err[0][0], mid + err[1][0]]
+                ax.bar(i, mid, yerr=err, color=colors.get(w, "#777777"), capsize=3)
             ax.axhline(100.0, color="k", lw=0.8, ls="--")
             ax.set_xticks(range(len(weightings)), weightings, rotation=35, ha="right")
-            ax.set_title(f"p = {p} ({kind})")
+            ax.set_title(f"p = {p}: {titles[kind]}", fontsize=9)
             if col == 0:
                 ax.set_ylabel("J_track, % of stand")
-    values = [100 * e["mean"] for kind in ("best5", "final") for w in weightings for e in fig[kind][w].values()]
-    if values:
-        lo, hi = min(values), max(values)
-        for row in axes:
-            row[0].set_ylim(max(0.0, lo - 0.25 * (hi - lo) - 5), hi + 0.25 * (hi - lo) + 5)
-    figure.suptitle("Closed-loop tracking cost after fine-tuning (mean +- std, normalised to stand)")
+        if values:
+            lo, hi = min(values), max(values)
+            axes[row][0].set_ylim(max(0.0, lo - 0.25 * (hi - lo) - 5), hi + 0.25 * (hi - lo) + 5)
+    figure.suptitle("Closed-loop tracking cost after fine-tuning, normalised to stand")
     figure.tight_layout()
     buf = io.BytesIO()
     figure.savefig(buf, format="png", dpi=110)
@@ -164,9 +225,12 @@ def results_markdown(
     """``results.md``: tables, figure, command, wall time and machine.
 
     With ``results`` and ``meta["base_per_env"]`` (the base model's J per
-    environment) it adds :func:`~whatmatters.experiment.per_env.per_env_markdown`.
+    environment) it adds the per-environment and floor sections.
     """
     cfg = meta["config"]
+    results = results or []
+    n_eval, n_first = cfg["eval_envs"], cfg.get("epoch_eval_envs", cfg["eval_envs"])
+    paired = paired_markdown(results, weightings, rollouts)
     lines = [
         "# Results: sensitivity-weighted fine-tuning (the paper's Fig. 2)",
         "",
@@ -184,27 +248,67 @@ def results_markdown(
             for i, st in enumerate(meta.get("sittings") or [], start=1)
         ],
         f"- Data: {cfg['data_envs']} training environments x {cfg['data_seconds']} s with the base model ({meta['windows']}), S_hat for every step",
-        f"- Evaluation: {cfg['eval_envs']} `{cfg['eval_set']}` environments x {cfg['eval_seconds']} s after every epoch; fine-tuning {cfg['finetune']}",
+        f"- Fine-tuning: {cfg['finetune']}",
+        *(
+            [
+                f"- Protocol: after every epoch each run is evaluated on {cfg['select_envs']} `validation` environments; its checkpoint is the epoch with the lowest"
+                " geometric mean of J_e there (`whatmatters.experiment.selection`). That checkpoint is evaluated once on"
+                f" {n_eval} `{cfg['eval_set']}` environments x {cfg['eval_seconds']} s: the reported numbers."
+                f" The first {n_first} of them are also evaluated after every epoch, for the paper's best5 only.",
+            ]
+            if "select_envs" in cfg
+            else [f"- Evaluation: {n_eval} `{cfg['eval_set']}` environments x {cfg['eval_seconds']} s after every epoch; the last epoch is reported (made before selection on validation existed)"]
+        ),
         *([f"- MPC: `config/mpc.yaml` with {cfg['mpc']}"] if cfg.get("mpc") else []),
-        f"- Base model before fine-tuning: J_track {meta['base_j']:.3f} (mean over the same environments)",
+        f"- Base model before fine-tuning: J_track {meta['base_j']:.3f} (mean over the {n_eval} evaluation environments)",
         "",
-        "Values: J_track in percent of `stand` at the same p, mean ± std (number of values).",
+        f"## Main result: selected checkpoints on the {n_eval} evaluation environments",
         "",
-        "## best5 (the paper's way: the five best evaluations across runs and epochs)",
+        *(
+            [
+                "Environment-paired ratio to `stand` at the same p (geometric mean over environments of the seed-averaged J_e ratios)"
+                " [95 % bootstrap interval over environments and seeds], and the environments where the weighting's seed-averaged"
+                " J_e is below stand's (`whatmatters.experiment.statistics`; below 1: better than stand; an interval containing 1 cannot tell the two apart):",
+                "",
+                *paired,
+            ]
+            if paired
+            else []
+        ),
+        *(
+            [
+                "The claims, each a ratio that is below 1 when it holds (selected checkpoints; paired over environments, 95 % bootstrap interval over environments and seeds; `whatmatters.experiment.per_env.claims`):",
+                "",
+                *claims_markdown(results, rollouts),
+            ]
+            if claims_markdown(results, rollouts)
+            else []
+        ),
+        f"The paper's normalisation of the same checkpoints: J_track averaged over the {n_eval} environments, in percent of `stand` at the same p, mean ± std over runs (number of runs):",
         "",
-        *_table(fig, "best5", weightings, rollouts),
-        "",
-        "## final (last epoch of each run, over seeds)",
-        "",
-        *_table(fig, "final", weightings, rollouts),
+        *_table(fig, "selected", weightings, rollouts),
         "",
         f"![Fig. 2]({png_name})",
         "",
+        f"## The paper-sized table: the same checkpoints on the first {n_first} evaluation environments",
+        "",
+        *_table(fig, "selected_first", weightings, rollouts),
+        "",
+        f"## Secondary: best5, selection on the evaluation set (the paper's way, first {n_first} environments)",
+        "",
+        "The five lowest evaluations of a weighting at a p across its runs and epochs, in percent of stand's five lowest: the evaluation set chooses the epochs, so these are optimistic.",
+        "",
+        *_table(fig, "best5", weightings, rollouts),
+        "",
+        f"Last epoch of each run (first {n_first} environments, paper's normalisation, no selection):",
+        "",
+        *_table(fig, "final", weightings, rollouts),
+        "",
         *_weights_table(meta.get("ours_weights") or {}),
         *_factors_table(meta.get("factors") or {}),
-        *per_env_markdown(results or [], meta.get("base_per_env") or {}, weightings, rollouts),
-        *floor_markdown(results or [], meta.get("base_per_env") or {}, meta.get("exact_per_env") or {}, meta.get("exact_bound_per_env") or {}, weightings, rollouts),
-        "Definitions of the weightings and of the normalisation: `docs/training.md`. Every run's per-epoch costs: `raw` in fig2.json.",
+        *floor_markdown(results, meta.get("base_per_env") or {}, meta.get("exact_per_env") or {}, meta.get("exact_bound_per_env") or {}, weightings, rollouts),
+        *per_env_markdown(results, meta.get("base_per_env") or {}, weightings, rollouts),
+        "Definitions of the weightings and of the normalisation: `docs/training.md`. Every run's per-epoch costs and its selected checkpoint's: `raw` in fig2.json.",
         "",
     ]
     return "\n".join(lines)
@@ -220,7 +324,8 @@ def write_report(
     md_path: Path,
 ) -> dict[str, Any]:
     """Writes the three outputs atomically and returns the fig2 mapping."""
-    fig = fig2_data(results, weightings, rollouts)
+    first = [str(e) for e in meta["first_eval_seeds"]] if meta.get("first_eval_seeds") else None
+    fig = fig2_data(results, weightings, rollouts, first_envs=first)
     meta = {**meta, "machine": meta.get("machine") or f"{platform.machine()}, {platform.processor() or 'cpu'}, {len(os.sched_getaffinity(0))} cores"}
     atomic_write_text(json.dumps(fig, indent=1), json_path)
     atomic_write_bytes(plot_fig2(fig, weightings, rollouts), png_path)

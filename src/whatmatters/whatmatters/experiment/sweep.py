@@ -5,14 +5,23 @@ Layout of the output folder::
     data/env_XXXX/            bags of the base model's episodes + sensitivity.npz
     base_eval.json            the base model on the evaluation environments
     exact_eval.json           the simulator's exact model on them (the achievable floor)
-    runs/<w>_p<p>_s<seed>/    model.pt, state.pt (resume), result.json (done)
+    runs/<w>_p<p>_s<seed>/    checkpoints/epoch_K.pt, selected.pt, model.pt (last epoch),
+                              state.pt (resume), result.json (done)
     report/                   fig2.json, fig2.png, results.md
+
+The protocol of a run: fine-tune; after every epoch evaluate the model on
+the validation environments (``select_envs``) and on the first
+``epoch_eval_envs`` evaluation environments (for the paper's best5 only);
+choose the checkpoint on validation
+(:func:`~whatmatters.experiment.selection.select_epoch`); evaluate that
+checkpoint once on all ``eval_envs`` evaluation environments (``selected`` in
+``result.json``, the reported numbers).
 
 Every stage skips what is already there, so an interrupted sweep continues
 where it stopped. Every stage runs through an executor (local worker
 processes or Ray, :mod:`whatmatters.executor`); each worker trains a run and
-evaluates it after every epoch with its own compiled solver (the new weights
-are swapped in as runtime parameters, no rebuild).
+evaluates it with its own compiled solver (the new weights are swapped in as
+runtime parameters, no rebuild).
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from whatmatters.errors import ConfigError
 from whatmatters.eval.evaluate import Evaluator, evaluate
 from whatmatters.executor import Executor, Job, Outcome, Task, make_executor, report
 from whatmatters.experiment.config import ExperimentConfig
+from whatmatters.experiment.selection import select_epoch, selection_score
 from whatmatters.io import atomic_write_text
 from whatmatters.sensitivity.batch import compute_bag_dir
 from whatmatters.sim.environments import environment_seeds
@@ -157,12 +167,15 @@ def _windows(p: int) -> RolloutWindows:
     return cache[p]
 
 
-def _evaluate_model(model: LearnedDynamics, label: str) -> dict[str, Any]:
+def _evaluate_model(model: LearnedDynamics, label: str, seeds: list[int]) -> dict[str, Any]:
+    """Closed-loop episodes of ``model`` in the environments ``seeds``: their J_track and torque-bound shares."""
     cfg: ExperimentConfig = _STATE["cfg"]
     evaluator: Evaluator = _STATE["evaluator"]
     evaluator.use_model(model, label)
-    seeds = environment_seeds(cfg.eval_set)[: cfg.eval_envs]
-    per_env = {str(s): evaluator.episode(s, cfg.eval_seconds).summary() for s in seeds}
+    return _summary({str(s): evaluator.episode(s, cfg.eval_seconds).summary() for s in seeds})
+
+
+def _summary(per_env: dict[str, dict[str, Any]]) -> dict[str, Any]:
     j = np.array([v["j_track"] for v in per_env.values()])
     return {
         "j_track_mean": float(j.mean()),
@@ -173,20 +186,54 @@ def _evaluate_model(model: LearnedDynamics, label: str) -> dict[str, Any]:
     }
 
 
+def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One evaluation summary from summaries of disjoint sets of environments."""
+    j = {k: v for part in parts for k, v in part["j_track_per_env"].items()}
+    bound = {k: v for part in parts for k, v in part["bound_share_per_env"].items()}
+    values = np.array(list(j.values()))
+    return {
+        "j_track_mean": float(values.mean()),
+        "j_track_std": float(values.std()),
+        "j_track_per_env": j,
+        "bound_share_per_env": bound,
+        "fallbacks": int(sum(int(part["fallbacks"]) for part in parts)),
+    }
+
+
+def _checkpoint(folder: Path, epoch: int) -> Path:
+    return folder / "checkpoints" / f"epoch_{epoch}.pt"
+
+
 def _run(weighting: str, p: int, seed: int, out: str) -> dict[str, Any]:
+    """Fine-tunes one run, chooses its checkpoint on validation, evaluates that checkpoint on the evaluation set."""
     cfg: ExperimentConfig = _STATE["cfg"]
     win = _windows(p)
     mpc = cfg.mpc_config()
     s = weights(weighting, win, cfg.finetune.objective, np.asarray(mpc.q_weights + mpc.qd_weights), cfg.finetune.ours_scaling)
     folder = Path(out) / "runs" / run_id(weighting, p, seed)
     start = time.perf_counter()
+    eval_seeds, first = cfg.eval_seeds(), cfg.epoch_eval_envs
 
     def on_epoch(model: LearnedDynamics, epoch: int) -> dict[str, Any]:
-        res = _evaluate_model(model, f"{folder.name}@{epoch}")
-        report((folder.name, epoch, res["j_track_mean"]))
-        return res
+        _checkpoint(folder, epoch).parent.mkdir(parents=True, exist_ok=True)
+        model.save(_checkpoint(folder, epoch))
+        label = f"{folder.name}@{epoch}"
+        record: dict[str, Any] = {"validation": _evaluate_model(model, label, cfg.select_seeds())}
+        if first:  # the paper's best5 and the paper-sized table: the first evaluation environments after every epoch
+            record.update(_evaluate_model(model, label, eval_seeds[:first]))
+        report((folder.name, str(epoch), record["validation"]["j_track_mean"]))
+        return record
 
     history = finetune(_STATE["base"], win, s, folder, cfg.finetune, seed, _STATE["data"].dt, on_epoch)
+    epoch = select_epoch([e["validation"]["j_track_per_env"] for e in history])
+    model = LearnedDynamics.load(_checkpoint(folder, epoch))
+    model.save(folder / "selected.pt")
+    # the first environments were evaluated with this very checkpoint after its epoch (episodes are deterministic)
+    parts = [{k: history[epoch - 1][k] for k in ("j_track_per_env", "bound_share_per_env", "fallbacks")}] if first else []
+    if len(eval_seeds) > first:
+        parts.append(_evaluate_model(model, f"{folder.name}@selected", eval_seeds[first:]))
+    selected = _merge(parts)
+    report((folder.name, "selected", selected["j_track_mean"]))
     result = {
         "weighting": weighting,
         "p": p,
@@ -194,6 +241,7 @@ def _run(weighting: str, p: int, seed: int, out: str) -> dict[str, Any]:
         "signature": run_signature(cfg, weighting),
         "windows": len(win),
         "epochs": history,
+        "selected": {"epoch": epoch, "validation_score": selection_score(history[epoch - 1]["validation"]["j_track_per_env"]), **selected},
         "wall_s": time.perf_counter() - start,
     }
     atomic_write_text(json.dumps(result, indent=1), folder / "result.json")
@@ -227,7 +275,7 @@ def run_signature(cfg: ExperimentConfig, weighting: str) -> dict[str, Any]:
     evaluation) enter as their differences from those of the committed runs.
     """
     d = cfg.to_dict()
-    sig = {k: d[k] for k in ("base", "data_envs", "data_seconds", "eval_set", "eval_envs", "eval_seconds", "finetune")}
+    sig = {k: d[k] for k in ("base", "data_envs", "data_seconds", "eval_set", "eval_envs", "eval_seconds", "select_envs", "epoch_eval_envs", "finetune")}
     drop = {k for k, old in _ADDED_LATER.items() if sig["finetune"].get(k) == old}
     if weighting not in ("ours", "ours_avg"):
         drop |= set(_OURS_ONLY)
@@ -270,7 +318,7 @@ def _exact_eval(cfg: ExperimentConfig, out: Path, executor: Executor) -> dict[st
             log.warning("%s was made with other settings; the exact model is evaluated again", path)
         except json.JSONDecodeError:
             log.warning("%s is damaged; the exact model is evaluated again", path)
-    seeds = environment_seeds(cfg.eval_set)[: cfg.eval_envs]
+    seeds = cfg.eval_seeds()
     found = {**evaluate("exact", seeds, cfg.eval_seconds, mpc=cfg.mpc_config(), executor=executor).summary(), "signature": signature}
     atomic_write_text(json.dumps(found, indent=1), path)
     return found
@@ -358,7 +406,7 @@ def run_sweep(
         log.warning("%s was made with other settings; the base model is evaluated again", base_eval_path)
         base_eval = None
     if base_eval is None:
-        seeds = environment_seeds(cfg.eval_set)[: cfg.eval_envs]
+        seeds = cfg.eval_seeds()
         base_eval = {**evaluate(cfg.base, seeds, cfg.eval_seconds, mpc=cfg.mpc_config(), executor=executor).summary(), "signature": base_sig}
         atomic_write_text(json.dumps(base_eval, indent=1), base_eval_path)
     exact_eval = _exact_eval(cfg, out, executor)
@@ -366,14 +414,15 @@ def run_sweep(
     done = _load_done(out, cfg)
     todo = [r for r in runs if r not in done]
     log.info("sweep %s: %d runs, %d done, %d to do", out, len(runs), len(done), len(todo))
-    # progress in epochs (each one a closed-loop evaluation), the unit the time estimate needs
-    epochs = cfg.finetune.epochs
-    bar = tqdm(total=len(runs) * epochs, initial=len(done) * epochs, desc="experiment", unit="epoch", disable=not progress)
+    # progress in closed-loop evaluations (each epoch's, then the selected checkpoint's), the unit the time estimate needs
+    steps = cfg.finetune.epochs + 1
+    bar = tqdm(total=len(runs) * steps, initial=len(done) * steps, desc="experiment", unit="evaluation", disable=not progress)
     finished = len(done)
 
-    def on_epoch(msg: tuple[str, int, float]) -> None:
+    def on_epoch(msg: tuple[str, str, float]) -> None:
         bar.update()
-        bar.set_postfix_str(f"runs {finished}/{len(runs)}, {msg[0]} epoch {msg[1]}: J {msg[2]:.4g}")
+        what = "selected checkpoint on the evaluation set" if msg[1] == "selected" else f"epoch {msg[1]} on validation"
+        bar.set_postfix_str(f"runs {finished}/{len(runs)}, {msg[0]} {what}: J {msg[2]:.4g}")
 
     def on_run(outcome: Outcome) -> None:
         nonlocal finished

@@ -90,13 +90,23 @@ def make_environment(seed: int, dist: PayloadDistribution | None = None) -> Envi
 
 
 def environment_seeds(spec: str, data: dict[str, Any] | None = None) -> list[int]:
-    """Seeds of a named set (``train``, ``validation``, ``eval``) or a list ``"3,7,9"``.
+    """Seeds of a named set (``train``, ``validation``, ``eval``), its first N (``eval:20``) or a list ``"3,7,9"``.
 
     Raises:
-        ConfigError: For an unknown set name, a malformed list, or a sets section
-            that is missing keys.
+        ConfigError: For an unknown set name, a malformed list, a count beyond
+            the set's size, or a sets section that is missing keys.
     """
     spec = spec.strip()
+    name, sep, first = spec.partition(":")
+    if sep and name.strip() in SET_NAMES:
+        seeds = environment_seeds(name.strip(), data)
+        try:
+            n = int(first)
+        except ValueError as exc:
+            raise ConfigError(f"--envs '{spec}': the count after ':' must be an integer") from exc
+        if not 0 < n <= len(seeds):
+            raise ConfigError(f"--envs '{spec}': the {name.strip()} set has {len(seeds)} environments, asked for the first {n}")
+        return seeds[:n]
     if spec in SET_NAMES:
         data = load_yaml(_SOURCE) if data is None else data
         sets = require(data, "sets", _SOURCE)
