@@ -84,6 +84,9 @@ def test_the_sweep_evaluates_the_exact_model_as_the_floor(sweep):
     assert set(exact["bound_share_per_env"]) == set(base["bound_share_per_env"])
     md = (root / "docs" / "results.md").read_text()
     assert "## The achievable floor" in md and "Torque-bound" in md
+    validation = json.loads((root / "out" / "exact_validation.json").read_text())
+    assert validation["model"] == "exact" and set(validation["bound_share_per_env"]) == {"1000"}  # the selection environments
+    assert "## Torque bounds: what the `ours` weights do there" in md and "| ours vs stand | 4 |" in md
 
 
 def test_final_values_are_last_epochs_over_stand(sweep):

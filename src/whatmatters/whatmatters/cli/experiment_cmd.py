@@ -13,6 +13,7 @@ from typing import Any
 from whatmatters.cli.executor_args import add_executor_args, executor_config
 from whatmatters.config import config_dir
 from whatmatters.executor import make_executor
+from whatmatters.experiment.bounds import bound_weight_statistics
 from whatmatters.experiment.config import load_experiment_config
 from whatmatters.experiment.report import write_report
 from whatmatters.errors import ConfigError
@@ -123,6 +124,8 @@ def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
         "exact_per_env": (res.exact_eval or {}).get("j_track_per_env") or {},
         "exact_bound_per_env": (res.exact_eval or {}).get("bound_share_per_env") or {},
         "sittings": timing["sittings"],
+        "exact_validation_bound": (res.exact_validation or {}).get("bound_share_per_env") or {},
+        "bound_weights": bound_weight_statistics(data, list(cfg.rollouts)),
         "ours_weights": ours_statistics(cfg, data),
         "factors": factor_statistics(data),
     }

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from whatmatters.experiment.bounds import bounds_markdown
 from whatmatters.experiment.floor import floor_markdown
 from whatmatters.experiment.per_env import claims_markdown, env_costs, paired_markdown, paired_to_stand, per_env_markdown
 from whatmatters.experiment.selection import selected_costs
@@ -306,6 +307,7 @@ def results_markdown(
         "",
         *_weights_table(meta.get("ours_weights") or {}),
         *_factors_table(meta.get("factors") or {}),
+        *bounds_markdown(results, meta.get("bound_weights") or {}, meta.get("exact_validation_bound") or {}, rollouts),
         *floor_markdown(results, meta.get("base_per_env") or {}, meta.get("exact_per_env") or {}, meta.get("exact_bound_per_env") or {}, weightings, rollouts),
         *per_env_markdown(results, meta.get("base_per_env") or {}, weightings, rollouts),
         "Definitions of the weightings and of the normalisation: `docs/training.md`. Every run's per-epoch costs and its selected checkpoint's: `raw` in fig2.json.",

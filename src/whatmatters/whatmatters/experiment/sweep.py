@@ -5,6 +5,7 @@ Layout of the output folder::
     data/env_XXXX/            bags of the base model's episodes + sensitivity.npz
     base_eval.json            the base model on the evaluation environments
     exact_eval.json           the simulator's exact model on them (the achievable floor)
+    exact_validation.json     the exact model on the validation environments (which are torque-bound)
     runs/<w>_p<p>_s<seed>/    checkpoints/epoch_K.pt, selected.pt, model.pt (last epoch),
                               state.pt (resume), result.json (done)
     report/                   fig2.json, fig2.png, results.md
@@ -55,7 +56,7 @@ from whatmatters.train.finetune import finetune
 from whatmatters.train.weighting import RolloutWindows, make_windows, weight_statistics, weights
 from whatmatters.trajectory.fourier import FourierConfig
 
-__all__ = ["DATA_SIGNATURE", "SweepResult", "base_eval_signature", "data_signature", "exact_eval_signature", "finished_runs", "ours_statistics", "run_id", "run_signature", "run_sweep"]
+__all__ = ["DATA_SIGNATURE", "SweepResult", "base_eval_signature", "data_signature", "exact_eval_signature", "exact_validation_signature", "finished_runs", "ours_statistics", "run_id", "run_signature", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ class SweepResult:
             achievable floor), or None for a sweep made before it was part of one.
         computed: Runs computed by this call (the others were already done).
         wall_s: Wall time of this call, s.
+        exact_validation: The exact model on the validation environments that
+            choose the checkpoints, or None for a sweep made before it was part of one.
     """
 
     results: list[dict[str, Any]]
@@ -83,6 +86,7 @@ class SweepResult:
     exact_eval: dict[str, Any] | None
     computed: int
     wall_s: float
+    exact_validation: dict[str, Any] | None = None
 
 
 def _base_path(cfg: ExperimentConfig) -> str:
@@ -307,9 +311,13 @@ def exact_eval_signature(cfg: ExperimentConfig) -> dict[str, Any]:
     return {**{k: v for k, v in base_eval_signature(cfg).items() if k != "base"}, "model": "exact"}
 
 
-def _exact_eval(cfg: ExperimentConfig, out: Path, executor: Executor) -> dict[str, Any]:
-    """The exact model on the evaluation environments, from ``exact_eval.json`` or computed and written there."""
-    path, signature = out / "exact_eval.json", exact_eval_signature(cfg)
+def exact_validation_signature(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What the exact model's evaluation on the selection (validation) environments depends on."""
+    return _with_mpc({"model": "exact", "set": "validation", "envs": cfg.select_envs, "eval_seconds": cfg.eval_seconds}, cfg)
+
+
+def _exact_eval(cfg: ExperimentConfig, path: Path, signature: dict[str, Any], seeds: list[int], executor: Executor) -> dict[str, Any]:
+    """The exact model on ``seeds``, from ``path`` or computed and written there."""
     if path.is_file():
         try:
             found = json.loads(path.read_text())
@@ -318,7 +326,6 @@ def _exact_eval(cfg: ExperimentConfig, out: Path, executor: Executor) -> dict[st
             log.warning("%s was made with other settings; the exact model is evaluated again", path)
         except json.JSONDecodeError:
             log.warning("%s is damaged; the exact model is evaluated again", path)
-    seeds = cfg.eval_seeds()
     found = {**evaluate("exact", seeds, cfg.eval_seconds, mpc=cfg.mpc_config(), executor=executor).summary(), "signature": signature}
     atomic_write_text(json.dumps(found, indent=1), path)
     return found
@@ -362,7 +369,11 @@ def finished_runs(cfg: ExperimentConfig, out: str | Path) -> SweepResult:
     exact = json.loads(exact_path.read_text()) if exact_path.is_file() else None
     if exact is not None and exact.get("signature") != exact_eval_signature(cfg):
         exact = None
-    return SweepResult([done[r] for r in cfg.runs() if r in done], json.loads(path.read_text()), exact, 0, 0.0)
+    val_path = out / "exact_validation.json"
+    val = json.loads(val_path.read_text()) if val_path.is_file() else None
+    if val is not None and val.get("signature") != exact_validation_signature(cfg):
+        val = None
+    return SweepResult([done[r] for r in cfg.runs() if r in done], json.loads(path.read_text()), exact, 0, 0.0, val)
 
 
 def run_sweep(
@@ -409,7 +420,9 @@ def run_sweep(
         seeds = cfg.eval_seeds()
         base_eval = {**evaluate(cfg.base, seeds, cfg.eval_seconds, mpc=cfg.mpc_config(), executor=executor).summary(), "signature": base_sig}
         atomic_write_text(json.dumps(base_eval, indent=1), base_eval_path)
-    exact_eval = _exact_eval(cfg, out, executor)
+    exact_eval = _exact_eval(cfg, out / "exact_eval.json", exact_eval_signature(cfg), cfg.eval_seeds(), executor)
+    # the floor on the validation environments: which of them are torque-bound (experiment/bounds.py)
+    exact_validation = _exact_eval(cfg, out / "exact_validation.json", exact_validation_signature(cfg), cfg.select_seeds(), executor)
     runs = cfg.runs()
     done = _load_done(out, cfg)
     todo = [r for r in runs if r not in done]
@@ -439,4 +452,4 @@ def run_sweep(
     finally:
         bar.close()
     results = [done[r] for r in runs]
-    return SweepResult(results, base_eval, exact_eval, len(todo), time.perf_counter() - start)
+    return SweepResult(results, base_eval, exact_eval, len(todo), time.perf_counter() - start, exact_validation)
