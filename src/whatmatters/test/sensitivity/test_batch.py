@@ -34,6 +34,7 @@ def test_cli_writes_sidecars_and_the_figure(bags, tmp_path, capsys):
     assert __import__("json").loads(capsys.readouterr().out)["converged"] == 6
     side = load_sidecar(bags / "env_0012")
     assert side["s_hat"].shape == (3, 12, 14) and side["dj_du0_eff"].shape == (3, 7)
+    assert side["du0_de_relaxed"].shape == side["du0_de"].shape == (3, 7, 12, 14)
     png = tmp_path / "fig1.png"
     assert main(["plot-sensitivity", "--data", str(bags), "--out", str(png), "--json"]) == 0
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
@@ -55,6 +56,10 @@ def test_dataset_builder_reads_the_sidecars(bags, nominal):
     first = data.step == 0
     np.testing.assert_array_equal(data.s_hat[first & (data.episode == 0)][0], load_sidecar(bags / "env_0011")["s_hat"][0])
     assert np.isnan(data.s_hat[data.step >= 2]).all()  # steps beyond --max-steps have none
+    # no bound active in these episodes: eq. 5 with released bound rows is S_hat itself
+    relaxed = load_transitions(bags, nominal, 15, sensitivities=True, action_weights="bound_relaxed").s_hat
+    ok = ~np.isnan(data.s_hat).any(axis=(1, 2))
+    np.testing.assert_allclose(relaxed[ok], data.s_hat[ok], rtol=1e-12, atol=0)
 
 
 def test_factor_statistics_of_synthetic_sidecars(tmp_path):

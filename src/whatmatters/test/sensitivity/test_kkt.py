@@ -178,6 +178,16 @@ def test_active_bounds_give_zero_rows(nominal, mpc_config, params):
     e[:, 0] = 1e-5
     u_pert = reference_ocp.solve(x0, ref, e, init=w0)[1][0]
     np.testing.assert_allclose(u_pert[s.active0], u_ref[0][s.active0], atol=1e-9)
+    # released bounds: the saturated joints' rows are those of the action the controller asks for (test_riccati.py
+    # checks the pass against the dense problem); they are not zero
+    assert s.du0_de_relaxed is not None and np.abs(s.du0_de_relaxed[s.active0]).max(axis=(1, 2)).min() > 0
+
+
+def test_without_active_bounds_the_released_rows_are_du0_de(computer):
+    x0, ref = _case(0.02)
+    s = computer.compute(x0, ref)
+    assert not s.active0.any()
+    np.testing.assert_array_equal(s.du0_de_relaxed, s.du0_de)
 
 
 def test_multiplier_gradient_matches_finite_differences_of_the_cost(computer, reference_ocp):

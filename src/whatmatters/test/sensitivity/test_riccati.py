@@ -75,3 +75,42 @@ def test_casadi_vm_fallback_gives_the_same_numbers(riccati, rng):
     vm = CompiledRiccati(NX, NU, N, compile=False)
     got, ref = vm(a, b, h, q_w, r_w, qn_w, active), riccati(a, b, h, q_w, r_w, qn_w, active)
     np.testing.assert_allclose(got.du0_de, ref.du0_de, rtol=0, atol=1e-12 * np.abs(ref.du0_de).max())
+
+
+def _dense_unconstrained_du0_de(a, b, q_w, r_w, qn_w):
+    """du0/de of the LQ problem without bounds from its dense form (an independent truth):
+    x = Su u + Se e with x_0 = 0, min 1/2 x'Qbar x + 1/2 u'Rbar u  ->  du/de = -(Su'Qbar Su + Rbar)^-1 Su'Qbar Se."""
+    su, se = np.zeros((N * NX, N * NU)), np.zeros((N * NX, N * NX))
+    for k in range(1, N + 1):  # row block k-1 holds x_k
+        for j in range(k):  # u_j and e_{j+1} reach x_k through A_{k-1} ... A_{j+1}
+            phi = np.eye(NX)
+            for m in range(j + 1, k):
+                phi = a[m] @ phi
+            su[(k - 1) * NX : k * NX, j * NU : (j + 1) * NU] = phi @ b[j]
+            se[(k - 1) * NX : k * NX, j * NX : (j + 1) * NX] = phi
+    qbar = np.zeros((N * NX, N * NX))
+    for k in range(1, N + 1):
+        qbar[(k - 1) * NX : k * NX, (k - 1) * NX : k * NX] = qn_w if k == N else q_w
+    rbar = np.kron(np.eye(N), r_w)
+    du_de = -np.linalg.solve(su.T @ qbar @ su + rbar, su.T @ qbar @ se)
+    return du_de[:NU].reshape(NU, N, NX)
+
+
+@pytest.mark.parametrize("backend", ["compiled", "numpy"])
+def test_released_rows_equal_the_dense_problem_without_bounds(riccati, rng, backend):
+    """Linear-quadratic case: with u_0's bounds released (no other stage active) the pass is the
+    unconstrained problem's, whose du0/de the dense KKT solve gives in closed form."""
+    from whatmatters.sensitivity.kkt import released_du0_de
+
+    a, b, _, q_w, r_w, qn_w = _problem(rng)
+    h = np.zeros((N, NX + NU, NX + NU))
+    active = np.zeros((N, NU), dtype=bool)
+    active[0, [1, 5]] = True  # two joints of u_0 at their bounds
+    pass_ = riccati if backend == "compiled" else first_input_sensitivity
+    held = pass_(a, b, h, q_w, r_w, qn_w, active).du0_de
+    assert np.all(held[[1, 5]] == 0.0)
+    got = released_du0_de(pass_, a, b, h, q_w, r_w, qn_w, active)
+    want = _dense_unconstrained_du0_de(a, b, q_w, r_w, qn_w)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9 * np.abs(want).max())
+    assert np.abs(got[[1, 5]]).max() > 0.01 * np.abs(want).max()  # the bound rows are no longer zero
+    np.testing.assert_array_equal(released_du0_de(pass_, a, b, h, q_w, r_w, qn_w, np.zeros_like(active)), pass_(a, b, h, q_w, r_w, qn_w, np.zeros_like(active)).du0_de)

@@ -21,7 +21,7 @@ from whatmatters.dynamics.rigid_body import RigidBodyDynamics
 
 __all__ = ["ACTION_WEIGHTS", "TransitionDataset", "episode_sensitivities", "load_transitions", "per_joint_sensitivities"]
 
-ACTION_WEIGHTS = ("effective", "per_joint")
+ACTION_WEIGHTS = ("effective", "per_joint", "bound_relaxed")
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +130,17 @@ def episode_sensitivities(ep: EpisodeRecord) -> np.ndarray:
     raise ValueError(f"bag {ep.path} has no {path.name} and no {SENSITIVITY} topic; run 'whatmatters sensitivities' on it")
 
 
-def _episode_factors(ep: EpisodeRecord) -> tuple[np.ndarray, np.ndarray]:
-    """|dJ/du0|_eff (T, nu) and du0/de (T, nu, N, nx) of an episode from its sidecar, NaN where missing."""
+def _episode_factors(ep: EpisodeRecord, du0_key: str = "du0_de") -> tuple[np.ndarray, np.ndarray]:
+    """|dJ/du0|_eff (T, nu) and du0/de (T, nu, N, nx; ``du0_de_relaxed``: its bound rows released) of an
+    episode from its sidecar, NaN where missing."""
     path = ep.path / "sensitivity.npz"
     if not path.is_file():
-        raise ValueError(f"bag {ep.path} has no {path.name}: per-joint action weights need the two factors it stores")
+        raise ValueError(f"bag {ep.path} has no {path.name}: these action weights need the two factors it stores")
     steps = len(ep.tau)
     with np.load(path) as side:
-        eff, du0 = side["dj_du0_eff"], side["du0_de"]
+        if du0_key not in side.files:
+            raise ValueError(f"{path} has no {du0_key} (made by an older version): compute the bag's sensitivities again ('whatmatters sensitivities')")
+        eff, du0 = side["dj_du0_eff"], side[du0_key]
     full_eff, full_du0 = np.full((steps, *eff.shape[1:]), np.nan), np.full((steps, *du0.shape[1:]), np.nan)
     full_eff[: len(eff)], full_du0[: len(du0)] = eff[:steps], du0[:steps]
     return full_eff, full_du0
@@ -184,8 +187,10 @@ def load_transitions(
             (:func:`episode_sensitivities`: sidecar, else the bag's topic;
             steps without one are NaN).
         bags: Read these bag folders instead of every bag below ``folder``.
-        action_weights: ``effective`` (S_hat as stored, eq. 5) or
-            ``per_joint`` (:func:`per_joint_sensitivities`, from the sidecars' factors).
+        action_weights: ``effective`` (S_hat as stored, eq. 5),
+            ``per_joint`` (:func:`per_joint_sensitivities`, from the sidecars' factors) or
+            ``bound_relaxed`` (eq. 5 with du0/de's rows at an active bound of u_0 taken with
+            that bound released: ``|dJ/du0|_eff @ du0_de_relaxed`` from the sidecars).
 
     Raises:
         ValueError: If no bag is readable, or ``sensitivities`` is asked for and
@@ -205,6 +210,9 @@ def load_transitions(
     if sensitivities and action_weights == "per_joint":
         factors = [_episode_factors(ep) for ep in episodes]
         data.s_hat = per_joint_sensitivities(np.concatenate([f[0] for f in factors]), np.concatenate([f[1] for f in factors]))
+    elif sensitivities and action_weights == "bound_relaxed":
+        factors = [_episode_factors(ep, "du0_de_relaxed") for ep in episodes]
+        data.s_hat = np.einsum("sj,sjkn->skn", np.concatenate([f[0] for f in factors]), np.concatenate([f[1] for f in factors]))
     elif sensitivities:
         data.s_hat = np.concatenate([episode_sensitivities(ep) for ep in episodes])
     return data

@@ -62,6 +62,7 @@ def compute_episode(computer: SensitivityComputer, ep: EpisodeRecord, max_steps:
     out = {
         "s_hat": np.full((steps, n, nx), np.nan),
         "du0_de": np.full((steps, nu, n, nx), np.nan),
+        "du0_de_relaxed": np.full((steps, nu, n, nx), np.nan),
         "dj_du0_eff": np.full((steps, nu), np.nan),
         "ok": np.zeros(steps, dtype=bool),
     }
@@ -84,6 +85,7 @@ def compute_episode(computer: SensitivityComputer, ep: EpisodeRecord, max_steps:
         if s is None:
             continue
         out["s_hat"][t], out["du0_de"][t], out["dj_du0_eff"][t], out["ok"][t] = s.s_hat, s.du0_de, s.dj_du0_eff, True
+        out["du0_de_relaxed"][t] = s.du0_de if s.du0_de_relaxed is None else s.du0_de_relaxed
     out["labels"] = np.array(STATE_LABELS)
     return out
 

@@ -41,7 +41,7 @@ from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.solver import AcadosMpcSolver
 from whatmatters.sensitivity.config import SensitivityConfig
 from whatmatters.sensitivity.derivatives import COMPILE_LIMIT, StageDerivatives, model_instructions
-from whatmatters.sensitivity.kkt import KktSensitivity, active_set, dynamics_multipliers
+from whatmatters.sensitivity.kkt import KktSensitivity, active_set, dynamics_multipliers, released_du0_de
 from whatmatters.sensitivity.learned_derivatives import LearnedStageDerivatives
 from whatmatters.sensitivity.point import ConvergedPoint, OperatingPoint, SensitivityError, SensitivitySample
 from whatmatters.sensitivity.riccati import CompiledRiccati
@@ -273,19 +273,34 @@ class SensitivityComputer:
             active = active_set(pt.u, self.limits, self.cfg.active_tol)
             delta = np.stack(self._fixed_inputs(pt.u)) - pt.u[0] if self.cfg.resolve_start == "predictor" else None
             try:
-                out.append(replace(self.riccati(a[i], b[i], hess[i], self.q_w, self.r_w, self.qn_w, active, delta), stage_hessians=hess[i]))
+                kkt = self.riccati(a[i], b[i], hess[i], self.q_w, self.r_w, self.qn_w, active, delta)
+                out.append(replace(kkt, stage_hessians=hess[i], du0_de_relaxed=self._relaxed(a[i], b[i], hess[i], active, kkt.du0_de)))
             except np.linalg.LinAlgError as exc:
                 log.warning("sensitivity of point %d: singular KKT system (%s)", i, exc)
                 out.append(None)
         self.step_seconds["riccati"] += time.perf_counter() - start
         return out
 
+    def _relaxed(self, a: np.ndarray, b: np.ndarray, hess: np.ndarray, active: np.ndarray, du0_de: np.ndarray) -> np.ndarray:
+        """du0/de with u_0's active bounds released (``du0_de`` itself when none is active), (nu, N, nx).
+
+        Where the released pass is singular (the reduced Hessian of u_0 is not
+        positive definite without the bound), the bound rows stay zero (logged).
+        """
+        if not active[0].any():
+            return du0_de
+        try:
+            return released_du0_de(self.riccati, a, b, hess, self.q_w, self.r_w, self.qn_w, active)
+        except np.linalg.LinAlgError as exc:
+            log.warning("du0/de with u_0's bounds released: singular (%s); its bound rows stay zero", exc)
+            return du0_de
+
     def _sample(self, pt: OperatingPoint, kkt: KktSensitivity) -> SensitivitySample:
         """Step 4: S_hat from the point's cost gradients and its du0/de."""
         n, nx, nu = self.mpc.horizon, self.model.nx, self.model.nu
         eff = 0.5 * (np.abs(pt.grad_plus) + np.abs(pt.grad_minus))
         s_hat = (eff @ kkt.du0_de.reshape(nu, n * nx)).reshape(n, nx)
-        return SensitivitySample(s_hat, kkt.du0_de, eff, pt.grad_plus, pt.grad_minus, pt.x, pt.u, ~kkt.free0, pt.sqp_iter, kkt.stage_hessians)
+        return SensitivitySample(s_hat, kkt.du0_de, eff, pt.grad_plus, pt.grad_minus, pt.x, pt.u, ~kkt.free0, pt.sqp_iter, kkt.stage_hessians, kkt.du0_de_relaxed)
 
     def compute(
         self,

@@ -25,11 +25,12 @@ solver's sign convention: ``lambda_N = QN (x_N - r_N)``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["KktSensitivity", "active_set", "dynamics_multipliers", "first_input_sensitivity"]
+__all__ = ["KktSensitivity", "active_set", "dynamics_multipliers", "first_input_sensitivity", "released_du0_de"]
 
 
 def dynamics_multipliers(x: np.ndarray, x_ref: np.ndarray, a: np.ndarray, q_w: np.ndarray, qn_w: np.ndarray) -> np.ndarray:
@@ -71,6 +72,11 @@ class KktSensitivity:
             unless the deltas were given.
         fixed_du: The same for the inputs (``[c, 0]`` is delta_c), (2, N, nu).
         stage_hessians: The second-order terms ``W_k`` the pass used, (N, nz, nz), where kept.
+        du0_de_relaxed: du0/de with the active bounds of u_0 released (those of
+            the later stages held), (nu, N, nx): where a component of u_0 is at
+            its bound, how the action the controller asks for would move (the
+            bound's multiplier path); equal to ``du0_de`` where no bound of u_0
+            is active. None where not computed.
     """
 
     du0_de: np.ndarray
@@ -79,6 +85,7 @@ class KktSensitivity:
     fixed_dx: np.ndarray | None = None
     fixed_du: np.ndarray | None = None
     stage_hessians: np.ndarray | None = None
+    du0_de_relaxed: np.ndarray | None = None
 
 
 def first_input_sensitivity(
@@ -159,3 +166,32 @@ def first_input_sensitivity(
             du[:, k] = dx[:, k] @ gains[k].T
         dx[:, k + 1] = dx[:, k] @ a[k].T + du[:, k] @ b[k].T
     return KktSensitivity(du0_de, free0, quu0, dx, du)
+
+
+def released_du0_de(
+    riccati: Callable[..., KktSensitivity],
+    a: np.ndarray,
+    b: np.ndarray,
+    hess: np.ndarray,
+    q_w: np.ndarray,
+    r_w: np.ndarray,
+    qn_w: np.ndarray,
+    active: np.ndarray,
+) -> np.ndarray:
+    """du0/de of the pass with u_0's active bounds released (the later stages' held), (nu, N, nx).
+
+    Where a component of u_0 is at its bound its row of du0/de is zero; this
+    gives the row of the action the controller would ask for, so eq. 5 can
+    weigh a saturated joint by its bound multiplier (``|dJ/du0|_eff``) times
+    how prediction errors push against the bound.
+
+    Args:
+        riccati: :func:`first_input_sensitivity` or a compiled pass with its signature.
+        a, b, hess, q_w, r_w, qn_w, active: As for :func:`first_input_sensitivity`.
+
+    Raises:
+        np.linalg.LinAlgError: If the reduced Hessian of u_0 without the bounds is not positive definite.
+    """
+    released = np.array(active, dtype=bool, copy=True)
+    released[0] = False
+    return riccati(a, b, hess, q_w, r_w, qn_w, released).du0_de

@@ -100,6 +100,8 @@ class SensitivitySample:
         active0: Active bounds of u_0, (nu,).
         sqp_iter: SQP iterations to the operating point.
         stage_hessians: The second-order terms ``W_k`` at the operating point, (N, nz, nz), where kept.
+        du0_de_relaxed: du0/de with u_0's active bounds released, (nu, N, nx)
+            (:class:`~whatmatters.sensitivity.kkt.KktSensitivity`), where computed.
     """
 
     s_hat: np.ndarray
@@ -112,3 +114,4 @@ class SensitivitySample:
     active0: np.ndarray
     sqp_iter: int
     stage_hessians: np.ndarray | None = None
+    du0_de_relaxed: np.ndarray | None = None

@@ -54,8 +54,10 @@ class FinetuneConfig(YamlConfig):
             dataset constant, the default) or ``per_state``
             (:func:`~whatmatters.train.weighting.weights`).
         ours_action: How S_hat weighs each joint's action: ``effective``
-            (|dJ/du0|_eff, eq. 5, the default) or ``per_joint`` (each joint's
-            divided by its dataset mean; :func:`~whatmatters.data.dataset.per_joint_sensitivities`).
+            (|dJ/du0|_eff, eq. 5, the default), ``per_joint`` (each joint's
+            divided by its dataset mean; :func:`~whatmatters.data.dataset.per_joint_sensitivities`)
+            or ``bound_relaxed`` (eq. 5 with the du0/de rows of u_0's active
+            bounds taken with the bound released; :func:`~whatmatters.data.dataset.load_transitions`).
     """
 
     yaml_file: ClassVar[str] = "finetune.yaml"
