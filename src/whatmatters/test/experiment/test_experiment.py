@@ -163,14 +163,43 @@ def test_selection_never_reads_the_evaluation_set(sweep, monkeypatch):
         epoch = label.rsplit("@", 1)[1]
         e = 0 if epoch == "selected" else int(epoch)
         j = {str(s): (1.0 + e if str(s) in validation else 10.0 - e) for s in seeds}  # validation: epoch 1 best; eval: last best
+        asked.append((epoch, list(seeds)))
         return {"j_track_mean": float(np.mean(list(j.values()))), "j_track_std": 0.0, "j_track_per_env": j,
-                "bound_share_per_env": dict.fromkeys(j, 0.0), "fallbacks": 0}
+                "bound_share_per_env": dict.fromkeys(j, 0.0), "fallbacks_per_env": dict.fromkeys(j, 0), "fallbacks": 0}
 
+    asked: list = []
     monkeypatch.setattr(sweep_module, "_evaluate_model", fake)
     monkeypatch.setattr(sweep_module, "report", lambda msg: None)
     result = sweep_module._run("stand", 1, 0, str(root / "fake_out"))
     assert [e["epoch"] for e in result["epochs"]] == [1, 2]
     assert result["selected"]["epoch"] == 1
+    assert result["selected"]["j_track_per_env"] == {"2000": 9.0, "2001": 10.0}  # epoch 1's 2000, the selected run's 2001
+    assert asked[-1] == ("selected", [2001])  # the first evaluation environment is not run again
+
+
+def test_with_validation_as_the_evaluation_set_the_selection_episodes_are_reused(sweep, monkeypatch):
+    from dataclasses import replace
+
+    from whatmatters.experiment import sweep as sweep_module
+    from whatmatters.sim.simulator import SimConfig
+    from whatmatters.trajectory.fourier import FourierConfig
+
+    root, _ = sweep
+    cfg = replace(load_experiment_config(root / "exp.yaml"), eval_set="validation", eval_envs=2, epoch_eval_envs=0)
+    sweep_module._init_worker(cfg, str(root / "out" / "data"), str(base_checkpoint()), SimConfig.from_yaml(), FourierConfig.from_yaml())
+    asked: list = []
+
+    def fake(model, label, seeds):
+        asked.append((label.rsplit("@", 1)[1], list(seeds)))
+        j = {str(s): 1.0 for s in seeds}
+        return {"j_track_mean": 1.0, "j_track_std": 0.0, "j_track_per_env": j, "bound_share_per_env": dict.fromkeys(j, 0.0),
+                "fallbacks_per_env": dict.fromkeys(j, 1), "fallbacks": len(j)}
+
+    monkeypatch.setattr(sweep_module, "_evaluate_model", fake)
+    monkeypatch.setattr(sweep_module, "report", lambda msg: None)
+    result = sweep_module._run("stand", 1, 0, str(root / "fake_out_validation"))
+    assert asked[-1] == ("selected", [1001])  # 1000 was the selection environment: reused
+    assert set(result["selected"]["j_track_per_env"]) == {"1000", "1001"} and result["selected"]["fallbacks"] == 2
 
 
 def test_best5_takes_the_five_lowest_evaluations():

@@ -186,22 +186,20 @@ def _summary(per_env: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "j_track_std": float(j.std()),
         "j_track_per_env": {k: float(v["j_track"]) for k, v in per_env.items()},
         "bound_share_per_env": {k: float(v["bound_share"]) for k, v in per_env.items()},
+        "fallbacks_per_env": {k: int(v["fallbacks"]) for k, v in per_env.items()},
         "fallbacks": int(sum(int(v["fallbacks"]) for v in per_env.values())),
     }
 
 
 def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """One evaluation summary from summaries of disjoint sets of environments."""
-    j = {k: v for part in parts for k, v in part["j_track_per_env"].items()}
-    bound = {k: v for part in parts for k, v in part["bound_share_per_env"].items()}
-    values = np.array(list(j.values()))
-    return {
-        "j_track_mean": float(values.mean()),
-        "j_track_std": float(values.std()),
-        "j_track_per_env": j,
-        "bound_share_per_env": bound,
-        "fallbacks": int(sum(int(part["fallbacks"]) for part in parts)),
-    }
+    per_env = {k: {"j_track": v, "bound_share": part["bound_share_per_env"][k], "fallbacks": part["fallbacks_per_env"][k]} for part in parts for k, v in part["j_track_per_env"].items()}
+    return _summary(per_env)
+
+
+def _restrict(record: dict[str, Any], envs: set[str]) -> dict[str, Any]:
+    """An evaluation record's per-environment entries for ``envs``."""
+    return {key: {k: v for k, v in record[key].items() if k in envs} for key in ("j_track_per_env", "bound_share_per_env", "fallbacks_per_env")}
 
 
 def _checkpoint(folder: Path, epoch: int) -> Path:
@@ -232,11 +230,18 @@ def _run(weighting: str, p: int, seed: int, out: str) -> dict[str, Any]:
     epoch = select_epoch([e["validation"]["j_track_per_env"] for e in history])
     model = LearnedDynamics.load(_checkpoint(folder, epoch))
     model.save(folder / "selected.pt")
-    # the first environments were evaluated with this very checkpoint after its epoch (episodes are deterministic)
-    parts = [{k: history[epoch - 1][k] for k in ("j_track_per_env", "bound_share_per_env", "fallbacks")}] if first else []
-    if len(eval_seeds) > first:
-        parts.append(_evaluate_model(model, f"{folder.name}@selected", eval_seeds[first:]))
-    selected = _merge(parts)
+    # environments already evaluated with this very checkpoint after its epoch are not run again (episodes are
+    # deterministic): the first evaluation environments, and with eval_set validation the selection environments
+    records = [history[epoch - 1]] if first else []
+    if cfg.eval_set == "validation":
+        records.append(history[epoch - 1]["validation"])
+    wanted = {str(e) for e in eval_seeds}
+    parts = [_restrict(r, wanted) for r in records]
+    known = {e for part in parts for e in part["j_track_per_env"]}
+    rest = [e for e in eval_seeds if str(e) not in known]
+    if rest:
+        parts.append(_evaluate_model(model, f"{folder.name}@selected", rest))
+    selected = _merge([part for part in parts if part["j_track_per_env"]])
     report((folder.name, "selected", selected["j_track_mean"]))
     result = {
         "weighting": weighting,
