@@ -25,12 +25,31 @@ def test_bound_statistics_on_known_samples(tmp_path):
     ok = np.array([True, True, True, False])
     _sidecar(tmp_path / "env_0000", s_hat, du, eff, ok)
     st = bound_weight_statistics(tmp_path, [1, 2], n_states=1)
+    assert "weight_ratio_relaxed" not in st  # sidecars without released rows
     assert st["samples"] == 3
     assert st["share_at_bound"] == pytest.approx(1 / 3)
     assert st["share_at_bound_per_joint"] == pytest.approx([0.0, 1 / 3])
     assert st["eff_share_dropped"] == pytest.approx(0.75)
     assert st["weight_ratio"] == {"1": pytest.approx(9.0), "2": pytest.approx(5.0)}
+    assert st["weight_share_at_bound"] == {"1": pytest.approx(9 / 11), "2": pytest.approx(10 / 14)}
     assert "75 % of the sample's sum" in "\n".join(bounds_markdown([], st, {}, [1, 2]))
+
+
+def test_released_rows_weigh_the_bound_samples_by_their_multiplier(tmp_path):
+    """S_hat = eff @ du0/de; released rows of 2 where joint 2 is at its bound: that sample's S doubles and more."""
+    s_hat = np.zeros((2, 1, 1))
+    du = np.ones((2, 2, 1, 1))
+    du[1, 1] = 0.0
+    eff = np.array([[1.0, 1.0], [1.0, 3.0]])
+    s_hat[:, 0, 0] = (eff[:, :, None, None] * du).sum(axis=1)[:, 0, 0]  # 2 and 1
+    relaxed = du.copy()
+    relaxed[1, 1] = 2.0  # released: S = 1 + 3 * 2 = 7
+    folder = tmp_path / "env_0000"
+    folder.mkdir()
+    np.savez(folder / SIDECAR, s_hat=s_hat, du0_de=du, du0_de_relaxed=relaxed, dj_du0_eff=eff, ok=np.ones(2, dtype=bool))
+    st = bound_weight_statistics(tmp_path, [1], n_states=1)
+    assert st["weight_ratio"]["1"] == pytest.approx(1 / 4) and st["weight_ratio_relaxed"]["1"] == pytest.approx(49 / 4)
+    assert st["weight_share_at_bound_relaxed"]["1"] == pytest.approx(49 / 53)
 
 
 def test_no_sidecar_no_statistics(tmp_path):

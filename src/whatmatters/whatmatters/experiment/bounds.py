@@ -46,33 +46,43 @@ def bound_weight_statistics(bag_dir: str | Path, rollouts: list[int], n_states: 
     Returns:
         ``samples``, ``share_at_bound`` (any joint), ``share_at_bound_per_joint`` (nu,),
         ``eff_share_dropped`` (mean over the bound samples of the bound joints'
-        share of ``sum_j |dJ/du0_j|_eff``) and ``weight_ratio`` ``{str(p): mean w
-        at bound / mean w elsewhere}``. Empty if the folder has no sidecar.
+        share of ``sum_j |dJ/du0_j|_eff``), ``weight_ratio`` ``{str(p): mean w
+        at bound / mean w elsewhere}`` and ``weight_share_at_bound`` ``{str(p):
+        the bound samples' share of the summed w}``; with the rows released
+        (``ours_action: bound_relaxed``) the same as ``weight_ratio_relaxed`` and
+        ``weight_share_at_bound_relaxed`` where every sidecar holds them. Empty
+        if the folder has no sidecar.
     """
-    s_hat, du, eff = [], [], []
+    s_hat, du, eff, relaxed = [], [], [], []
     for path in sorted(Path(bag_dir).glob(f"*/{SIDECAR}")):
         data = load_sidecar(path.parent)
         ok = data["ok"]
         s_hat.append(data["s_hat"][ok])
         du.append(data["du0_de"][ok])
         eff.append(data["dj_du0_eff"][ok])
+        if "du0_de_relaxed" in data:  # sidecars made before it have none
+            relaxed.append(np.einsum("sj,sjkn->skn", data["dj_du0_eff"][ok], data["du0_de_relaxed"][ok]))
     if not s_hat:
         return {}
     s, d, e = np.concatenate(s_hat), np.concatenate(du), np.abs(np.concatenate(eff))  # (S, N, nx), (S, nu, N, nx), (S, nu)
     zero_rows = np.abs(d).sum(axis=(2, 3)) == 0  # (S, nu): u0 at a bound
     bound = zero_rows.any(axis=1)  # (S,)
     dropped = (e * zero_rows).sum(1) / np.maximum(e.sum(1), 1e-300)  # (S,)
-    ratios = {}
-    for p in rollouts:
-        w = (s[:, :p, :n_states] ** 2).sum(axis=(1, 2))  # (S,)
-        ratios[str(p)] = float(w[bound].mean() / w[~bound].mean()) if bound.any() and (~bound).any() else float("nan")
-    return {
+    out: dict[str, Any] = {
         "samples": int(len(s)),
         "share_at_bound": float(bound.mean()),
         "share_at_bound_per_joint": zero_rows.mean(0).tolist(),
         "eff_share_dropped": float(dropped[bound].mean()) if bound.any() else float("nan"),
-        "weight_ratio": ratios,
     }
+    variants = {"": s, "_relaxed": np.concatenate(relaxed)} if len(relaxed) == len(s_hat) else {"": s}
+    for suffix, values in variants.items():
+        ratios, shares = {}, {}
+        for p in rollouts:
+            w = (values[:, :p, :n_states] ** 2).sum(axis=(1, 2))  # (S,)
+            ratios[str(p)] = float(w[bound].mean() / w[~bound].mean()) if bound.any() and (~bound).any() else float("nan")
+            shares[str(p)] = float(w[bound].sum() / w.sum()) if w.sum() > 0 else float("nan")
+        out[f"weight_ratio{suffix}"], out[f"weight_share_at_bound{suffix}"] = ratios, shares
+    return out
 
 
 def selected_validation_costs(run: dict[str, Any]) -> dict[str, float]:
@@ -129,9 +139,20 @@ def bounds_markdown(results: list[dict[str, Any]], weights: dict[str, Any], exac
             + f"; there the zero rows of du0/de drop on average {100 * weights['eff_share_dropped']:.0f} % of the sample's sum of |dJ/du0|_eff."
             " Mean `ours` window weight at those samples relative to the others (`ours_avg`: 1 by construction): "
             + ", ".join(f"p = {p}: {v:.2f}" for p, v in weights["weight_ratio"].items())
+            + "; their share of the summed weight: "
+            + ", ".join(f"p = {p}: {100 * v:.0f} %" for p, v in weights["weight_share_at_bound"].items())
             + ".",
             "",
         ]
+        if "weight_ratio_relaxed" in weights:
+            lines += [
+                "With those rows released (`ours_action: bound_relaxed`) the ratio would be "
+                + ", ".join(f"p = {p}: {v:.3g}" for p, v in weights["weight_ratio_relaxed"].items())
+                + " and the share "
+                + ", ".join(f"p = {p}: {100 * v:.0f} %" for p, v in weights["weight_share_at_bound_relaxed"].items())
+                + ".",
+                "",
+            ]
     bound = sorted(e for e, v in exact_bound.items() if v > BOUND_THRESHOLD)
     rows = []
     for ref in ("stand", "ours_avg"):
