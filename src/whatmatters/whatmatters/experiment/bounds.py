@@ -126,6 +126,12 @@ def validation_split(
     return out
 
 
+def _weights_text(weights: dict[str, Any], suffix: str) -> str:
+    ratio = ", ".join(f"p = {p}: {v:.3g}" for p, v in weights[f"weight_ratio{suffix}"].items())
+    share = ", ".join(f"p = {p}: {100 * v:.2f} %" for p, v in weights[f"weight_share_at_bound{suffix}"].items())
+    return f"{ratio}; their share of the summed weight: {share}"
+
+
 def bounds_markdown(results: list[dict[str, Any]], weights: dict[str, Any], exact_bound: dict[str, float], rollouts: list[int]) -> list[str]:
     """The report's section on torque bounds (empty without the training data's statistics or the validation floor)."""
     lines: list[str] = []
@@ -137,22 +143,11 @@ def bounds_markdown(results: list[dict[str, Any]], weights: dict[str, Any], exac
             f"Training data ({weights['samples']} samples): {100 * weights['share_at_bound']:.1f} % have an action at a torque bound"
             + (f" ({joints})" if joints else "")
             + f"; there the zero rows of du0/de drop on average {100 * weights['eff_share_dropped']:.0f} % of the sample's sum of |dJ/du0|_eff."
-            " Mean `ours` window weight at those samples relative to the others (`ours_avg`: 1 by construction): "
-            + ", ".join(f"p = {p}: {v:.2f}" for p, v in weights["weight_ratio"].items())
-            + "; their share of the summed weight: "
-            + ", ".join(f"p = {p}: {100 * v:.0f} %" for p, v in weights["weight_share_at_bound"].items())
-            + ".",
+            f" Mean `ours` window weight at those samples relative to the others (`ours_avg`: 1 by construction): {_weights_text(weights, '')}.",
             "",
         ]
         if "weight_ratio_relaxed" in weights:
-            lines += [
-                "With those rows released (`ours_action: bound_relaxed`) the ratio would be "
-                + ", ".join(f"p = {p}: {v:.3g}" for p, v in weights["weight_ratio_relaxed"].items())
-                + " and the share "
-                + ", ".join(f"p = {p}: {100 * v:.0f} %" for p, v in weights["weight_share_at_bound_relaxed"].items())
-                + ".",
-                "",
-            ]
+            lines += [f"With those rows released (`ours_action: bound_relaxed`): {_weights_text(weights, '_relaxed')}.", ""]
     bound = sorted(e for e, v in exact_bound.items() if v > BOUND_THRESHOLD)
     rows = []
     for ref in ("stand", "ours_avg"):
