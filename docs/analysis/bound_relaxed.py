@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, nargs="+", default=[1, 4, 12])
     args = parser.parse_args()
     bound_share = json.loads((args.stored / "exact_validation.json").read_text())["bound_share_per_env"]
-    print("| p | seeds | all validation environments | torque-bound | the others |")
+    print("| p | seeds (trial / stored) | all validation environments | torque-bound | the others |")
     print("|---|---|---|---|---|")
     below, at_most_one = 0, True
     for p in args.rollouts:
@@ -56,7 +56,7 @@ def main() -> None:
             if group is envs:
                 below += c.high < 1.0
                 at_most_one &= c.ratio <= 1.0
-        print(f"| {p} | {min(len(trial), len(stored))} | " + " | ".join(cells) + " |")
+        print(f"| {p} | {len(trial)} / {len(stored)} | " + " | ".join(cells) + " |")
     adopt = at_most_one and below >= 2
     print(f"\nRule (ratio <= 1 at every p and interval below 1 at two or more p): {'adopt bound_relaxed' if adopt else 'keep eq. 5 as stored'}")
 

@@ -62,7 +62,7 @@ def test_fig2_json_has_the_documented_shape(sweep):
     assert (root / "docs" / "figures" / "fig2.png").stat().st_size > 10_000
     md = (root / "docs" / "results.md").read_text()
     assert "whatmatters experiment --config" in md and "| ours |" in md
-    assert "## Main result: selected checkpoints on the 2 evaluation environments" in md and "Secondary: best5, selection on the evaluation set" in md
+    assert "## Main result: selected checkpoints on the 2 `eval` environments" in md and "Secondary: best5, selection on the evaluation set" in md
     assert "How unequal the `ours` weights are" in md and "| 4 | " in md  # weight statistics per p
     assert "share of samples with u0 at a bound" in md  # the factors of S_hat
 

@@ -261,9 +261,9 @@ def results_markdown(
             else [f"- Evaluation: {n_eval} `{cfg['eval_set']}` environments x {cfg['eval_seconds']} s after every epoch; the last epoch is reported (made before selection on validation existed)"]
         ),
         *([f"- MPC: `config/mpc.yaml` with {cfg['mpc']}"] if cfg.get("mpc") else []),
-        f"- Base model before fine-tuning: J_track {meta['base_j']:.3f} (mean over the {n_eval} evaluation environments)",
+        f"- Base model before fine-tuning: J_track {meta['base_j']:.3f} (mean over the {n_eval} `{cfg['eval_set']}` environments)",
         "",
-        f"## Main result: selected checkpoints on the {n_eval} evaluation environments",
+        f"## Main result: selected checkpoints on the {n_eval} `{cfg['eval_set']}` environments",
         "",
         *(
             [
@@ -291,7 +291,7 @@ def results_markdown(
         "",
         f"![Fig. 2]({png_name})",
         "",
-        f"## The paper-sized table: the same checkpoints on the first {n_first} evaluation environments",
+        f"## The paper-sized table: the same checkpoints on the first {n_first} `{cfg['eval_set']}` environments",
         "",
         *_table(fig, "selected_first", weightings, rollouts),
         "",
