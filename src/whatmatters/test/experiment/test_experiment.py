@@ -14,7 +14,8 @@ from whatmatters.errors import ConfigError
 from whatmatters.experiment.config import ExperimentConfig, load_experiment_config
 from whatmatters.experiment.report import fig2_data
 from whatmatters.executor import LocalExecutor
-from whatmatters.experiment.sweep import DATA_SIGNATURE, base_eval_signature, data_signature, prepare_data, run_signature
+from whatmatters.experiment.signatures import DATA_SIGNATURE, base_eval_signature, data_signature, run_signature
+from whatmatters.experiment.sweep import prepare_data
 from whatmatters.dynamics.registry import base_checkpoint
 from whatmatters.mpc.config import MpcConfig
 
@@ -150,13 +151,13 @@ def torch_equal(a, b) -> bool:
 def test_selection_never_reads_the_evaluation_set(sweep, monkeypatch):
     """With evaluation-set costs that favour the last epoch and validation costs that favour the first,
     the run selects the first: only the validation environments decide."""
-    from whatmatters.experiment import sweep as sweep_module
+    from whatmatters.experiment import run as run_module
     from whatmatters.sim.simulator import SimConfig
     from whatmatters.trajectory.fourier import FourierConfig
 
     root, _ = sweep
     cfg = load_experiment_config(root / "exp.yaml")
-    sweep_module._init_worker(cfg, str(root / "out" / "data"), str(base_checkpoint()), SimConfig.from_yaml(), FourierConfig.from_yaml())
+    run_module.init_worker(cfg, str(root / "out" / "data"), str(base_checkpoint()), SimConfig.from_yaml(), FourierConfig.from_yaml())
     validation = {str(s) for s in cfg.select_seeds()}
 
     def fake(model, label, seeds):
@@ -168,9 +169,9 @@ def test_selection_never_reads_the_evaluation_set(sweep, monkeypatch):
                 "bound_share_per_env": dict.fromkeys(j, 0.0), "fallbacks_per_env": dict.fromkeys(j, 0), "fallbacks": 0}
 
     asked: list = []
-    monkeypatch.setattr(sweep_module, "_evaluate_model", fake)
-    monkeypatch.setattr(sweep_module, "report", lambda msg: None)
-    result = sweep_module._run("stand", 1, 0, str(root / "fake_out"))
+    monkeypatch.setattr(run_module, "evaluate_model", fake)
+    monkeypatch.setattr(run_module, "report", lambda msg: None)
+    result = run_module.run_one("stand", 1, 0, str(root / "fake_out"))
     assert [e["epoch"] for e in result["epochs"]] == [1, 2]
     assert result["selected"]["epoch"] == 1
     assert result["selected"]["j_track_per_env"] == {"2000": 9.0, "2001": 10.0}  # epoch 1's 2000, the selected run's 2001
@@ -180,13 +181,13 @@ def test_selection_never_reads_the_evaluation_set(sweep, monkeypatch):
 def test_with_validation_as_the_evaluation_set_the_selection_episodes_are_reused(sweep, monkeypatch):
     from dataclasses import replace
 
-    from whatmatters.experiment import sweep as sweep_module
+    from whatmatters.experiment import run as run_module
     from whatmatters.sim.simulator import SimConfig
     from whatmatters.trajectory.fourier import FourierConfig
 
     root, _ = sweep
     cfg = replace(load_experiment_config(root / "exp.yaml"), eval_set="validation", eval_envs=2, epoch_eval_envs=0)
-    sweep_module._init_worker(cfg, str(root / "out" / "data"), str(base_checkpoint()), SimConfig.from_yaml(), FourierConfig.from_yaml())
+    run_module.init_worker(cfg, str(root / "out" / "data"), str(base_checkpoint()), SimConfig.from_yaml(), FourierConfig.from_yaml())
     asked: list = []
 
     def fake(model, label, seeds):
@@ -195,9 +196,9 @@ def test_with_validation_as_the_evaluation_set_the_selection_episodes_are_reused
         return {"j_track_mean": 1.0, "j_track_std": 0.0, "j_track_per_env": j, "bound_share_per_env": dict.fromkeys(j, 0.0),
                 "fallbacks_per_env": dict.fromkeys(j, 1), "fallbacks": len(j)}
 
-    monkeypatch.setattr(sweep_module, "_evaluate_model", fake)
-    monkeypatch.setattr(sweep_module, "report", lambda msg: None)
-    result = sweep_module._run("stand", 1, 0, str(root / "fake_out_validation"))
+    monkeypatch.setattr(run_module, "evaluate_model", fake)
+    monkeypatch.setattr(run_module, "report", lambda msg: None)
+    result = run_module.run_one("stand", 1, 0, str(root / "fake_out_validation"))
     assert asked[-1] == ("selected", [1001])  # 1000 was the selection environment: reused
     assert set(result["selected"]["j_track_per_env"]) == {"1000", "1001"} and result["selected"]["fallbacks"] == 2
 

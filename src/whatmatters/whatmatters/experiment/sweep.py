@@ -10,13 +10,9 @@ Layout of the output folder::
                               state.pt (resume), result.json (done)
     report/                   fig2.json, fig2.png, results.md
 
-The protocol of a run: fine-tune; after every epoch evaluate the model on
-the validation environments (``select_envs``) and on the first
-``epoch_eval_envs`` evaluation environments (for the paper's best5 only);
-choose the checkpoint on validation
-(:func:`~whatmatters.experiment.selection.select_epoch`); evaluate that
-checkpoint once on all ``eval_envs`` evaluation environments (``selected`` in
-``result.json``, the reported numbers).
+One run's protocol (fine-tune, choose the checkpoint on validation, evaluate
+it): :mod:`whatmatters.experiment.run`. What each result depends on:
+:mod:`whatmatters.experiment.signatures`.
 
 Every stage skips what is already there, so an interrupted sweep continues
 where it stopped. Every stage runs through an executor (local worker
@@ -27,7 +23,6 @@ runtime parameters, no rebuild).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -35,8 +30,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
 from whatmatters.data.collect import CollectConfig, collect
@@ -44,26 +37,29 @@ from whatmatters.data.dataset import load_transitions
 from whatmatters.dynamics.learned import LearnedDynamics
 from whatmatters.dynamics.registry import absolute_model_spec, base_checkpoint, resolve_model
 from whatmatters.errors import ConfigError
-from whatmatters.eval.evaluate import Evaluator, evaluate
-from whatmatters.executor import Executor, Job, Outcome, Task, make_executor, report
+from whatmatters.eval.evaluate import evaluate
+from whatmatters.executor import Executor, Job, Outcome, Task, make_executor
 from whatmatters.experiment.config import ExperimentConfig
-from whatmatters.experiment.selection import select_epoch, selection_score
+from whatmatters.experiment.run import init_worker, run_one
+from whatmatters.experiment.signatures import (
+    DATA_SIGNATURE,
+    base_eval_signature,
+    data_signature,
+    exact_eval_signature,
+    exact_validation_signature,
+    run_id,
+    run_signature,
+)
 from whatmatters.io import atomic_write_text
 from whatmatters.sensitivity.batch import compute_bag_dir
 from whatmatters.sim.environments import environment_seeds
 from whatmatters.sim.simulator import SimConfig
-from whatmatters.train.finetune import finetune
-from whatmatters.train.weighting import RolloutWindows, make_windows, weight_statistics, weights
+from whatmatters.train.weighting import make_windows, weight_statistics, weights
 from whatmatters.trajectory.fourier import FourierConfig
 
-__all__ = ["DATA_SIGNATURE", "SweepResult", "base_eval_signature", "data_signature", "exact_eval_signature", "exact_validation_signature", "finished_runs", "ours_statistics", "run_id", "run_signature", "run_sweep"]
+__all__ = ["SweepResult", "finished_runs", "ours_statistics", "prepare_data", "run_sweep"]
 
 log = logging.getLogger(__name__)
-
-
-def run_id(weighting: str, p: int, seed: int) -> str:
-    """Folder name of a run."""
-    return f"{weighting}_p{p}_s{seed}"
 
 
 @dataclass(frozen=True)
@@ -94,9 +90,6 @@ def _base_path(cfg: ExperimentConfig) -> str:
     if not isinstance(model, LearnedDynamics):
         raise ConfigError(f"experiment.base must be a learned checkpoint (base or a .pt path), got {cfg.base!r}")
     return str(base_checkpoint()) if cfg.base == "base" else cfg.base
-
-
-DATA_SIGNATURE = "experiment_data.json"  # in the data folder: what its bags were made with
 
 
 def prepare_data(cfg: ExperimentConfig, data: Path, executor: Executor, progress: bool) -> Path:
@@ -146,179 +139,6 @@ def ours_statistics(cfg: ExperimentConfig, data: Path) -> dict[str, dict[str, fl
     if transitions.s_hat is None:
         return {}
     return {str(p): weight_statistics(weights("ours", make_windows(transitions, p), cfg.finetune.objective, ours_scaling=cfg.finetune.ours_scaling)) for p in cfg.rollouts}
-
-
-# ---------------------------------------------------------------- workers
-_STATE: dict[str, Any] = {}
-
-
-def _init_worker(cfg: ExperimentConfig, data: str, base: str, sim: SimConfig, reference: FourierConfig) -> None:
-    """The sweep job's setup in a worker process: the data windows and an evaluator with its compiled solver."""
-    torch.set_num_threads(1)
-    _STATE.clear()
-    _STATE.update(cfg=cfg, base=base, windows={})
-    base_model = LearnedDynamics.load(base)
-    _STATE["data"] = load_transitions(data, base_model.nominal, base_model.cfg.window, sensitivities=True, action_weights=cfg.finetune.ours_action)
-    evaluator = Evaluator(base, cfg.mpc_config(), sim, reference)
-    evaluator.use_model(base_model, "base")
-    _STATE["evaluator"] = evaluator
-
-
-def _windows(p: int) -> RolloutWindows:
-    cache = _STATE["windows"]
-    if p not in cache:
-        cache[p] = make_windows(_STATE["data"], p)
-    return cache[p]
-
-
-def _evaluate_model(model: LearnedDynamics, label: str, seeds: list[int]) -> dict[str, Any]:
-    """Closed-loop episodes of ``model`` in the environments ``seeds``: their J_track and torque-bound shares."""
-    cfg: ExperimentConfig = _STATE["cfg"]
-    evaluator: Evaluator = _STATE["evaluator"]
-    evaluator.use_model(model, label)
-    return _summary({str(s): evaluator.episode(s, cfg.eval_seconds).summary() for s in seeds})
-
-
-def _summary(per_env: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    j = np.array([v["j_track"] for v in per_env.values()])
-    return {
-        "j_track_mean": float(j.mean()),
-        "j_track_std": float(j.std()),
-        "j_track_per_env": {k: float(v["j_track"]) for k, v in per_env.items()},
-        "bound_share_per_env": {k: float(v["bound_share"]) for k, v in per_env.items()},
-        "fallbacks_per_env": {k: int(v["fallbacks"]) for k, v in per_env.items()},
-        "fallbacks": int(sum(int(v["fallbacks"]) for v in per_env.values())),
-    }
-
-
-def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One evaluation summary from summaries of disjoint sets of environments."""
-    per_env = {k: {"j_track": v, "bound_share": part["bound_share_per_env"][k], "fallbacks": part["fallbacks_per_env"][k]} for part in parts for k, v in part["j_track_per_env"].items()}
-    return _summary(per_env)
-
-
-def _restrict(record: dict[str, Any], envs: set[str]) -> dict[str, Any]:
-    """An evaluation record's per-environment entries for ``envs``."""
-    return {key: {k: v for k, v in record[key].items() if k in envs} for key in ("j_track_per_env", "bound_share_per_env", "fallbacks_per_env")}
-
-
-def _checkpoint(folder: Path, epoch: int) -> Path:
-    return folder / "checkpoints" / f"epoch_{epoch}.pt"
-
-
-def _run(weighting: str, p: int, seed: int, out: str) -> dict[str, Any]:
-    """Fine-tunes one run, chooses its checkpoint on validation, evaluates that checkpoint on the evaluation set."""
-    cfg: ExperimentConfig = _STATE["cfg"]
-    win = _windows(p)
-    mpc = cfg.mpc_config()
-    s = weights(weighting, win, cfg.finetune.objective, np.asarray(mpc.q_weights + mpc.qd_weights), cfg.finetune.ours_scaling)
-    folder = Path(out) / "runs" / run_id(weighting, p, seed)
-    start = time.perf_counter()
-    eval_seeds, first = cfg.eval_seeds(), cfg.epoch_eval_envs
-
-    def on_epoch(model: LearnedDynamics, epoch: int) -> dict[str, Any]:
-        _checkpoint(folder, epoch).parent.mkdir(parents=True, exist_ok=True)
-        model.save(_checkpoint(folder, epoch))
-        label = f"{folder.name}@{epoch}"
-        record: dict[str, Any] = {"validation": _evaluate_model(model, label, cfg.select_seeds())}
-        if first:  # the paper's best5 and the paper-sized table: the first evaluation environments after every epoch
-            record.update(_evaluate_model(model, label, eval_seeds[:first]))
-        report((folder.name, str(epoch), record["validation"]["j_track_mean"]))
-        return record
-
-    history = finetune(_STATE["base"], win, s, folder, cfg.finetune, seed, _STATE["data"].dt, on_epoch)
-    epoch = select_epoch([e["validation"]["j_track_per_env"] for e in history])
-    model = LearnedDynamics.load(_checkpoint(folder, epoch))
-    model.save(folder / "selected.pt")
-    # environments already evaluated with this very checkpoint after its epoch are not run again (episodes are
-    # deterministic): the first evaluation environments, and with eval_set validation the selection environments
-    records = [history[epoch - 1]] if first else []
-    if cfg.eval_set == "validation":
-        records.append(history[epoch - 1]["validation"])
-    wanted = {str(e) for e in eval_seeds}
-    parts = [_restrict(r, wanted) for r in records]
-    known = {e for part in parts for e in part["j_track_per_env"]}
-    rest = [e for e in eval_seeds if str(e) not in known]
-    if rest:
-        parts.append(_evaluate_model(model, f"{folder.name}@selected", rest))
-    selected = _merge([part for part in parts if part["j_track_per_env"]])
-    report((folder.name, "selected", selected["j_track_mean"]))
-    result = {
-        "weighting": weighting,
-        "p": p,
-        "seed": seed,
-        "signature": run_signature(cfg, weighting),
-        "windows": len(win),
-        "epochs": history,
-        "selected": {"epoch": epoch, "validation_score": selection_score(history[epoch - 1]["validation"]["j_track_per_env"]), **selected},
-        "wall_s": time.perf_counter() - start,
-    }
-    atomic_write_text(json.dumps(result, indent=1), folder / "result.json")
-    return result
-
-
-_ADDED_LATER = {"ours_scaling": "global", "ours_action": "effective"}  # finetune setting -> the behaviour of runs made before it existed
-_OURS_ONLY = ("ours_scaling", "ours_action")  # finetune settings only the sensitivity weightings depend on
-#: The MPC settings (``config/mpc.yaml``) of the runs made before signatures held them (the exact RK4
-#: Jacobian). A signature holds the settings that differ from these, so a changed mpc.yaml recomputes.
-_MPC_REFERENCE: dict[str, Any] = {
-    "horizon": 12, "dt": 0.02,
-    "q_weights": [1000.0, 1000.0, 1000.0, 1000.0, 500.0, 500.0, 500.0],
-    "qd_weights": [100.0, 100.0, 100.0, 100.0, 50.0, 50.0, 50.0],
-    "r_weights": [0.2, 0.2, 0.2, 0.2, 1.0, 1.0, 1.0],
-    "terminal_scale": 1.0, "cost_scaling": "time_step", "nlp_solver": "SQP_RTI", "hessian": "GAUSS_NEWTON",
-    "qp_solver": "PARTIAL_CONDENSING_HPIPM", "hpipm_mode": "SPEED", "sqp_max_iter": 50, "sqp_tol": 1e-8,
-    "qp_max_iter": 50, "fallback_gravity_after": 5, "rk4_jacobian": "exact", "qp_cond_n": 0, "stage_hessians": False,
-}  # fmt: skip
-#: Settings that do not change the numbers (tested: compiler flags; ERK and chained RK4 agree to round-off).
-_MPC_SAME_RESULTS = ("compile_flags", "integrator")
-
-
-def run_signature(cfg: ExperimentConfig, weighting: str) -> dict[str, Any]:
-    """What a finished run depends on besides its (weighting, p, seed): a run with another one is recomputed.
-
-    Settings only ``ours``/``ours_avg`` use are left out of the other
-    weightings' signatures, and settings added after runs were made are left
-    out while at the value those runs had (``finetune.ours_scaling: global``, ``ours_action: effective``),
-    so those runs stay valid. The MPC settings (``config/mpc.yaml``, used by every
-    evaluation) enter as their differences from those of the committed runs.
-    """
-    d = cfg.to_dict()
-    sig = {k: d[k] for k in ("base", "data_envs", "data_seconds", "eval_set", "eval_envs", "eval_seconds", "select_envs", "epoch_eval_envs", "finetune")}
-    drop = {k for k, old in _ADDED_LATER.items() if sig["finetune"].get(k) == old}
-    if weighting not in ("ours", "ours_avg"):
-        drop |= set(_OURS_ONLY)
-    sig["finetune"] = {k: v for k, v in sig["finetune"].items() if k not in drop}
-    return _with_mpc(sig, cfg)
-
-
-def _with_mpc(sig: dict[str, Any], cfg: ExperimentConfig) -> dict[str, Any]:
-    """``sig`` plus the sweep's MPC settings that differ from :data:`_MPC_REFERENCE` (key ``mpc``, if any)."""
-    mpc = json.loads(json.dumps(dataclasses.asdict(cfg.mpc_config())))
-    changed = {k: v for k, v in mpc.items() if k not in _MPC_SAME_RESULTS and _MPC_REFERENCE.get(k) != v}
-    return {**sig, "mpc": changed} if changed else sig
-
-
-def data_signature(cfg: ExperimentConfig) -> dict[str, Any]:
-    """What the sweep's data folder depends on: the base model, the environments, the collection and the MPC."""
-    collect_cfg = replace(CollectConfig.from_yaml(), seconds=cfg.data_seconds)
-    sig = {"base": cfg.base, "data_envs": cfg.data_envs, "collect": json.loads(json.dumps(dataclasses.asdict(collect_cfg)))}
-    return _with_mpc(sig, cfg)
-
-
-def base_eval_signature(cfg: ExperimentConfig) -> dict[str, Any]:
-    """What the base model's evaluation depends on."""
-    return _with_mpc({"base": cfg.base, "eval_set": cfg.eval_set, "eval_envs": cfg.eval_envs, "eval_seconds": cfg.eval_seconds}, cfg)
-
-
-def exact_eval_signature(cfg: ExperimentConfig) -> dict[str, Any]:
-    """What the exact model's evaluation (the floor) depends on: the base evaluation's settings without the base model."""
-    return {**{k: v for k, v in base_eval_signature(cfg).items() if k != "base"}, "model": "exact"}
-
-
-def exact_validation_signature(cfg: ExperimentConfig) -> dict[str, Any]:
-    """What the exact model's evaluation on the selection (validation) environments depends on."""
-    return _with_mpc({"model": "exact", "set": "validation", "envs": cfg.select_envs, "eval_seconds": cfg.eval_seconds}, cfg)
 
 
 def _exact_eval(cfg: ExperimentConfig, path: Path, signature: dict[str, Any], seeds: list[int], executor: Executor) -> dict[str, Any]:
@@ -451,7 +271,7 @@ def run_sweep(
     try:
         if todo:
             sim, reference = SimConfig.from_yaml(), FourierConfig.from_yaml()
-            job = Job("sweep", _run, _init_worker, (cfg, str(data), base, sim, reference), shared_paths=(str(data), str(out)))
+            job = Job("sweep", run_one, init_worker, (cfg, str(data), base, sim, reference), shared_paths=(str(data), str(out)))
             tasks = [Task(run_id(*key), (*key, str(out))) for key in todo]
             executor.run(job, tasks, on_message=on_epoch, on_outcome=on_run)
     finally:
