@@ -75,3 +75,15 @@ def test_per_joint_action_weights_need_the_sidecar(tmp_path, rng):
         load_transitions(tmp_path / "bags", nominal_model(), 5, sensitivities=True, action_weights="per_joint")
     with pytest.raises(ValueError, match="action_weights"):
         load_transitions(tmp_path / "bags", nominal_model(), 5, sensitivities=True, action_weights="bogus")
+    with pytest.raises(ValueError, match="bags/a has no sensitivity.npz: released bound rows"):
+        load_transitions(tmp_path / "bags", nominal_model(), 5, sensitivities=True, action_weights="bound_relaxed")
+
+
+def test_released_rows_need_a_sidecar_that_holds_them(tmp_path, rng):
+    """A sidecar made before the released rows existed is named, with what to do."""
+    bag = tmp_path / "bags" / "a"
+    _bag(bag, rng)
+    steps = 20
+    np.savez(bag / "sensitivity.npz", s_hat=np.zeros((steps, 12, 14)), du0_de=np.zeros((steps, 7, 12, 14)), dj_du0_eff=np.ones((steps, 7)), ok=np.ones(steps, dtype=bool))
+    with pytest.raises(ValueError, match="sensitivity.npz has no du0_de_relaxed .*whatmatters sensitivities"):
+        load_transitions(tmp_path / "bags", nominal_model(), 5, sensitivities=True, action_weights="bound_relaxed")

@@ -135,7 +135,8 @@ def _episode_factors(ep: EpisodeRecord, du0_key: str = "du0_de") -> tuple[np.nda
     episode from its sidecar, NaN where missing."""
     path = ep.path / "sensitivity.npz"
     if not path.is_file():
-        raise ValueError(f"bag {ep.path} has no {path.name}: these action weights need the two factors it stores")
+        what = "per-joint action weights" if du0_key == "du0_de" else "released bound rows (bound_relaxed)"
+        raise ValueError(f"bag {ep.path} has no {path.name}: {what} need the two factors it stores")
     steps = len(ep.tau)
     with np.load(path) as side:
         if du0_key not in side.files:
