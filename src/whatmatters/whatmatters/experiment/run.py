@@ -78,7 +78,7 @@ def _summary(per_env: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One evaluation summary from summaries of disjoint sets of environments."""
+    """One evaluation summary from summaries of sets of environments (an environment in two of them had the same episode in both)."""
     per_env = {k: {"j_track": v, "bound_share": part["bound_share_per_env"][k], "fallbacks": part["fallbacks_per_env"][k]} for part in parts for k, v in part["j_track_per_env"].items()}
     return _summary(per_env)
 
