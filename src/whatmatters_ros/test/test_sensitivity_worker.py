@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 from whatmatters.dynamics.nominal import nominal_model
@@ -67,3 +70,38 @@ def test_a_computer_that_cannot_be_built_fails_in_the_caller(tmp_path):
 
     with pytest.raises(Exception, match="missing.pt"):
         ProcessComputer(str(tmp_path / "missing.pt"))
+
+
+class _Gated:
+    """The computer, held at its first step until released: the worker is busy for as long as the test needs."""
+
+    def __init__(self, computer: SensitivityComputer) -> None:
+        self.computer = computer
+        self.release = threading.Event()
+
+    def compute(self, *args):
+        assert self.release.wait(30.0)
+        return self.computer.compute(*args)
+
+
+@pytest.mark.parametrize("max_backlog", [0, 2])
+def test_real_time_queues_up_to_max_backlog_steps_while_busy(computer, max_backlog):
+    jobs = _jobs(6)
+    got: list[int] = []
+    gated = _Gated(computer)
+    worker = SensitivityWorker(gated, lambda tag, ns, s_hat: got.append(ns), 1, flush_after=0.05, queue_all=False, max_backlog=max_backlog)
+    accepted = [worker.submit(jobs[0])]
+    deadline = time.monotonic() + 10.0
+    while worker.backlog and time.monotonic() < deadline:  # the first step has started (and waits at the gate)
+        time.sleep(0.005)
+    accepted += [worker.submit(job) for job in jobs[1:]]
+    gated.release.set()
+    worker.close(drain=True)
+    assert accepted == [True] + [True] * max_backlog + [False] * (5 - max_backlog)
+    assert got == [job.stamp_ns for job in jobs[: 1 + max_backlog]]  # the queued steps in order, none lost
+    assert worker.counts == {"offered": 6, "skipped": 5 - max_backlog, "samples": 1 + max_backlog, "failed": 0}
+
+
+def test_a_negative_backlog_is_refused(computer):
+    with pytest.raises(ValueError, match="max_backlog"):
+        SensitivityWorker(computer, lambda *a: None, 1, flush_after=0.05, queue_all=False, max_backlog=-1)

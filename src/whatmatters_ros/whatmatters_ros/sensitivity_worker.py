@@ -3,16 +3,20 @@
 By default (``batch`` 1) each step is computed whole by
 :meth:`whatmatters.sensitivity.SensitivityComputer.compute`, warm-started from
 the previous step's operating point (the ``u0* + eps`` re-solve in a second
-thread; ~45 ms a step for the learned model on one core of a 2-core VM,
-~7 ms for the nominal one; docs/sensitivities.md). With ``batch`` > 1 the
+thread; the time a step takes is in docs/sensitivities.md, "Speed"). With ``batch`` > 1 the
 operating points are computed as steps come and finished
 (:meth:`SensitivityComputer.finish`) ``batch`` at a time, or as soon as no new
 step arrives for ``flush_after`` s: only the torch derivatives
 (``sensitivity.derivatives: torch``) batch better; the numbers are the same.
 
 Steps are queued without limit (``queue_all``, lock-step: every step is
-computed, the simulator waits for them) or offered only while the worker is
-idle (real time: a step arriving while it is busy is skipped and counted).
+computed, the simulator waits for them) or, in real time, up to
+``max_backlog`` steps while the worker is busy: a step arriving when that
+many wait is skipped and counted (0: every step arriving while it is busy).
+A backlog lets a worker whose mean time per step is below the control
+period compute every step although single steps take longer; it also keeps
+each step warm-started from the one before it (a skipped step makes the
+next one start from further back, which costs SQP iterations).
 Results are handed to ``on_result(tag, stamp_ns, s_hat | None)`` in step order
 from the worker thread; None means the step failed (no converged operating
 point, singular KKT system). A new model (:meth:`swap`) takes effect between
@@ -72,12 +76,17 @@ class SensitivityWorker:
         batch: Operating points finished together (>= 1).
         flush_after: Finish a partial batch after this long without a new step, s.
         queue_all: Queue every step (lock-step) instead of skipping steps while busy.
+        max_backlog: Without ``queue_all``: steps that may wait while the worker is busy (>= 0).
     """
 
-    def __init__(self, computer: Any, on_result: ResultCallback, batch: int, flush_after: float, queue_all: bool) -> None:
+    def __init__(
+        self, computer: Any, on_result: ResultCallback, batch: int, flush_after: float, queue_all: bool, max_backlog: int = 0
+    ) -> None:
+        if max_backlog < 0:
+            raise ValueError(f"max_backlog must be >= 0, got {max_backlog}")
         self.computer = computer
         self.on_result = on_result
-        self.batch, self.flush_after, self.queue_all = max(1, batch), flush_after, queue_all
+        self.batch, self.flush_after, self.queue_all, self.max_backlog = max(1, batch), flush_after, queue_all, max_backlog
         self.counts = {"offered": 0, "skipped": 0, "samples": 0, "failed": 0}
         self._jobs: queue.Queue[Any] = queue.Queue()  # jobs, a new computer, or None (stop)
         self._idle = threading.Event()
@@ -93,9 +102,10 @@ class SensitivityWorker:
         return self._jobs.qsize()
 
     def submit(self, job: SensitivityJob) -> bool:
-        """Queues a step; False if it was skipped (real time, worker busy)."""
+        """Queues a step; False if it was skipped (real time, worker busy and ``max_backlog`` steps waiting)."""
         self.counts["offered"] += 1
-        if not self.queue_all and (not self._idle.is_set() or not self._jobs.empty()):
+        waiting = self._jobs.qsize()
+        if not self.queue_all and (not self._idle.is_set() or waiting) and waiting >= self.max_backlog:
             self.counts["skipped"] += 1
             return False
         self._idle.clear()

@@ -32,8 +32,9 @@ is computed whole as it comes (``batch`` > 1: operating points finished together
   from (``/mpc/prediction`` point 0), the reference it tracked
   (``/mpc/reference``) and the context from the same history (restarted at
   the task's start, transitions under the mean applied torque of the robot's
-  states). Every ``decimation``-th step is offered; one arriving while the
-  worker is busy is skipped and counted. The achieved rate (samples per
+  states). Every ``decimation``-th step is offered; up to ``max_backlog``
+  steps wait while the worker is busy, and one arriving past that is
+  skipped and counted. The queued steps are finished at shutdown. The achieved rate (samples per
   second of recorded time) is on ``/diagnostics`` (``rate_hz``). The
   computation runs in a child process
   (:class:`whatmatters_ros.sensitivity_process.ProcessComputer`) at low
@@ -137,6 +138,7 @@ class LoggerParams(NodeParams):
     model: str = param("nominal", "model of the MPC whose sensitivities are computed (nominal, base, checkpoint path)")
     sensitivity: bool = param(True, "compute S_hat online")
     decimation: int = param(1, "real time: offer every this many control steps to the sensitivity worker", lo=1, hi=100000)
+    max_backlog: int = param(25, "real time: steps that may wait while the worker is busy (0: skip every step arriving while it is busy)", lo=0, hi=10000)
     batch: int = param(1, "1: each step computed whole (lowest latency); > 1: operating points finished together (only torch derivatives batch better)", lo=1, hi=1024)
     flush_after: float = param(0.2, "finish a partial batch after this long without a new step, s (wall)", lo=0.001, hi=60.0)
     max_bag_seconds: float = param(0.0, "start a new bag past this much recorded time, s (0: one bag per episode)", lo=0.0)
@@ -172,7 +174,9 @@ class SensitivityLoggerNode(Node):
         if self.p.sensitivity:
             self.model = resolve_model(self.p.model)
             self.tracker = self.model.context_tracker()
-            self.worker = SensitivityWorker(self._computer(self.p.model), self._on_result, self.p.batch, self.p.flush_after, self.p.lockstep)
+            self.worker = SensitivityWorker(
+                self._computer(self.p.model), self._on_result, self.p.batch, self.p.flush_after, self.p.lockstep, self.p.max_backlog
+            )
         self.start_msg: Header | None = None
         self.rt_steps: StepAssembler | None = None
         self.metrics: RealtimeMetrics | None = None
@@ -566,9 +570,9 @@ class SensitivityLoggerNode(Node):
             self._record(m.DIAGNOSTICS, serialize_message(msg))
 
     def close(self) -> None:
-        """Finishes the queued sensitivities (lock-step) or drops them, then closes the bag (once, at shutdown)."""
+        """Finishes the queued sensitivities (lock-step; real time: at most ``max_backlog``), then closes the bag (once, at shutdown)."""
         if self.worker is not None:
-            self.worker.close(drain=self.p.lockstep)
+            self.worker.close(drain=True)
         with self.bag_lock:
             self._close_bag()
         counts = {**self.counts, **(self.worker.counts if self.worker is not None else {})}
