@@ -35,15 +35,19 @@ def _init(nice: int, torch_threads: int) -> None:
     torch.set_num_threads(torch_threads)
 
 
-def _build(spec: str) -> bool:
+def _build(spec: str, parallel: bool | None) -> bool:
     """Child process: the model's sensitivity computer (an error goes back to the caller as raised)."""
     global _COMPUTER
+    from dataclasses import replace
+
     from whatmatters.dynamics.registry import resolve_model
     from whatmatters.mpc.config import MpcConfig
     from whatmatters.robot.params import load_panda_params
     from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig
 
-    _COMPUTER = SensitivityComputer(resolve_model(spec), MpcConfig.from_yaml(), load_panda_params().torque_limits, SensitivityConfig.from_yaml())
+    cfg = SensitivityConfig.from_yaml()
+    cfg = cfg if parallel is None else replace(cfg, parallel=parallel)
+    _COMPUTER = SensitivityComputer(resolve_model(spec), MpcConfig.from_yaml(), load_panda_params().torque_limits, cfg)
     return True
 
 
@@ -58,16 +62,17 @@ class ProcessComputer:
         spec: Model (``nominal``, ``base`` or a checkpoint path).
         nice: Niceness of the child process (19: lowest priority).
         torch_threads: Its torch intra-op threads.
+        parallel: ``SensitivityConfig.parallel`` of its computer (None: ``config/sensitivity.yaml``'s).
 
     Raises:
         Exception: Whatever building the computer raised (e.g. a missing checkpoint), here.
     """
 
-    def __init__(self, spec: str, nice: int = 19, torch_threads: int = 1) -> None:
+    def __init__(self, spec: str, nice: int = 19, torch_threads: int = 1, parallel: bool | None = None) -> None:
         self.spec = spec
         self._pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_init, initargs=(nice, torch_threads))
         try:
-            self._pool.submit(_build, spec).result()
+            self._pool.submit(_build, spec, parallel).result()
         except BaseException:
             self._pool.shutdown(wait=False, cancel_futures=True)
             raise

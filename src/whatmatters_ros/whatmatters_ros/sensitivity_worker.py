@@ -77,10 +77,19 @@ class SensitivityWorker:
         flush_after: Finish a partial batch after this long without a new step, s.
         queue_all: Queue every step (lock-step) instead of skipping steps while busy.
         max_backlog: Without ``queue_all``: steps that may wait while the worker is busy (>= 0).
+        dt: Control period, s: a step is warm-started from the last result shifted by the
+            steps between their stamps (None: by one step).
     """
 
     def __init__(
-        self, computer: Any, on_result: ResultCallback, batch: int, flush_after: float, queue_all: bool, max_backlog: int = 0
+        self,
+        computer: Any,
+        on_result: ResultCallback,
+        batch: int,
+        flush_after: float,
+        queue_all: bool,
+        max_backlog: int = 0,
+        dt: float | None = None,
     ) -> None:
         if max_backlog < 0:
             raise ValueError(f"max_backlog must be >= 0, got {max_backlog}")
@@ -91,7 +100,9 @@ class SensitivityWorker:
         self._jobs: queue.Queue[Any] = queue.Queue()  # jobs, a new computer, or None (stop)
         self._idle = threading.Event()
         self._idle.set()
+        self.dt = dt
         self._warm: OperatingPoint | SensitivitySample | None = None  # the last result: the next SQP start
+        self._warm_ns = 0  # its step's stamp
         self._thread = threading.Thread(target=self._run, name="sensitivity", daemon=True)
         self._thread.start()
 
@@ -168,15 +179,21 @@ class SensitivityWorker:
 
     def _warm_started(self, job: SensitivityJob, method: Callable[..., _Solved]) -> _Solved | None:
         """``method(x, x_ref, params, x_init, u_init, w_init)`` from the last result shifted; None (logged) if it fails."""
-        init = (None, None, None) if self._warm is None else warm_start(self._warm)
+        init = (None, None, None) if self._warm is None else warm_start(self._warm, self._stages_since_warm(job.stamp_ns))
         try:
             out = method(job.x, job.x_ref, job.params, *init)
         except (SensitivityError, np.linalg.LinAlgError, BrokenExecutor) as exc:  # BrokenExecutor: a computer's process died
             self._warm = None
             log.warning("sensitivity at t = %.3f s failed: %s", job.stamp_ns * 1e-9, exc)
             return None
-        self._warm = out
+        self._warm, self._warm_ns = out, job.stamp_ns
         return out
+
+    def _stages_since_warm(self, stamp_ns: int) -> int:
+        """Control steps from the last result's step to ``stamp_ns`` (>= 1; 1 without ``dt``)."""
+        if self.dt is None:
+            return 1
+        return max(1, round((stamp_ns - self._warm_ns) * 1e-9 / self.dt))
 
     def _finish(self, pending: list[tuple[int, int, OperatingPoint | None]]) -> None:
         if not pending:

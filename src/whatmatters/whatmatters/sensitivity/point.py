@@ -12,33 +12,46 @@ from whatmatters.sensitivity.kkt import KktSensitivity
 __all__ = ["ConvergedPoint", "OperatingPoint", "SensitivityError", "SensitivitySample", "shifted", "warm_start"]
 
 
-def shifted(x: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A converged solution shifted by one stage (last stage repeated): the next step's SQP start.
+def _shift(a: np.ndarray, stages: int) -> np.ndarray:
+    """``a`` (M, ...) moved ``stages`` entries forward, the last one repeated (at most M - 1 moved)."""
+    k = min(stages, a.shape[0] - 1)
+    return np.concatenate([a[k:], np.repeat(a[-1:], k, axis=0)])
+
+
+def shifted(x: np.ndarray, u: np.ndarray, stages: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """A converged solution shifted by ``stages`` stages (last stage repeated): a later step's SQP start.
 
     Args:
         x: States, (N + 1, nx).
         u: Inputs, (N, nu).
+        stages: Control steps between the solution's step and the one it starts (>= 1).
 
     Returns:
         ``(x_init (N + 1, nx), u_init (N, nu))``.
     """
-    return np.vstack([x[1:], x[-1:]]), np.vstack([u[1:], u[-1:]])
+    if stages < 1:
+        raise ValueError(f"a warm start shifts by >= 1 stage, got {stages}")
+    return _shift(x, stages), _shift(u, stages)
 
 
-def warm_start(result: OperatingPoint | SensitivitySample) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """The next control step's SQP start from this one's result, shifted by one stage.
+def warm_start(result: OperatingPoint | SensitivitySample, stages: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A later control step's SQP start from this one's result, shifted by ``stages`` stages.
+
+    Args:
+        result: The earlier step's result.
+        stages: Control steps from that step to the one started (>= 1; 1: the next one).
 
     Returns:
         ``(x_init (N + 1, nx), u_init (N, nu), w_init (N, nz, nz) or None)``: the
         solution shifted (:func:`shifted`) and its second-order terms shifted
         likewise (None where the result kept none).
     """
-    x_init, u_init = shifted(result.x, result.u)
+    x_init, u_init = shifted(result.x, result.u, stages)
     if isinstance(result, OperatingPoint):
         w = None if result.kkt is None else result.kkt.stage_hessians
     else:
         w = result.stage_hessians
-    return x_init, u_init, None if w is None else np.concatenate([w[1:], w[-1:]])
+    return x_init, u_init, None if w is None else _shift(w, stages)
 
 
 class SensitivityError(WhatmattersError, RuntimeError):

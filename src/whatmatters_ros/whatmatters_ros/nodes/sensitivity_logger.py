@@ -15,8 +15,7 @@ going backwards) and when the current one passes ``max_bag_mb``. Bags are
 closed on shutdown (SIGINT/SIGTERM); after a SIGKILL the complete chunks of
 the last bag are recovered by :func:`whatmatters_ros.recover.recover_bag`.
 
-Sensitivities (:class:`whatmatters_ros.sensitivity_worker.SensitivityWorker`):
-for a control step, S_hat (N, 14) from the inputs the MPC used (the joint
+Sensitivities (:class:`whatmatters_ros.sensitivity_lanes.SensitivityLanes`): for a control step, S_hat (N, 14) from the inputs the MPC used (the joint
 state, the reference of the same stamp and, for a learned model, the context
 from the same history), published on ``/mpc/sensitivity`` (Float64MultiArray,
 layout ``horizon`` x ``state``) and recorded at the step's stamp. Each step
@@ -33,10 +32,11 @@ is computed whole as it comes (``batch`` > 1: operating points finished together
   (``/mpc/reference``) and the context from the same history (restarted at
   the task's start, transitions under the mean applied torque of the robot's
   states). Every ``decimation``-th step is offered; up to ``max_backlog``
-  steps wait while the worker is busy, and one arriving past that is
-  skipped and counted. The queued steps are finished at shutdown. The achieved rate (samples per
+  steps wait per worker while it is busy, and one arriving when every
+  worker has that many is skipped and counted. The queued steps are
+  finished at shutdown. The achieved rate (samples per
   second of recorded time) is on ``/diagnostics`` (``rate_hz``). The
-  computation runs in a child process
+  computation runs in ``workers`` child processes that take the steps in turn
   (:class:`whatmatters_ros.sensitivity_process.ProcessComputer`) at low
   priority (``worker_nice``; torch with ``torch_threads`` intra-op threads):
   it never takes the CPU from the control loop, and the recording thread
@@ -81,7 +81,8 @@ from whatmatters_ros import messages as m
 from whatmatters_ros.params import NodeParams, declare_parameters, param
 from whatmatters_ros.runtime import exit_with, run_node
 from whatmatters_ros.sensitivity_process import ProcessComputer
-from whatmatters_ros.sensitivity_worker import SensitivityJob, SensitivityWorker
+from whatmatters_ros.sensitivity_lanes import SensitivityLanes
+from whatmatters_ros.sensitivity_worker import SensitivityJob
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,8 @@ class LoggerParams(NodeParams):
     model: str = param("nominal", "model of the MPC whose sensitivities are computed (nominal, base, checkpoint path)")
     sensitivity: bool = param(True, "compute S_hat online")
     decimation: int = param(1, "real time: offer every this many control steps to the sensitivity worker", lo=1, hi=100000)
-    max_backlog: int = param(25, "real time: steps that may wait while the worker is busy (0: skip every step arriving while it is busy)", lo=0, hi=10000)
+    workers: int = param(2, "sensitivity processes; the steps go to them in turn, each warm-started from its own previous step", lo=1, hi=64)
+    max_backlog: int = param(25, "real time: steps that may wait per worker while it is busy (0: skip every step arriving while it is busy)", lo=0, hi=10000)
     batch: int = param(1, "1: each step computed whole (lowest latency); > 1: operating points finished together (only torch derivatives batch better)", lo=1, hi=1024)
     flush_after: float = param(0.2, "finish a partial batch after this long without a new step, s (wall)", lo=0.001, hi=60.0)
     max_bag_seconds: float = param(0.0, "start a new bag past this much recorded time, s (0: one bag per episode)", lo=0.0)
@@ -168,14 +170,14 @@ class SensitivityLoggerNode(Node):
         self.first_ns: int | None = None
         self.model: Any = None
         self.tracker: Any = None
-        self.worker: SensitivityWorker | None = None
+        self.worker: SensitivityLanes | None = None
         self.loading: tuple[int, Any] | None = None  # (MPC model version, its computer once loaded)
         torch.set_num_threads(self.p.torch_threads)
         if self.p.sensitivity:
             self.model = resolve_model(self.p.model)
             self.tracker = self.model.context_tracker()
-            self.worker = SensitivityWorker(
-                self._computer(self.p.model), self._on_result, self.p.batch, self.p.flush_after, self.p.lockstep, self.p.max_backlog
+            self.worker = SensitivityLanes(
+                self._computers(self.p.model), self._on_result, self.p.batch, self.p.flush_after, self.p.lockstep, self.p.max_backlog, self.mpc.dt
             )
         self.start_msg: Header | None = None
         self.rt_steps: StepAssembler | None = None
@@ -254,9 +256,18 @@ class SensitivityLoggerNode(Node):
         self._subscribe_states()
         self.get_logger().info(f"{', '.join(upstream)} matched after {waited:.2f} s: subscribed to /joint_states")
 
-    def _computer(self, spec: str) -> ProcessComputer:
-        """The model's sensitivity computer in a child process at ``worker_nice`` (no GIL shared with recording)."""
-        return ProcessComputer(spec, self.p.worker_nice, self.p.torch_threads)
+    def _computers(self, spec: str) -> list[ProcessComputer]:
+        """The model's sensitivity computers, one child process each at ``worker_nice`` (no GIL shared with
+        recording); with several, each computes its steps serially (no re-solve thread)."""
+        computers: list[ProcessComputer] = []
+        try:
+            for _ in range(self.p.workers):
+                computers.append(ProcessComputer(spec, self.p.worker_nice, self.p.torch_threads, parallel=None if self.p.workers == 1 else False))
+        except BaseException:
+            for computer in computers:
+                computer.close()
+            raise
+        return computers
 
     # -------------------------------------------------------------- recording
     def _open_bag(self) -> None:
@@ -494,7 +505,7 @@ class SensitivityLoggerNode(Node):
         """Thread: the MPC's new model and its sensitivity computer (swapped in by :meth:`_swap_model`)."""
         try:
             model = resolve_model(spec)
-            self.loading = (version, (model, self._computer(spec)))
+            self.loading = (version, (model, self._computers(spec)))
         except Exception as exc:  # noqa: BLE001 - whatever building it raised (also in the child process): the running model stays
             self.loading = None
             self.get_logger().error(f"cannot follow the MPC's model version {version} ('{spec}'): {exc}")
@@ -503,12 +514,12 @@ class SensitivityLoggerNode(Node):
         """Executor thread, between two steps: the loaded model takes over."""
         if self.loading is None or self.loading[1] is None or self.worker is None:
             return
-        version, (model, computer) = self.loading
+        version, (model, computers) = self.loading
         self.loading = None
         self.model = model
         if self.tracker is not None:
             self.tracker.encoder = model.context_tracker().encoder  # the history window is kept
-        self.worker.swap(computer)
+        self.worker.swap(computers)
         self.counts["model_version"] = version
         self.get_logger().info(f"sensitivities now from the MPC's model version {version}")
 
