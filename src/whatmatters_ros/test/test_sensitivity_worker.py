@@ -105,3 +105,27 @@ def test_real_time_queues_up_to_max_backlog_steps_while_busy(computer, max_backl
 def test_a_negative_backlog_is_refused(computer):
     with pytest.raises(ValueError, match="max_backlog"):
         SensitivityWorker(computer, lambda *a: None, 1, flush_after=0.05, queue_all=False, max_backlog=-1)
+
+
+class _Broken:
+    """A computer that raises an unexpected error at its second step."""
+
+    def __init__(self, computer: SensitivityComputer) -> None:
+        self.computer, self.calls = computer, 0
+
+    def compute(self, *args):
+        self.calls += 1
+        if self.calls == 2:
+            raise AttributeError("a bug in the computer")
+        return self.computer.compute(*args)
+
+
+def test_an_unexpected_error_fails_its_step_and_the_worker_goes_on(computer):
+    jobs = _jobs(3)
+    got: list[tuple[int, bool]] = []
+    worker = SensitivityWorker(_Broken(computer), lambda tag, ns, s_hat: got.append((ns, s_hat is not None)), 1, flush_after=0.05, queue_all=True)
+    for job in jobs:
+        assert worker.submit(job)
+    worker.close(drain=True)
+    assert got == [(jobs[0].stamp_ns, True), (jobs[1].stamp_ns, False), (jobs[2].stamp_ns, True)]
+    assert worker.counts["failed"] == 1 and worker.counts["samples"] == 2

@@ -186,6 +186,10 @@ class SensitivityWorker:
             self._warm = None
             log.warning("sensitivity at t = %.3f s failed: %s", job.stamp_ns * 1e-9, exc)
             return None
+        except Exception:  # noqa: BLE001 - any other error fails this step, not the worker (the steps after it go on)
+            self._warm = None
+            log.exception("sensitivity at t = %.3f s failed unexpectedly", job.stamp_ns * 1e-9)
+            return None
         self._warm, self._warm_ns = out, job.stamp_ns
         return out
 

@@ -81,3 +81,17 @@ def test_distinct_weight_vectors_in_one_batch(rng):
         assert np.array_equal(m[1], s[0])
         assert np.array_equal(m[[0, 2]], f[[0, 2]])
         assert np.abs(m[1] - f[1]).max() > 1e-6
+
+
+def test_new_weights_are_read_again_after_a_call_with_others(rng):
+    shipped, other = resolve_model("base"), _random_weights(5)
+    p1, _, q, qd, a, w = _nodes(shipped, rng, 3)
+    p2 = np.concatenate([np.broadcast_to(other.residual.flat_parameters(), (3, other.residual.n_weights())), p1[:, -shipped.context_dim :]], axis=1)
+    hess = ResidualHessian(shipped.residual)
+    first = hess.blocks(p1, q, qd, a, w)
+    p1[:] = p2  # the caller reuses its buffer for other weights
+    for got, want in zip(hess.blocks(p2, q, qd, a, w), ResidualHessian(shipped.residual).blocks(p2, q, qd, a, w)):
+        np.testing.assert_array_equal(got, want)
+    p1_again = np.concatenate([np.broadcast_to(shipped.residual.flat_parameters(), (3, shipped.residual.n_weights())), p2[:, -shipped.context_dim :]], axis=1)
+    for got, want in zip(hess.blocks(p1_again, q, qd, a, w), first):
+        np.testing.assert_array_equal(got, want)

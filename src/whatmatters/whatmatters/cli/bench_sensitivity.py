@@ -98,12 +98,13 @@ def _time_learned_path(computer: SensitivityComputer, res: EpisodeResult, refere
     """Seconds for ``samples`` consecutive steps the batch job's way (operating points, then ``finish``)."""
     cfg = computer.mpc
     horizon = cfg.dt * np.arange(cfg.horizon + 1)
-    warm = computer.compute(res.x[0], reference.state(horizon), x_init=res.predictions[0])  # warm-up
+    params = computer.model.parameter_values()  # as the batch job and the logger: given with each step
+    warm = computer.compute(res.x[0], reference.state(horizon), params, x_init=res.predictions[0])  # warm-up
     computer.step_seconds.clear()
     start = time.perf_counter()
     points, init = [], warm_start(warm)
     for t in range(1, samples + 1):  # each from the previous operating point, shifted
-        points.append(computer.operating_point(res.x[t], reference.state(t * cfg.dt + horizon), None, *init))
+        points.append(computer.operating_point(res.x[t], reference.state(t * cfg.dt + horizon), params, *init))
         init = warm_start(points[-1])
     done = computer.finish(points)
     if any(d is None for d in done):
