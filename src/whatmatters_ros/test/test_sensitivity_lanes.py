@@ -15,7 +15,7 @@ from whatmatters.sensitivity.point import warm_start
 from whatmatters.trajectory.fourier import sample_fourier_trajectory
 
 from whatmatters_ros.sensitivity_lanes import SensitivityLanes
-from whatmatters_ros.sensitivity_worker import SensitivityJob
+from whatmatters_ros.sensitivity_worker import SensitivityJob, WorkerSettings
 
 DT = 0.02
 
@@ -53,7 +53,7 @@ class _Gated:
 def test_two_lanes_hand_on_every_step_in_order_with_the_one_worker_numbers(computers):
     jobs = _jobs(6)
     got: list[tuple[int, np.ndarray | None]] = []
-    lanes = SensitivityLanes(computers, lambda tag, ns, s_hat: got.append((ns, s_hat)), 1, 0.05, queue_all=True, dt=DT)
+    lanes = SensitivityLanes(computers, lambda tag, ns, s_hat: got.append((ns, s_hat)), WorkerSettings(queue_all=True, dt=DT))
     assert all(lanes.submit(job) for job in jobs)
     lanes.close(drain=True)
     assert [ns for ns, _ in got] == [job.stamp_ns for job in jobs]
@@ -70,7 +70,7 @@ def test_a_step_finished_first_waits_for_the_steps_before_it(computers):
     jobs = _jobs(2)
     got: list[int] = []
     gated = _Gated(computers[0])
-    lanes = SensitivityLanes([gated, computers[1]], lambda tag, ns, s_hat: got.append(ns), 1, 0.05, queue_all=True, dt=DT)
+    lanes = SensitivityLanes([gated, computers[1]], lambda tag, ns, s_hat: got.append(ns), WorkerSettings(queue_all=True, dt=DT))
     assert lanes.submit(jobs[0]) and lanes.submit(jobs[1])  # lane 0, then lane 1
     deadline = time.monotonic() + 30.0
     while lanes.lanes[1].backlog + (not lanes.lanes[1]._idle.is_set()) and time.monotonic() < deadline:
@@ -85,7 +85,7 @@ def test_a_step_is_skipped_only_when_every_lane_is_busy_and_full(computers):
     jobs = _jobs(4)
     gates = [_Gated(c) for c in computers]
     got: list[int] = []
-    lanes = SensitivityLanes(gates, lambda tag, ns, s_hat: got.append(ns), 1, 0.05, queue_all=False, max_backlog=0, dt=DT)
+    lanes = SensitivityLanes(gates, lambda tag, ns, s_hat: got.append(ns), WorkerSettings(max_backlog=0, dt=DT))
     accepted = [lanes.submit(jobs[0])]
     assert gates[0].started.wait(30.0)
     accepted.append(lanes.submit(jobs[1]))  # lane 0 busy: lane 1 takes it
@@ -100,9 +100,9 @@ def test_a_step_is_skipped_only_when_every_lane_is_busy_and_full(computers):
 
 
 def test_a_swap_needs_one_computer_per_lane(computers):
-    lanes = SensitivityLanes(computers, lambda *a: None, 1, 0.05, queue_all=True, dt=DT)
+    lanes = SensitivityLanes(computers, lambda *a: None, WorkerSettings(queue_all=True, dt=DT))
     with pytest.raises(ValueError, match="2 lanes"):
         lanes.swap(computers[:1])
     lanes.close(drain=True)
     with pytest.raises(ValueError, match="at least one"):
-        SensitivityLanes([], lambda *a: None, 1, 0.05, queue_all=True)
+        SensitivityLanes([], lambda *a: None, WorkerSettings(queue_all=True))

@@ -14,7 +14,7 @@ from whatmatters.sensitivity.compute import SensitivityComputer
 from whatmatters.sensitivity.point import warm_start
 from whatmatters.trajectory.fourier import sample_fourier_trajectory
 
-from whatmatters_ros.sensitivity_worker import SensitivityJob, SensitivityWorker
+from whatmatters_ros.sensitivity_worker import SensitivityJob, SensitivityWorker, WorkerSettings
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def _jobs(steps: int) -> list[SensitivityJob]:
 def test_worker_results_equal_one_sample_computations(computer, batch):
     jobs = _jobs(4)
     got: list[tuple[int, np.ndarray | None]] = []
-    worker = SensitivityWorker(computer, lambda tag, ns, s_hat: got.append((ns, s_hat)), batch, flush_after=0.05, queue_all=True)
+    worker = SensitivityWorker(computer, lambda tag, ns, s_hat: got.append((ns, s_hat)), WorkerSettings(batch, 0.05, queue_all=True))
     for job in jobs:
         assert worker.submit(job)
     worker.close(drain=True)
@@ -53,7 +53,7 @@ def test_the_child_process_gives_the_in_process_numbers(computer):
     jobs = _jobs(3)
     got: list[np.ndarray | None] = []
     remote = ProcessComputer("nominal", nice=19, torch_threads=1)
-    worker = SensitivityWorker(remote, lambda tag, ns, s_hat: got.append(s_hat), 3, flush_after=0.05, queue_all=True)
+    worker = SensitivityWorker(remote, lambda tag, ns, s_hat: got.append(s_hat), WorkerSettings(3, 0.05, queue_all=True))
     for job in jobs:
         assert worker.submit(job)
     worker.close(drain=True)  # also stops the child
@@ -89,7 +89,7 @@ def test_real_time_queues_up_to_max_backlog_steps_while_busy(computer, max_backl
     jobs = _jobs(6)
     got: list[int] = []
     gated = _Gated(computer)
-    worker = SensitivityWorker(gated, lambda tag, ns, s_hat: got.append(ns), 1, flush_after=0.05, queue_all=False, max_backlog=max_backlog)
+    worker = SensitivityWorker(gated, lambda tag, ns, s_hat: got.append(ns), WorkerSettings(1, 0.05, max_backlog=max_backlog))
     accepted = [worker.submit(jobs[0])]
     deadline = time.monotonic() + 10.0
     while worker.backlog and time.monotonic() < deadline:  # the first step has started (and waits at the gate)
@@ -102,9 +102,12 @@ def test_real_time_queues_up_to_max_backlog_steps_while_busy(computer, max_backl
     assert worker.counts == {"offered": 6, "skipped": 5 - max_backlog, "samples": 1 + max_backlog, "failed": 0}
 
 
-def test_a_negative_backlog_is_refused(computer):
-    with pytest.raises(ValueError, match="max_backlog"):
-        SensitivityWorker(computer, lambda *a: None, 1, flush_after=0.05, queue_all=False, max_backlog=-1)
+@pytest.mark.parametrize(
+    ("field", "value"), [("batch", 0), ("flush_after", 0.0), ("max_backlog", -1), ("dt", 0.0)]
+)
+def test_settings_out_of_range_are_refused_by_name(field, value):
+    with pytest.raises(ValueError, match=field):
+        WorkerSettings(**{field: value})
 
 
 class _Broken:
@@ -123,7 +126,7 @@ class _Broken:
 def test_an_unexpected_error_fails_its_step_and_the_worker_goes_on(computer):
     jobs = _jobs(3)
     got: list[tuple[int, bool]] = []
-    worker = SensitivityWorker(_Broken(computer), lambda tag, ns, s_hat: got.append((ns, s_hat is not None)), 1, flush_after=0.05, queue_all=True)
+    worker = SensitivityWorker(_Broken(computer), lambda tag, ns, s_hat: got.append((ns, s_hat is not None)), WorkerSettings(1, 0.05, queue_all=True))
     for job in jobs:
         assert worker.submit(job)
     worker.close(drain=True)

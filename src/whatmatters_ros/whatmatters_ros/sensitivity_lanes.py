@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from whatmatters_ros.sensitivity_worker import ResultCallback, SensitivityJob, SensitivityWorker
+from whatmatters_ros.sensitivity_worker import ResultCallback, SensitivityJob, SensitivityWorker, WorkerSettings
 
 __all__ = ["SensitivityLanes"]
 
@@ -32,24 +32,13 @@ class SensitivityLanes:
     Args:
         computers: One sensitivity computer per lane (>= 1).
         on_result: Called with ``(tag, stamp_ns, s_hat (N, nx) or None)`` per accepted step, in order.
-        batch, flush_after, queue_all: As :class:`SensitivityWorker`'s, for every lane.
-        max_backlog: Steps that may wait per lane while it is busy (real time).
-        dt: Control period, s (the warm starts' shifts).
+        settings: Every lane's (``max_backlog`` per lane; ``dt`` for the warm starts' shifts).
 
     Raises:
         ValueError: Without computers.
     """
 
-    def __init__(
-        self,
-        computers: Sequence[Any],
-        on_result: ResultCallback,
-        batch: int,
-        flush_after: float,
-        queue_all: bool,
-        max_backlog: int = 0,
-        dt: float | None = None,
-    ) -> None:
+    def __init__(self, computers: Sequence[Any], on_result: ResultCallback, settings: WorkerSettings) -> None:
         if not computers:
             raise ValueError("SensitivityLanes needs at least one computer")
         self.on_result = on_result
@@ -60,9 +49,7 @@ class SensitivityLanes:
         self._done: dict[int, tuple[int, int, np.ndarray | None]] = {}
         self._accepted = self._delivered = 0
         self._turn = 0
-        self.lanes = [
-            SensitivityWorker(c, self._lane_callback(i), batch, flush_after, queue_all, max_backlog, dt) for i, c in enumerate(computers)
-        ]
+        self.lanes = [SensitivityWorker(c, self._lane_callback(i), settings) for i, c in enumerate(computers)]
 
     @property
     def backlog(self) -> int:

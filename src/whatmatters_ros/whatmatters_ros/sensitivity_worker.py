@@ -37,7 +37,7 @@ import numpy as np
 
 from whatmatters.sensitivity.point import OperatingPoint, SensitivityError, SensitivitySample, warm_start
 
-__all__ = ["SensitivityJob", "SensitivityWorker"]
+__all__ = ["SensitivityJob", "SensitivityWorker", "WorkerSettings"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,39 @@ ResultCallback = Callable[[int, int, "np.ndarray | None"], None]
 _Solved = TypeVar("_Solved", OperatingPoint, SensitivitySample)
 
 
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How a :class:`SensitivityWorker` takes its steps (the logger's parameters).
+
+    Attributes:
+        batch: Operating points finished together (>= 1).
+        flush_after: Finish a partial batch after this long without a new step, s (> 0).
+        queue_all: Queue every step (lock-step) instead of skipping steps while busy.
+        max_backlog: Without ``queue_all``: steps that may wait while the worker is busy (>= 0).
+        dt: Control period, s: a step is warm-started from the last result shifted by the
+            steps between their stamps (None: by one step).
+
+    Raises:
+        ValueError: For a value outside these ranges, naming it.
+    """
+
+    batch: int = 1
+    flush_after: float = 0.2
+    queue_all: bool = False
+    max_backlog: int = 0
+    dt: float | None = None
+
+    def __post_init__(self) -> None:
+        for bad, what in (
+            (self.batch < 1, f"batch must be >= 1, got {self.batch}"),
+            (not self.flush_after > 0, f"flush_after must be > 0 s, got {self.flush_after}"),
+            (self.max_backlog < 0, f"max_backlog must be >= 0, got {self.max_backlog}"),
+            (self.dt is not None and not self.dt > 0, f"dt must be > 0 s, got {self.dt}"),
+        ):
+            if bad:
+                raise ValueError(what)
+
+
 class SensitivityWorker:
     """Computes S_hat for queued steps in one thread.
 
@@ -73,39 +106,21 @@ class SensitivityWorker:
             with its ``operating_point``, ``finish`` and ``compute``, e.g.
             :class:`~whatmatters_ros.sensitivity_process.ProcessComputer`).
         on_result: Called with ``(tag, stamp_ns, s_hat (N, nx) or None)`` per step, in order.
-        batch: Operating points finished together (>= 1).
-        flush_after: Finish a partial batch after this long without a new step, s.
-        queue_all: Queue every step (lock-step) instead of skipping steps while busy.
-        max_backlog: Without ``queue_all``: steps that may wait while the worker is busy (>= 0).
-        dt: Control period, s: a step is warm-started from the last result shifted by the
-            steps between their stamps (None: by one step).
+        settings: How the steps are taken.
     """
 
-    def __init__(
-        self,
-        computer: Any,
-        on_result: ResultCallback,
-        batch: int,
-        flush_after: float,
-        queue_all: bool,
-        max_backlog: int = 0,
-        dt: float | None = None,
-    ) -> None:
-        if max_backlog < 0:
-            raise ValueError(f"max_backlog must be >= 0, got {max_backlog}")
+    def __init__(self, computer: Any, on_result: ResultCallback, settings: WorkerSettings) -> None:
         self.computer = computer
         self.on_result = on_result
-        self.batch, self.flush_after, self.queue_all, self.max_backlog = max(1, batch), flush_after, queue_all, max_backlog
+        self.settings = settings
         self.counts = {"offered": 0, "skipped": 0, "samples": 0, "failed": 0}
         self._jobs: queue.Queue[Any] = queue.Queue()  # jobs, a new computer, or None (stop)
         self._idle = threading.Event()
         self._idle.set()
-        self.dt = dt
         self._warm: OperatingPoint | SensitivitySample | None = None  # the last result: the next SQP start
         self._warm_ns = 0  # its step's stamp
         self._thread = threading.Thread(target=self._run, name="sensitivity", daemon=True)
         self._thread.start()
-
 
     @property
     def backlog(self) -> int:
@@ -116,7 +131,7 @@ class SensitivityWorker:
         """Queues a step; False if it was skipped (real time, worker busy and ``max_backlog`` steps waiting)."""
         self.counts["offered"] += 1
         waiting = self._jobs.qsize()
-        if not self.queue_all and (not self._idle.is_set() or waiting) and waiting >= self.max_backlog:
+        if not self.settings.queue_all and (not self._idle.is_set() or waiting) and waiting >= self.settings.max_backlog:
             self.counts["skipped"] += 1
             return False
         self._idle.clear()
@@ -145,7 +160,7 @@ class SensitivityWorker:
         pending: list[tuple[int, int, OperatingPoint | None]] = []
         while True:
             try:
-                item = self._jobs.get(timeout=self.flush_after if pending else None)
+                item = self._jobs.get(timeout=self.settings.flush_after if pending else None)
             except queue.Empty:
                 self._finish(pending)
                 self._idle.set()
@@ -158,15 +173,15 @@ class SensitivityWorker:
                 if hasattr(old, "close"):
                     old.close()
                 continue
-            if self.batch == 1:
+            if self.settings.batch == 1:
                 self._compute(item)
             else:
                 pending.append((item.tag, item.stamp_ns, self._operating_point(item)))
-            if len(pending) >= self.batch:
+            if len(pending) >= self.settings.batch:
                 self._finish(pending)
             if self._jobs.empty() and not pending:
                 self._idle.set()
-            elif not self.queue_all and self._jobs.empty():
+            elif not self.settings.queue_all and self._jobs.empty():
                 self._idle.set()  # real time: take the next step while the batch fills
 
     def _compute(self, job: SensitivityJob) -> None:
@@ -195,9 +210,9 @@ class SensitivityWorker:
 
     def _stages_since_warm(self, stamp_ns: int) -> int:
         """Control steps from the last result's step to ``stamp_ns`` (>= 1; 1 without ``dt``)."""
-        if self.dt is None:
+        if self.settings.dt is None:
             return 1
-        return max(1, round((stamp_ns - self._warm_ns) * 1e-9 / self.dt))
+        return max(1, round((stamp_ns - self._warm_ns) * 1e-9 / self.settings.dt))
 
     def _finish(self, pending: list[tuple[int, int, OperatingPoint | None]]) -> None:
         if not pending:

@@ -82,7 +82,7 @@ from whatmatters_ros.params import NodeParams, declare_parameters, param
 from whatmatters_ros.runtime import exit_with, run_node
 from whatmatters_ros.sensitivity_process import ProcessComputer
 from whatmatters_ros.sensitivity_lanes import SensitivityLanes
-from whatmatters_ros.sensitivity_worker import SensitivityJob
+from whatmatters_ros.sensitivity_worker import SensitivityJob, WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +176,8 @@ class SensitivityLoggerNode(Node):
         if self.p.sensitivity:
             self.model = resolve_model(self.p.model)
             self.tracker = self.model.context_tracker()
-            self.worker = SensitivityLanes(
-                self._computers(self.p.model), self._on_result, self.p.batch, self.p.flush_after, self.p.lockstep, self.p.max_backlog, self.mpc.dt
-            )
+            settings = WorkerSettings(self.p.batch, self.p.flush_after, self.p.lockstep, self.p.max_backlog, self.mpc.dt)
+            self.worker = SensitivityLanes(self._computers(self.p.model), self._on_result, settings)
         self.start_msg: Header | None = None
         self.rt_steps: StepAssembler | None = None
         self.metrics: RealtimeMetrics | None = None
