@@ -106,3 +106,18 @@ def test_a_swap_needs_one_computer_per_lane(computers):
     lanes.close(drain=True)
     with pytest.raises(ValueError, match="at least one"):
         SensitivityLanes([], lambda *a: None, WorkerSettings(queue_all=True))
+
+
+def test_a_receiver_that_fails_loses_that_result_only(computers):
+    jobs = _jobs(3)
+    got: list[int] = []
+
+    def receive(tag: int, ns: int, s_hat: np.ndarray | None) -> None:
+        if ns == jobs[0].stamp_ns:
+            raise OSError("disk full")
+        got.append(ns)
+
+    lanes = SensitivityLanes(computers, receive, WorkerSettings(queue_all=True, dt=DT))
+    assert all(lanes.submit(job) for job in jobs)
+    lanes.close(drain=True)
+    assert got == [jobs[1].stamp_ns, jobs[2].stamp_ns]

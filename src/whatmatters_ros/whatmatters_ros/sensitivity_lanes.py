@@ -14,6 +14,7 @@ first. No ROS in this module.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ import numpy as np
 from whatmatters_ros.sensitivity_worker import ResultCallback, SensitivityJob, SensitivityWorker, WorkerSettings
 
 __all__ = ["SensitivityLanes"]
+
+log = logging.getLogger(__name__)
 
 
 class SensitivityLanes:
@@ -95,7 +98,10 @@ class SensitivityLanes:
         for _, _, result in ready:
             self.counts["samples" if result is not None else "failed"] += 1
         for item in ready:  # in step order: the caller holds the lock, so two lanes cannot interleave
-            self.on_result(*item)
+            try:
+                self.on_result(*item)
+            except Exception:  # noqa: BLE001 - the receiver's error loses this result, not the lane or the order
+                log.exception("handing on the sensitivity of t = %.3f s failed", item[1] * 1e-9)
 
     def _lane_callback(self, lane: int) -> ResultCallback:
         def done(tag: int, stamp_ns: int, s_hat: np.ndarray | None) -> None:

@@ -15,7 +15,8 @@ going backwards) and when the current one passes ``max_bag_mb``. Bags are
 closed on shutdown (SIGINT/SIGTERM); after a SIGKILL the complete chunks of
 the last bag are recovered by :func:`whatmatters_ros.recover.recover_bag`.
 
-Sensitivities (:class:`whatmatters_ros.sensitivity_lanes.SensitivityLanes`): for a control step, S_hat (N, 14) from the inputs the MPC used (the joint
+Sensitivities (:class:`whatmatters_ros.sensitivity_lanes.SensitivityLanes`):
+for a control step, S_hat (N, 14) from the inputs the MPC used (the joint
 state, the reference of the same stamp and, for a learned model, the context
 from the same history), published on ``/mpc/sensitivity`` (Float64MultiArray,
 layout ``horizon`` x ``state``) and recorded at the step's stamp. Each step
@@ -138,7 +139,7 @@ class LoggerParams(NodeParams):
     max_bag_mb: float = param(1024.0, "start a new bag past this size, MB (0: no limit)", lo=0.0)
     model: str = param("nominal", "model of the MPC whose sensitivities are computed (nominal, base, checkpoint path)")
     sensitivity: bool = param(True, "compute S_hat online")
-    decimation: int = param(1, "real time: offer every this many control steps to the sensitivity worker", lo=1, hi=100000)
+    decimation: int = param(1, "real time: offer every this many control steps to the sensitivity workers", lo=1, hi=100000)
     workers: int = param(2, "sensitivity processes; the steps go to them in turn, each warm-started from its own previous step", lo=1, hi=64)
     max_backlog: int = param(25, "real time: steps that may wait per worker while it is busy (0: skip every step arriving while it is busy)", lo=0, hi=10000)
     batch: int = param(1, "1: each step computed whole (lowest latency); > 1: operating points finished together (only torch derivatives batch better)", lo=1, hi=1024)
@@ -147,8 +148,8 @@ class LoggerParams(NodeParams):
     lockstep: bool = param(False, "stamp commands with the joint state they answer (lock-step graphs)")
     report_period: float = param(1.0, "period of the /diagnostics report, s", lo=0.05, hi=600.0)
     command_excludes_gravity: bool = param(False, "real robot: record the MPC's total torque (/mpc/torque) as the step's command")
-    worker_nice: int = param(19, "niceness of the sensitivity process (0..19; 19: lowest priority)", lo=0, hi=19)
-    torch_threads: int = param(1, "torch intra-op threads of the sensitivity process", lo=1, hi=64)
+    worker_nice: int = param(19, "niceness of the sensitivity processes (0..19; 19: lowest priority)", lo=0, hi=19)
+    torch_threads: int = param(1, "torch intra-op threads of the logger and of each sensitivity process", lo=1, hi=64)
     wait_for_publishers: bool = param(True, "lock-step: subscribe to /joint_states (the simulator starts once we do) only when the MPC's torque and /mpc/state and the /reference have a matched publisher")
 
 
@@ -171,7 +172,7 @@ class SensitivityLoggerNode(Node):
         self.model: Any = None
         self.tracker: Any = None
         self.worker: SensitivityLanes | None = None
-        self.loading: tuple[int, Any] | None = None  # (MPC model version, its computer once loaded)
+        self.loading: tuple[int, Any] | None = None  # (MPC model version, (its model, its computers) once loaded)
         torch.set_num_threads(self.p.torch_threads)
         if self.p.sensitivity:
             self.model = resolve_model(self.p.model)
