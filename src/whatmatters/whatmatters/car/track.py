@@ -20,12 +20,14 @@ Fourier curve back to its points.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from whatmatters.errors import WhatmattersError
+from whatmatters.io import atomic_write_text
 
 __all__ = ["Track", "TrackError", "wrap_angle"]
 
@@ -86,17 +88,24 @@ class Track:
         object.__setattr__(self, "length", float(2.0 * np.pi * spec[0].real))
 
     # ------------------------------------------------------------- the curve
-    def _derivative(self, theta: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``order``-th theta-derivative of (x, y) at ``theta`` (any shape)."""
+    def _curve(self, theta: np.ndarray, orders: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The theta-derivatives of (x, y) of the given orders at ``theta`` (any shape), from one cos/sin evaluation."""
         theta = np.asarray(theta, dtype=float)
         k = np.arange(self.coef_x.shape[0]).reshape((-1,) + (1,) * theta.ndim)
-        phase = k * theta[None] + order * np.pi / 2.0  # d^n/dtheta^n cos(k theta) = k^n cos(k theta + n pi / 2)
-        scale = k.astype(float) ** order
+        cos, sin = np.cos(k * theta[None]), np.sin(k * theta[None])
+        # d^n/dtheta^n of (cos, sin)(k theta) = k^n (cos, sin)(k theta + n pi / 2): a quarter turn per order
+        turns = {0: (cos, sin), 1: (-sin, cos), 2: (-cos, -sin), 3: (sin, -cos)}
+        ax, bx, ay, by = (c.reshape(k.shape) for c in (*self.coef_x.T, *self.coef_y.T))
         out = []
-        for coef in (self.coef_x, self.coef_y):
-            a, b = (c.reshape((-1,) + (1,) * theta.ndim) for c in coef.T)
-            out.append((scale * (a * np.cos(phase) + b * np.sin(phase))).sum(axis=0))
-        return out[0], out[1]
+        for order in orders:
+            c, s = turns[order % 4]
+            scale = k.astype(float) ** order
+            out.append(((scale * (ax * c + bx * s)).sum(axis=0), (scale * (ay * c + by * s)).sum(axis=0)))
+        return out
+
+    def _derivative(self, theta: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``order``-th theta-derivative of (x, y) at ``theta`` (any shape)."""
+        return self._curve(theta, (order,))[0]
 
     def theta(self, s: np.ndarray | float) -> np.ndarray:
         """The curve parameter at arc length ``s`` (m, any shape; taken modulo the length)."""
@@ -123,10 +132,7 @@ class Track:
 
     def point(self, s: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Centre line at arc length ``s``: x, y (m), heading psi (rad), curvature kappa (1/m), each of s's shape."""
-        th = self.theta(s)
-        x, y = self._derivative(th, 0)
-        dx, dy = self._derivative(th, 1)
-        ddx, ddy = self._derivative(th, 2)
+        (x, y), (dx, dy), (ddx, ddy) = self._curve(self.theta(s), (0, 1, 2))
         return x, y, np.arctan2(dy, dx), (dx * ddy - dy * ddx) / np.hypot(dx, dy) ** 3
 
     # ------------------------------------------------------------- Frenet
@@ -145,13 +151,10 @@ class Track:
         d2 = (x[..., None] - gx) ** 2 + (y[..., None] - gy) ** 2
         th = self._theta[np.argmin(d2, axis=-1)]
         for _ in range(4):  # Newton on (r(theta) - p) . r'(theta) = 0
-            rx, ry = self._derivative(th, 0)
-            dx, dy = self._derivative(th, 1)
-            ddx, ddy = self._derivative(th, 2)
+            (rx, ry), (dx, dy), (ddx, ddy) = self._curve(th, (0, 1, 2))
             f = (rx - x) * dx + (ry - y) * dy
             th = th - f / (dx * dx + dy * dy + (rx - x) * ddx + (ry - y) * ddy)
-        rx, ry = self._derivative(th, 0)
-        dx, dy = self._derivative(th, 1)
+        (rx, ry), (dx, dy) = self._curve(th, (0, 1))
         heading = np.arctan2(dy, dx)
         n = (y - ry) * np.cos(heading) - (x - rx) * np.sin(heading)
         return self.arc_length(th), n, wrap_angle(psi - heading)
@@ -177,10 +180,11 @@ class Track:
         count = max(int(np.ceil(self.length / ds)), 8)
         s = self.length * np.arange(count) / count
         x, y, psi, kappa = self.point(s)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         table = np.column_stack([s, x, y, psi, kappa, np.full(count, self.half_width)])
-        np.savetxt(path, table, delimiter=",", header="s_m,x_m,y_m,psi_rad,kappa_1pm,half_width_m", comments="", fmt="%.17g")
+        text = io.StringIO()
+        np.savetxt(text, table, delimiter=",", header="s_m,x_m,y_m,psi_rad,kappa_1pm,half_width_m", comments="", fmt="%.17g")
+        path = Path(path)
+        atomic_write_text(text.getvalue(), path)
         return path
 
     @classmethod
