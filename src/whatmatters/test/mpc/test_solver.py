@@ -11,7 +11,7 @@ import casadi as ca
 import numpy as np
 import pytest
 import torch
-from whatmatters.dynamics.base import DynamicsModel
+from whatmatters.dynamics.base import JointSpaceModel
 from whatmatters.dynamics.rigid_body import RigidBodyDynamics
 from whatmatters.mpc.ocp import formulation_key
 from whatmatters.mpc.solver import AcadosMpcSolver
@@ -19,7 +19,7 @@ from whatmatters.mpc.solver import AcadosMpcSolver
 Q_HOME = np.array([0.0, -0.4, 0.0, -2.4, 0.0, 2.2, -0.785])
 
 
-class LinearResidualModel(DynamicsModel):
+class LinearResidualModel(JointSpaceModel):
     """Nominal model plus a parametric residual torque ``A [q; qd] + b`` (A: 7x14, b: 7).
 
     A stand-in for a learned model: its 105 parameters are runtime parameters.
@@ -52,7 +52,7 @@ def _reference(n: int) -> np.ndarray:
     return x_ref
 
 
-def _rk4_numeric(model: DynamicsModel, x: np.ndarray, u: np.ndarray, p: np.ndarray | None = None) -> np.ndarray:
+def _rk4_numeric(model: JointSpaceModel, x: np.ndarray, u: np.ndarray, p: np.ndarray | None = None) -> np.ndarray:
     xs, us = ca.SX.sym("x", 14), ca.SX.sym("u", 7)
     ps = ca.SX.sym("p", model.n_params)
     f = ca.Function("F", [xs, us, ps], [model.rk4_step(xs, us, 0.02, ps)])

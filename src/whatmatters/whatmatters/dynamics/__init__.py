@@ -1,8 +1,8 @@
-"""Dynamics models: the rigid-body (nominal) model in torch and CasADi forms."""
+"""Dynamics models: the generic base, the arm's joint-space kind and its rigid-body (nominal) model."""
 
-from whatmatters.dynamics.base import DynamicsModel, rk4
+from whatmatters.dynamics.base import DynamicsModel, JointSpaceModel, rk4
 from whatmatters.dynamics.chain import ChainParams
 from whatmatters.dynamics.nominal import exact_model, nominal_model
 from whatmatters.dynamics.rigid_body import RigidBodyDynamics
 
-__all__ = ["ChainParams", "DynamicsModel", "RigidBodyDynamics", "exact_model", "nominal_model", "rk4"]
+__all__ = ["ChainParams", "DynamicsModel", "JointSpaceModel", "RigidBodyDynamics", "exact_model", "nominal_model", "rk4"]

@@ -1,10 +1,14 @@
 """The extension point for dynamics models: one model, a torch and a CasADi form.
 
-A model maps joint positions, velocities and torques to accelerations. The
-base class turns that into the state derivative of ``x = [q, qd]`` and the RK4
-map over one control period, for both forms. A model with runtime parameters
-(learned weights, context) exposes them to CasADi as one flat vector so that a
-compiled solver can take new values without a rebuild.
+:class:`DynamicsModel` is any system ``xdot = f(x, u; p)``: a model gives its
+state derivative for torch batches and CasADi symbols alike, and the base
+class builds the RK4 map over one control period and the derivatives the MPC
+and the sensitivities use. A model with runtime parameters (learned weights,
+context) exposes them to CasADi as one flat vector so that a compiled solver
+can take new values without a rebuild.
+
+:class:`JointSpaceModel` is the robot arm's kind: joint positions,
+velocities and torques to accelerations, with ``x = [q, qd]`` and ``u = tau``.
 """
 
 from __future__ import annotations
@@ -17,27 +21,23 @@ import numpy as np
 
 from whatmatters.dynamics.backend import backend_for
 
-__all__ = ["DynamicsModel", "rk4"]
+__all__ = ["DynamicsModel", "JointSpaceModel", "rk4"]
 
 
 class DynamicsModel(ABC):
-    """Base class of every dynamics model.
+    """Base class of every dynamics model: ``xdot = f(x, u; p)``.
 
     Attributes:
-        nq: Number of joints (7 for the Panda); the state has 2 * nq entries.
+        nx: State dimension.
+        nu: Input dimension.
+        state_labels: A short name per state entry (plots, sidecars), (nx,).
+        input_labels: A short name per input entry, (nu,).
     """
 
-    nq: int = 7
-
-    @property
-    def nx(self) -> int:
-        """State dimension, ``2 * nq``."""
-        return 2 * self.nq
-
-    @property
-    def nu(self) -> int:
-        """Input dimension (joint torques), ``nq``."""
-        return self.nq
+    nx: int
+    nu: int
+    state_labels: tuple[str, ...] = ()
+    input_labels: tuple[str, ...] = ()
 
     @property
     def n_params(self) -> int:
@@ -58,24 +58,17 @@ class DynamicsModel(ABC):
         return None
 
     @abstractmethod
-    def forward_dynamics(self, q: Any, qd: Any, tau: Any, params: Any = None) -> Any:
-        """Joint accelerations, rad/s^2.
+    def state_derivative(self, x: Any, u: Any, params: Any = None) -> Any:
+        """``xdot`` for states ``x`` and inputs ``u``.
 
         Args:
-            q: Joint positions, rad: (B, nq) tensor or nq x 1 SX.
-            qd: Joint velocities, rad/s, same form.
-            tau: Joint torques, Nm, same form.
+            x: States: (B, nx) tensor or nx x 1 SX.
+            u: Inputs, same form: (B, nu) or nu x 1.
             params: CasADi form only: the runtime parameter vector (n_params x 1).
 
         Returns:
-            qdd in the inputs' form.
+            xdot in the inputs' form.
         """
-
-    def state_derivative(self, x: Any, u: Any, params: Any = None) -> Any:
-        """``xdot = [qd, qdd]`` for ``x = [q, qd]`` (B, 2 nq) and ``u = tau`` (B, nq)."""
-        be = backend_for(x)
-        q, qd = be.split(x, self.nq)
-        return be.concat(qd, self.forward_dynamics(q, qd, u, params))
 
     def state_derivative_jacobian(self, x: ca.SX, u: ca.SX, params: ca.SX | None = None) -> tuple[ca.SX, ca.SX]:
         """CasADi form only: ``xdot`` (nx) and its exact Jacobian ``d xdot / d(x, u)`` (nx, nx + nu).
@@ -104,15 +97,71 @@ class DynamicsModel(ABC):
         return rk4(lambda xx: self.state_derivative(xx, u, params), x, dt)
 
     def casadi_functions(self) -> dict[str, ca.Function]:
-        """Compiled-free CasADi functions for numeric use: ``fd(q, qd, tau, p)`` and
-        ``rk4(x, u, dt, p)``."""
-        q, qd, tau = (ca.SX.sym(n, self.nq) for n in ("q", "qd", "tau"))
+        """Compiled-free CasADi functions for numeric use: ``f(x, u, p)`` and ``rk4(x, u, dt, p)``."""
         x, u, dt = ca.SX.sym("x", self.nx), ca.SX.sym("u", self.nu), ca.SX.sym("dt")
         p = ca.SX.sym("p", self.n_params)
         return {
-            "fd": ca.Function("fd", [q, qd, tau, p], [self.forward_dynamics(q, qd, tau, p)]),
+            "f": ca.Function("f", [x, u, p], [self.state_derivative(x, u, p)]),
             "rk4": ca.Function("rk4", [x, u, dt, p], [self.rk4_step(x, u, dt, p)]),
         }
+
+
+class JointSpaceModel(DynamicsModel):
+    """A robot arm's model: accelerations from joint positions, velocities and torques.
+
+    The state is ``x = [q, qd]`` (rad, rad/s), the input ``u = tau`` (Nm).
+
+    Attributes:
+        nq: Number of joints (7 for the Panda); the state has 2 * nq entries.
+    """
+
+    nq: int = 7
+
+    @property
+    def nx(self) -> int:  # type: ignore[override]
+        """State dimension, ``2 * nq``."""
+        return 2 * self.nq
+
+    @property
+    def nu(self) -> int:  # type: ignore[override]
+        """Input dimension (joint torques), ``nq``."""
+        return self.nq
+
+    @property
+    def state_labels(self) -> tuple[str, ...]:  # type: ignore[override]
+        """``q1..q<nq>, qd1..qd<nq>``."""
+        return tuple([f"q{i}" for i in range(1, self.nq + 1)] + [f"qd{i}" for i in range(1, self.nq + 1)])
+
+    @property
+    def input_labels(self) -> tuple[str, ...]:  # type: ignore[override]
+        """``tau1..tau<nq>``."""
+        return tuple(f"tau{i}" for i in range(1, self.nq + 1))
+
+    @abstractmethod
+    def forward_dynamics(self, q: Any, qd: Any, tau: Any, params: Any = None) -> Any:
+        """Joint accelerations, rad/s^2.
+
+        Args:
+            q: Joint positions, rad: (B, nq) tensor or nq x 1 SX.
+            qd: Joint velocities, rad/s, same form.
+            tau: Joint torques, Nm, same form.
+            params: CasADi form only: the runtime parameter vector (n_params x 1).
+
+        Returns:
+            qdd in the inputs' form.
+        """
+
+    def state_derivative(self, x: Any, u: Any, params: Any = None) -> Any:
+        """``xdot = [qd, qdd]`` for ``x = [q, qd]`` (B, 2 nq) and ``u = tau`` (B, nq)."""
+        be = backend_for(x)
+        q, qd = be.split(x, self.nq)
+        return be.concat(qd, self.forward_dynamics(q, qd, u, params))
+
+    def casadi_functions(self) -> dict[str, ca.Function]:
+        """The base class' functions plus ``fd(q, qd, tau, p)`` (the accelerations)."""
+        q, qd, tau = (ca.SX.sym(n, self.nq) for n in ("q", "qd", "tau"))
+        p = ca.SX.sym("p", self.n_params)
+        return {**super().casadi_functions(), "fd": ca.Function("fd", [q, qd, tau, p], [self.forward_dynamics(q, qd, tau, p)])}
 
 
 def rk4(f: Any, x: Any, dt: float) -> Any:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from whatmatters.dynamics.backend import CasadiBackend
-from whatmatters.dynamics.base import DynamicsModel
+from whatmatters.dynamics.base import JointSpaceModel
 from whatmatters.dynamics.context import ContextEncoder, ContextTracker
 from whatmatters.dynamics.nominal import nominal_model
 from whatmatters.dynamics.residual import LagrangianResidual, ResidualConfig
@@ -71,7 +71,7 @@ class LearnedConfig:
         return cls(ResidualConfig(**res), int(data["window"]), int(data["lstm_hidden"]), float(data["dt"]))
 
 
-class LearnedDynamics(DynamicsModel, nn.Module):
+class LearnedDynamics(JointSpaceModel, nn.Module):
     """CaDeLaC-style learned dynamics.
 
     Args:

@@ -19,7 +19,7 @@ import casadi as ca
 import numpy as np
 
 from whatmatters.dynamics.backend import Backend, CasadiBackend, backend_for
-from whatmatters.dynamics.base import DynamicsModel
+from whatmatters.dynamics.base import JointSpaceModel
 from whatmatters.dynamics.chain import ChainParams
 
 __all__ = ["RigidBodyDynamics", "inverse_dynamics_jacobian", "mass_matrix_rows", "rnea", "weighted_inverse_dynamics_hessian"]
@@ -173,7 +173,7 @@ def weighted_inverse_dynamics_hessian(chain: ChainParams) -> ca.Function:
     return ca.Function("rnea_whess", [q, qd, qdd, w], [ca.hessian(ca.dot(w, tau), ca.vertcat(q, qd, qdd))[0]])
 
 
-class RigidBodyDynamics(DynamicsModel):
+class RigidBodyDynamics(JointSpaceModel):
     """Rigid-body dynamics of a chain; the nominal model when built without payload.
 
     Every method accepts torch tensors of shape (B, n) (batched, differentiable,
