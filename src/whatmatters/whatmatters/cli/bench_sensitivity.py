@@ -77,11 +77,11 @@ def bench_sensitivity(samples: int = 20) -> dict[str, float]:
         f, a, b = computer.derivatives.jacobians(s.x[:n], s.u, np.zeros(0))
         lam = dynamics_multipliers(s.x, x_ref, a, computer.q_w, computer.qn_w)
         hess = computer.derivatives.hessians(s.x[:n], s.u, np.zeros(0), lam)
-        active = active_set(s.u, computer.limits)
+        active = active_set(s.u, computer.upper, lower=computer.lower)
         first_input_sensitivity(a, b, hess, computer.q_w, computer.r_w, computer.qn_w, active)
         ours_s += time.perf_counter() - t0
         t0 = time.perf_counter()
-        _, theirs = du0_de_mpc_pytorch(s.x, s.u, x_ref, f, a, b, cfg, computer.limits)
+        _, theirs = du0_de_mpc_pytorch(s.x, s.u, x_ref, f, a, b, cfg, computer.upper)
         theirs_s += time.perf_counter() - t0
         gn = first_input_sensitivity(a, b, np.zeros_like(hess), computer.q_w, computer.r_w, computer.qn_w, active).du0_de
         diff_gn = max(diff_gn, float(np.abs(theirs - gn).max()))

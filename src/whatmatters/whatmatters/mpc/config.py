@@ -27,9 +27,12 @@ class MpcConfig(YamlConfig):
     Attributes:
         horizon: Number of shooting intervals N.
         dt: Shooting interval = control period, s.
-        q_weights: Stage weights on q, shape (7,).
+        q_weights: Stage weights on q, shape (7,) (the arm's spelling of Q).
         qd_weights: Stage weights on qd, shape (7,).
         r_weights: Stage weights on tau, shape (7,).
+        state_weights: Any system's diag(Q), (nx,); when given, it replaces
+            ``q_weights`` and ``qd_weights`` (which are then ignored).
+        input_weights: Any system's diag(R), (nu,); when given, it replaces ``r_weights``.
         terminal_scale: Terminal weight is ``terminal_scale * Q``.
         cost_scaling: ``time_step`` (acados' default, the paper's setup):
             every stage cost is multiplied by dt, the terminal cost is not;
@@ -92,16 +95,21 @@ class MpcConfig(YamlConfig):
     integrator: str = "discrete_rk4"
     rk4_jacobian: str = "first_stage"
     stage_hessians: bool = field(default=False, repr=False)  # in the solver key only when set (ocp.formulation_key)
+    state_weights: tuple[float, ...] = field(default=(), repr=False)  # in the solver key only when set
+    input_weights: tuple[float, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if self.horizon < 1 or self.dt <= 0:
             raise ConfigError("mpc: horizon must be >= 1 and dt > 0")
-        for key in ("q_weights", "qd_weights", "r_weights"):
-            w = getattr(self, key)
-            if len(w) != 7 or min(w) < 0:
+        arm = (() if self.state_weights else ("q_weights", "qd_weights")) + (() if self.input_weights else ("r_weights",))
+        for key in arm:
+            if len(getattr(self, key)) != 7 or min(getattr(self, key)) < 0:
                 raise ConfigError(f"mpc: '{key}' needs 7 values >= 0")
-        if min(self.r_weights) <= 0:
-            raise ConfigError("mpc: 'r_weights' must be > 0 (the QP needs a positive definite input weight)")
+        if self.state_weights and min(self.state_weights) < 0:
+            raise ConfigError("mpc: 'state_weights' must be >= 0")
+        r_key = "input_weights" if self.input_weights else "r_weights"
+        if min(getattr(self, r_key)) <= 0:
+            raise ConfigError(f"mpc: '{r_key}' must be > 0 (the QP needs a positive definite input weight)")
         if self.cost_scaling not in ("time_step", "none"):
             raise ConfigError(f"mpc: 'cost_scaling' must be time_step or none, got '{self.cost_scaling}'")
         if self.nlp_solver not in _NLP:
@@ -137,13 +145,13 @@ class MpcConfig(YamlConfig):
 
     @property
     def state_weight(self) -> np.ndarray:
-        """Q = diag(q_weights, qd_weights), shape (14, 14)."""
-        return np.diag(np.concatenate([self.q_weights, self.qd_weights]))
+        """Q = diag(state_weights) or diag(q_weights, qd_weights), (nx, nx)."""
+        return np.diag(np.asarray(self.state_weights or tuple(self.q_weights) + tuple(self.qd_weights), dtype=float))
 
     @property
     def input_weight(self) -> np.ndarray:
-        """R = diag(r_weights), shape (7, 7)."""
-        return np.diag(np.asarray(self.r_weights, dtype=float))
+        """R = diag(input_weights) or diag(r_weights), (nu, nu)."""
+        return np.diag(np.asarray(self.input_weights or self.r_weights, dtype=float))
 
     @property
     def stage_scale(self) -> float:

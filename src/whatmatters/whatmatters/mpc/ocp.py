@@ -3,7 +3,13 @@
 The problem (``x = [q, qd]`` (14), ``u = tau`` (7), N stages of ``dt``)::
 
     min  sum_{k<N} |x_k - x_ref,k|_Q^2 + |u_k|_R^2  +  |x_N - x_ref,N|_{Q_N}^2
-    s.t. x_{k+1} = RK4(x_k, u_k; p),  x_0 = measured state,  |u_k| <= tau_max
+    s.t. x_{k+1} = RK4(x_k, u_k; p),  x_0 = measured state,  u_lower <= u_k <= u_upper
+
+plus, for a system that has them, soft state bounds and soft linear
+constraints priced by a quadratic penalty on their violation
+(:class:`~whatmatters.mpc.constraints.OcpConstraints`; the arm has none). The
+arm's symbols are the default (``x = [q, qd]``, ``u = tau``); any
+:class:`~whatmatters.dynamics.DynamicsModel` works the same way.
 
 * Dynamics: the classical RK4 map of :meth:`DynamicsModel.rk4_step` (one
   step per interval; checked in the tests), by default as acados DISCRETE
@@ -13,7 +19,8 @@ The problem (``x = [q, qd]`` (14), ``u = tau`` (7), N stages of ``dt``)::
   sensitivities of f in all 21 directions (the same map, slower).
 * Runtime, not rebuild: the model parameters ``p`` (learned weights, context)
   are acados stage parameters; the reference ``yref`` and the weights ``W``
-  are set per stage at run time; so are the torque bounds.
+  are set per stage at run time; so are the input bounds (the soft
+  constraints are compiled in).
 * ``stage_hessians``: the stage cost is acados' EXTERNAL cost (the same
   value) whose QP Hessian is ``blkdiag(Q, R) + W_k``; the stage parameters
   are then ``[p, x_ref,k (nx), W_k (nz * nz, column-major, divided by the
@@ -35,9 +42,11 @@ import casadi as ca
 import numpy as np
 
 from whatmatters.dynamics.base import DynamicsModel, rk4
+from whatmatters.errors import ConfigError
 from whatmatters.io import machine_id
 from whatmatters.mpc.acados_env import configure_acados_environment, import_acados_template
 from whatmatters.mpc.config import MpcConfig
+from whatmatters.mpc.constraints import OcpConstraints, as_constraints
 from whatmatters.mpc.discrete import UnsupportedAcados, acados_solver_module
 
 __all__ = ["build_ocp", "discrete_rk4", "formulation_key", "model_expressions"]
@@ -79,12 +88,13 @@ def discrete_rk4(cfg: MpcConfig) -> bool:
     return True
 
 
-def formulation_key(model: DynamicsModel, cfg: MpcConfig, torque_limits: np.ndarray) -> str:
+def formulation_key(model: DynamicsModel, cfg: MpcConfig, limits: np.ndarray | OcpConstraints) -> str:
     """A hash of everything that determines the generated solver code.
 
     Two processes that build the same model with the same options get the
     same key and can share one compiled solver. Run-time data (model
-    parameters, reference, weights, torque limits) is not part of it.
+    parameters, reference, weights, input bounds) is not part of it; soft
+    constraints are.
     """
     x, u, p, f = model_expressions(model)
     fun = ca.Function("f", [x, u, p], [f])
@@ -98,6 +108,11 @@ def formulation_key(model: DynamicsModel, cfg: MpcConfig, torque_limits: np.ndar
     }
     if cfg.stage_hessians:  # not in repr(cfg): the keys of solvers without it stay what they were
         parts["stage_hessians"] = "classical Riccati"  # its QP options (build_ocp)
+    if cfg.state_weights or cfg.input_weights:
+        parts["weights"] = [list(cfg.state_weights), list(cfg.input_weights)]
+    soft = as_constraints(limits).key()
+    if soft is not None:  # likewise: only a formulation with soft constraints has them in its key
+        parts["soft_constraints"] = soft
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -114,10 +129,29 @@ def stage_parameter_layout(model: DynamicsModel, cfg: MpcConfig) -> tuple[int, i
     return n, n + model.nx, n + model.nx + nz * nz
 
 
+def _soft_constraints(ocp: Any, cons: OcpConstraints) -> None:
+    """Soft state bounds (stages 1..N) and soft linear constraints (stages 0..N-1), purely quadratic slack costs."""
+    mx, mg = cons.n_soft_x, cons.n_soft_g
+    c = ocp.constraints
+    if mx:
+        c.idxbx = c.idxbx_e = np.asarray(cons.x_index)
+        c.lbx = c.lbx_e = cons.x_lower
+        c.ubx = c.ubx_e = cons.x_upper
+        c.idxsbx = c.idxsbx_e = np.arange(mx)
+        ocp.cost.Zl_e = ocp.cost.Zu_e = np.full(mx, cons.penalty)
+        ocp.cost.zl_e = ocp.cost.zu_e = np.zeros(mx)
+    if mg:
+        c.C, c.D, c.lg, c.ug = cons.g_c, cons.g_d, cons.g_lower, cons.g_upper
+        c.idxsg = np.arange(mg)
+    # stage 0 drops the state slacks and keeps the first entries of these: all equal
+    ocp.cost.Zl = ocp.cost.Zu = np.full(mx + mg, cons.penalty)
+    ocp.cost.zl = ocp.cost.zu = np.zeros(mx + mg)
+
+
 def build_ocp(
     model: DynamicsModel,
     cfg: MpcConfig,
-    torque_limits: np.ndarray,
+    limits: np.ndarray | OcpConstraints,
     name: str,
     x0: np.ndarray | None = None,
 ) -> Any:
@@ -126,7 +160,8 @@ def build_ocp(
     Args:
         model: Dynamics model with a CasADi form.
         cfg: Problem and solver settings.
-        torque_limits: Symmetric torque bounds, Nm, shape (nu,).
+        limits: The constraints, or an array of symmetric input bounds (nu,)
+            (the arm's torque limits, Nm).
         name: acados model name (a C identifier; names the generated library).
         x0: Initial state placeholder, shape (nx,); zeros if None.
 
@@ -138,6 +173,8 @@ def build_ocp(
     xdot = ca.SX.sym("xdot", model.nx)
 
     nx, nu, n = model.nx, model.nu, cfg.horizon
+    if cfg.state_weight.shape != (nx, nx) or cfg.input_weight.shape != (nu, nu):
+        raise ConfigError(f"mpc: the weights are for {len(cfg.state_weight)} states and {len(cfg.input_weight)} inputs; the model has {nx} and {nu}")
     ref_at, hess_at, n_stage = stage_parameter_layout(model, cfg)
     p_stage = ca.SX.sym("p", n_stage) if cfg.stage_hessians else p
     if cfg.stage_hessians:  # the model sees the first n_params entries
@@ -175,10 +212,13 @@ def build_ocp(
         ocp.cost.W_e = cfg.terminal_scale * q_w
         ocp.cost.yref_e = np.zeros(nx)
 
-    lim = np.asarray(torque_limits, dtype=float)
+    cons = as_constraints(limits)
+    cons.check_dims(nx, nu)
     ocp.constraints.idxbu = np.arange(nu)
-    ocp.constraints.lbu = -lim
-    ocp.constraints.ubu = lim
+    ocp.constraints.lbu = cons.u_lower
+    ocp.constraints.ubu = cons.u_upper
+    if cons.has_soft:
+        _soft_constraints(ocp, cons)
     ocp.constraints.x0 = np.zeros(nx) if x0 is None else np.asarray(x0, dtype=float)
     ocp.parameter_values = np.concatenate([model.parameter_values(), np.zeros(n_stage - model.n_params)])
 

@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 
 from whatmatters.dynamics.base import DynamicsModel
-from whatmatters.errors import WhatmattersError
+from whatmatters.errors import ConfigError, WhatmattersError
 from whatmatters.io import cache_root, file_lock
 from whatmatters.mpc.acados_env import import_acados_template
 from whatmatters.mpc.config import MpcConfig
+from whatmatters.mpc.constraints import OcpConstraints, as_constraints
 from whatmatters.mpc.discrete import chained_discrete_codegen, rk4_functions
 from whatmatters.mpc.ocp import build_ocp, formulation_key, stage_parameter_layout
 from whatmatters.mpc.stage_io import StageIO
@@ -132,7 +133,7 @@ class AcadosMpcSolver:
     Args:
         model: Dynamics model (CasADi form used for code generation).
         cfg: Problem and solver settings.
-        torque_limits: Symmetric torque bounds, Nm, shape (nu,).
+        limits: The constraints, or symmetric input bounds (nu,) (the arm's torque limits, Nm).
         cache_dir: Cache folder; :func:`cache_root` if None.
 
     Attributes:
@@ -146,15 +147,16 @@ class AcadosMpcSolver:
         self,
         model: DynamicsModel,
         cfg: MpcConfig,
-        torque_limits: np.ndarray,
+        limits: np.ndarray | OcpConstraints,
         cache_dir: Path | None = None,
     ) -> None:
         self.model = model
         self.cfg = cfg
         self.nx, self.nu, self.n = model.nx, model.nu, cfg.horizon
         self.n_params = model.n_params  # fixed by the formulation (a learned model counts its weights on every call)
-        self.torque_limits = np.asarray(torque_limits, dtype=float)
-        self.key = formulation_key(model, cfg, self.torque_limits)
+        self.constraints = as_constraints(limits)
+        self.constraints.check_dims(self.nx, self.nu)
+        self.key = formulation_key(model, cfg, self.constraints)
         self._ref_at, self._hess_at, n_stage = stage_parameter_layout(model, cfg)
         # stage_hessians: every stage's parameter vector kept here, sent to acados once per solve
         self._stage_p = np.zeros((self.n + 1, n_stage)) if cfg.stage_hessians else None
@@ -174,10 +176,21 @@ class AcadosMpcSolver:
         self.set_weights(cfg.state_weight, cfg.input_weight)
         self.reset_input_bounds()  # the bounds are run-time data: one build serves any limits
 
+    @property
+    def torque_limits(self) -> np.ndarray:
+        """The symmetric input bounds ``|u| <= torque_limits``, (nu,) (the arm's torque limits, Nm).
+
+        Raises:
+            ConfigError: If the input bounds are not symmetric.
+        """
+        if not np.array_equal(-self.constraints.u_lower, self.constraints.u_upper):
+            raise ConfigError("this solver's input bounds are not symmetric: use solver.constraints")
+        return self.constraints.u_upper
+
     @staticmethod
-    def is_cached(model: DynamicsModel, cfg: MpcConfig, torque_limits: np.ndarray, cache_dir: Path | None = None) -> bool:
+    def is_cached(model: DynamicsModel, cfg: MpcConfig, limits: np.ndarray | OcpConstraints, cache_dir: Path | None = None) -> bool:
         """Whether the compiled solver of this formulation is in the cache (then building one only loads it)."""
-        return all(f.is_file() for f in _cache_files(*_cache_entry(formulation_key(model, cfg, np.asarray(torque_limits, dtype=float)), cache_dir)))
+        return all(f.is_file() for f in _cache_files(*_cache_entry(formulation_key(model, cfg, limits), cache_dir)))
 
     def _load_or_build(self, name: str, folder: Path) -> Any:
         at = import_acados_template()
@@ -192,7 +205,7 @@ class AcadosMpcSolver:
             log.info("building acados solver %s (first use of this formulation; cached afterwards)", name)
             check_build_tools(folder)
             folder.mkdir(parents=True, exist_ok=True)
-            ocp = build_ocp(self.model, self.cfg, self.torque_limits, name)
+            ocp = build_ocp(self.model, self.cfg, self.constraints, name)
             ocp.code_export_directory = str(folder / "c_generated_code")
             start = time.perf_counter()
             discrete = ocp.solver_options.integrator_type == "DISCRETE"
@@ -220,7 +233,7 @@ class AcadosMpcSolver:
         Raises:
             MpcBuildError: If ``model`` would need a different compiled solver.
         """
-        key = formulation_key(model, self.cfg, self.torque_limits)
+        key = formulation_key(model, self.cfg, self.constraints)
         if key != self.key:
             raise MpcBuildError(f"{type(model).__name__} has another formulation than this solver's (key {key[:16]} != {self.key[:16]}); build a new solver")
 
@@ -314,7 +327,7 @@ class AcadosMpcSolver:
         self._stage_dirty = True
 
     def set_input_bounds(self, stage: int, lower: np.ndarray, upper: np.ndarray) -> None:
-        """Overrides the torque bounds of one stage (e.g. u0 fixed for sensitivities), (nu,) each."""
+        """Overrides the input bounds of one stage (e.g. u0 fixed for sensitivities), (nu,) each."""
         lower = np.ascontiguousarray(lower, dtype=float)
         upper = np.ascontiguousarray(upper, dtype=float)
         if not 0 <= stage < self.n or lower.shape != (self.nu,) or upper.shape != (self.nu,):
@@ -323,9 +336,9 @@ class AcadosMpcSolver:
         self._io.set_constraint(stage, b"ubu", upper)
 
     def reset_input_bounds(self) -> None:
-        """Restores the torque limits on every stage."""
+        """Restores the input bounds of :attr:`constraints` on every stage."""
         for k in range(self.n):
-            self.set_input_bounds(k, -self.torque_limits, self.torque_limits)
+            self.set_input_bounds(k, self.constraints.u_lower, self.constraints.u_upper)
 
     # ------------------------------------------------------------ warm starts
     def initialize(self, x: np.ndarray, u: np.ndarray) -> None:

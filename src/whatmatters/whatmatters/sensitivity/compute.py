@@ -12,8 +12,8 @@
    dynamics Jacobians of acados' last linearisation (the converged iterate's:
    the sensitivity solver uses the exact RK4 Jacobian).
 3. **|dJ/du0|_eff** (nu,) (eq. 6): u_0 fixed to ``u0* + xi`` for
-   ``xi in {-eps, +eps}`` (stage-0 lower = upper bound, clipped to the torque
-   limits), re-solved to ``sqp_tol`` from the operating point plus the same
+   ``xi in {-eps, +eps}`` (stage-0 lower = upper bound, clipped to the input
+   bounds), re-solved to ``sqp_tol`` from the operating point plus the same
    Riccati pass's tangential predictor (each on its own solver, so
    the two can run side by side), and the gradient of the optimal cost
    w.r.t. u_0 read from the stage-0 bound multipliers (lower minus upper);
@@ -38,6 +38,7 @@ from whatmatters.dynamics.base import DynamicsModel
 from whatmatters.dynamics.learned import LearnedDynamics
 from whatmatters.errors import ConfigError
 from whatmatters.mpc.config import MpcConfig
+from whatmatters.mpc.constraints import OcpConstraints, as_constraints
 from whatmatters.mpc.solver import AcadosMpcSolver
 from whatmatters.sensitivity.config import SensitivityConfig
 from whatmatters.sensitivity.derivatives import COMPILE_LIMIT, StageDerivatives, model_instructions
@@ -90,18 +91,19 @@ class SensitivityComputer:
     Args:
         model: The MPC's dynamics model (CasADi form).
         mpc: The controller's OCP settings (cost, horizon, ...).
-        torque_limits: Nm, (nu,).
+        limits: The OCP's constraints, or symmetric input bounds (nu,) (the arm's torque limits, Nm).
         cfg: Sensitivity settings.
     """
 
-    def __init__(self, model: DynamicsModel, mpc: MpcConfig, torque_limits: np.ndarray, cfg: SensitivityConfig | None = None) -> None:
+    def __init__(self, model: DynamicsModel, mpc: MpcConfig, limits: np.ndarray | OcpConstraints, cfg: SensitivityConfig | None = None) -> None:
         self.cfg = cfg or SensitivityConfig()
         self.model = model
         self.mpc = mpc
-        self.limits = np.asarray(torque_limits, dtype=float)
+        self.constraints = as_constraints(limits)
+        self.lower, self.upper = self.constraints.u_lower, self.constraints.u_upper
         sqp = operating_point_config(mpc, self.cfg)
-        self.solver = AcadosMpcSolver(model, sqp, self.limits)
-        self.minus_solver = AcadosMpcSolver(model, sqp, self.limits)  # the u0* - eps re-solve (may run beside the other)
+        self.solver = AcadosMpcSolver(model, sqp, self.constraints)
+        self.minus_solver = AcadosMpcSolver(model, sqp, self.constraints)  # the u0* - eps re-solve (may run beside the other)
         self.derivatives = stage_derivatives(model, mpc, self.cfg)
         self.riccati = CompiledRiccati(model.nx, model.nu, mpc.horizon, flags=mpc.compile_flags)
         self.q_w, self.r_w = mpc.stage_scale * mpc.state_weight, mpc.stage_scale * mpc.input_weight
@@ -169,9 +171,10 @@ class SensitivityComputer:
             lam = np.asarray(solver.acados.get(0, "lam"))
             cost = solver.cost()
         finally:
-            solver.set_input_bounds(0, -self.limits, self.limits)
-        # stage 0 multipliers: [lbu (nu), lbx (nx: x0), ubu (nu), ubx (nx)]
-        return lam[:nu] - lam[nu + nx : 2 * nu + nx], cost
+            solver.set_input_bounds(0, self.lower, self.upper)
+        # stage 0 multipliers: [lbu (nu), lbx (nx: x0), lg (ng), ubu (nu), ubx (nx), ug (ng), slacks' ...]
+        upper = nu + nx + self.constraints.n_soft_g
+        return lam[:nu] - lam[upper : upper + nu], cost
 
     def operating_point(
         self,
@@ -223,8 +226,8 @@ class SensitivityComputer:
         return ConvergedPoint(np.asarray(x_ref, dtype=float), p, x, u, iters, a, b)
 
     def _fixed_inputs(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``u0* + eps`` and ``u0* - eps``, clipped to the torque limits, (nu,) each."""
-        return (np.clip(u[0] + self.cfg.eps, -self.limits, self.limits), np.clip(u[0] - self.cfg.eps, -self.limits, self.limits))
+        """``u0* + eps`` and ``u0* - eps``, clipped to the input bounds, (nu,) each."""
+        return (np.clip(u[0] + self.cfg.eps, self.lower, self.upper), np.clip(u[0] - self.cfg.eps, self.lower, self.upper))
 
     def _resolve_hessian(self, kkt: KktSensitivity | None) -> np.ndarray | None:
         """The re-solves' added QP Hessian (``resolve_hessian: exact``): the operating point's ``W`` (N, nz, nz)."""
@@ -235,7 +238,7 @@ class SensitivityComputer:
         the operating point, plus the tangential predictor if ``kkt`` carries it."""
         if kkt is None or kkt.fixed_dx is None or kkt.fixed_du is None:
             return [(point.x, point.u), (point.x, point.u)]
-        return [(point.x + kkt.fixed_dx[c], np.clip(point.u + kkt.fixed_du[c], -self.limits, self.limits)) for c in range(2)]
+        return [(point.x + kkt.fixed_dx[c], np.clip(point.u + kkt.fixed_du[c], self.lower, self.upper)) for c in range(2)]
 
     def finish(self, points: list[OperatingPoint]) -> list[SensitivitySample | None]:
         """du0/de and S_hat for operating points (stage derivatives batched over all of them).
@@ -262,7 +265,8 @@ class SensitivityComputer:
         us = np.stack([pt.u for pt in points])
         ps = np.stack([pt.params for pt in points])
         a, b = np.stack([pt.a for pt in points]), np.stack([pt.b for pt in points])
-        lam = np.stack([dynamics_multipliers(pt.x, pt.x_ref, a[i], self.q_w, self.qn_w) for i, pt in enumerate(points)])
+        pens = [self._penalties(pt) for pt in points]
+        lam = np.stack([dynamics_multipliers(pt.x, pt.x_ref, a[i], self.q_w, self.qn_w, pens[i][0]) for i, pt in enumerate(points)])
         start = time.perf_counter()
         hess = self.derivatives.hessians_many(xs, us, ps, lam)
         now = time.perf_counter()
@@ -270,18 +274,29 @@ class SensitivityComputer:
         start = now
         out: list[KktSensitivity | None] = []
         for i, pt in enumerate(points):
-            active = active_set(pt.u, self.limits, self.cfg.active_tol)
+            active = active_set(pt.u, self.upper, self.cfg.active_tol, self.lower)
             delta = np.stack(self._fixed_inputs(pt.u)) - pt.u[0] if self.cfg.resolve_start == "predictor" else None
+            _, pen_hess, pen_n = pens[i]
+            lagrangian, qn_w = hess[i] + pen_hess, self.qn_w + pen_n  # the dynamics' second-order terms plus the penalties'
             try:
-                kkt = self.riccati(a[i], b[i], hess[i], self.q_w, self.r_w, self.qn_w, active, delta)
-                out.append(replace(kkt, stage_hessians=hess[i], du0_de_relaxed=self._relaxed(a[i], b[i], hess[i], active, kkt.du0_de)))
+                kkt = self.riccati(a[i], b[i], lagrangian, self.q_w, self.r_w, qn_w, active, delta)
+                relaxed = self._relaxed(a[i], b[i], lagrangian, qn_w, active, kkt.du0_de)
+                out.append(replace(kkt, stage_hessians=hess[i], du0_de_relaxed=relaxed))
             except np.linalg.LinAlgError as exc:
                 log.warning("sensitivity of point %d: singular KKT system (%s)", i, exc)
                 out.append(None)
         self.step_seconds["riccati"] += time.perf_counter() - start
         return out
 
-    def _relaxed(self, a: np.ndarray, b: np.ndarray, hess: np.ndarray, active: np.ndarray, du0_de: np.ndarray) -> np.ndarray:
+    def _penalties(self, pt: ConvergedPoint) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """The soft constraints' penalty gradient in x (N + 1, nx) (None without soft constraints),
+        stage Hessians (N, nz, nz) and terminal Hessian (nx, nx) at a converged point."""
+        nx, nz = self.model.nx, self.model.nx + self.model.nu
+        if not self.constraints.has_soft:
+            return None, np.zeros((self.mpc.horizon, nz, nz)), np.zeros((nx, nx))
+        return self.constraints.penalty_terms(pt.x, pt.u, self.mpc.stage_scale)
+
+    def _relaxed(self, a: np.ndarray, b: np.ndarray, hess: np.ndarray, qn_w: np.ndarray, active: np.ndarray, du0_de: np.ndarray) -> np.ndarray:
         """du0/de with u_0's active bounds released (``du0_de`` itself when none is active), (nu, N, nx).
 
         Where the released pass is singular (the reduced Hessian of u_0 is not
@@ -290,7 +305,7 @@ class SensitivityComputer:
         if not active[0].any():
             return du0_de
         try:
-            return released_du0_de(self.riccati, a, b, hess, self.q_w, self.r_w, self.qn_w, active)
+            return released_du0_de(self.riccati, a, b, hess, self.q_w, self.r_w, qn_w, active)
         except np.linalg.LinAlgError as exc:
             log.warning("du0/de with u_0's bounds released: singular (%s); its bound rows stay zero", exc)
             return du0_de

@@ -3,7 +3,11 @@
 The OCP with additive prediction errors ``e_1..e_N`` on the predicted states::
 
     min  sum_{k<N} 1/2 |x_k - r_k|_Q^2 + 1/2 |u_k|_R^2 + 1/2 |x_N - r_N|_QN^2   (Q, R: the scaled stage weights)
-    s.t. x_{k+1} = F(x_k, u_k) + e_{k+1},   x_0 fixed,   |u_k| <= u_max
+    s.t. x_{k+1} = F(x_k, u_k) + e_{k+1},   x_0 fixed,   u_lower <= u_k <= u_upper
+
+(plus, for a system with soft constraints, their quadratic penalties: their
+gradient enters the multipliers and their Hessian ``H_k``; see
+:meth:`~whatmatters.mpc.constraints.OcpConstraints.penalty_terms`).
 
 At a converged solution with strict complementarity, differentiating the KKT
 conditions w.r.t. e gives the equality-constrained LQ problem in
@@ -33,7 +37,9 @@ import numpy as np
 __all__ = ["KktSensitivity", "active_set", "dynamics_multipliers", "first_input_sensitivity", "released_du0_de"]
 
 
-def dynamics_multipliers(x: np.ndarray, x_ref: np.ndarray, a: np.ndarray, q_w: np.ndarray, qn_w: np.ndarray) -> np.ndarray:
+def dynamics_multipliers(
+    x: np.ndarray, x_ref: np.ndarray, a: np.ndarray, q_w: np.ndarray, qn_w: np.ndarray, extra_grad: np.ndarray | None = None
+) -> np.ndarray:
     """lambda_1..lambda_N from stationarity w.r.t. x_1..x_N.
 
     Args:
@@ -42,21 +48,32 @@ def dynamics_multipliers(x: np.ndarray, x_ref: np.ndarray, a: np.ndarray, q_w: n
         a: A_0..A_{N-1}, (N, nx, nx).
         q_w: Stage state weight Q, (nx, nx).
         qn_w: Terminal weight QN, (nx, nx).
+        extra_grad: Further cost terms' gradients in x_0..x_N, (N + 1, nx)
+            (soft-constraint penalties), or None.
 
     Returns:
         (N, nx): row k-1 is lambda_k.
     """
     n = a.shape[0]
+    g = np.zeros_like(x) if extra_grad is None else extra_grad
     lam = np.empty((n, x.shape[1]))
-    lam[n - 1] = qn_w @ (x[n] - x_ref[n])
+    lam[n - 1] = qn_w @ (x[n] - x_ref[n]) + g[n]
     for k in range(n - 1, 0, -1):
-        lam[k - 1] = q_w @ (x[k] - x_ref[k]) + a[k].T @ lam[k]
+        lam[k - 1] = q_w @ (x[k] - x_ref[k]) + g[k] + a[k].T @ lam[k]
     return lam
 
 
-def active_set(u: np.ndarray, limits: np.ndarray, tol: float = 1e-6) -> np.ndarray:
-    """Boolean (N, nu): inputs at their bound (within ``tol`` relative to the limit)."""
-    return np.abs(u) >= limits * (1.0 - tol)
+def active_set(u: np.ndarray, upper: np.ndarray, tol: float = 1e-6, lower: np.ndarray | None = None) -> np.ndarray:
+    """Boolean (N, nu): inputs at a bound (within ``tol`` relative to the bound's magnitude).
+
+    Args:
+        u: Inputs, (N, nu).
+        upper: Upper bounds, (nu,).
+        tol: Relative tolerance.
+        lower: Lower bounds, (nu,); ``-upper`` if None (symmetric bounds).
+    """
+    lower = -np.asarray(upper) if lower is None else np.asarray(lower)
+    return (u >= upper - tol * np.abs(upper)) | (u <= lower + tol * np.abs(lower))
 
 
 @dataclass(frozen=True)
