@@ -1,9 +1,8 @@
 """Sensitivities of an OCP that is not the arm's: any model, asymmetric input bounds, soft constraints.
 
-The truth is IPOPT on the same problem written independently: prediction
-errors ``e`` as parameters, each soft constraint with an explicit slack
-``s >= 0`` priced ``penalty / 2 * s^2`` (scaled like its stage), solved to 1e-12
-and differenced.
+The truth is :class:`whatmatters.sensitivity.check.ReferenceOcp`: IPOPT on the
+same problem written independently (prediction errors as parameters, explicit
+slacks for the soft constraints), solved to 1e-12 and differenced.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import pytest
 from whatmatters.dynamics.base import DynamicsModel
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.constraints import OcpConstraints
+from whatmatters.sensitivity.check import ReferenceOcp, check_sensitivities
 from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig
 
 
@@ -56,58 +56,6 @@ def _reference() -> np.ndarray:
     return np.stack([1.5 * t, np.full_like(t, 0.5), np.zeros_like(t), np.full_like(t, 1.5)], 1)
 
 
-class SlackOcp:
-    """The OCP with explicit slacks, solved by IPOPT; ``e`` (nx, N) are additive prediction errors."""
-
-    def __init__(self, model: DynamicsModel, cfg: MpcConfig, cons: OcpConstraints) -> None:
-        n, nx, nu = cfg.horizon, model.nx, model.nu
-        xs, us = ca.SX.sym("x", nx), ca.SX.sym("u", nu)
-        f = ca.Function("F", [xs, us], [model.rk4_step(xs, us, cfg.dt)])
-        x, u = ca.SX.sym("X", nx, n + 1), ca.SX.sym("U", nu, n)
-        sx, sg = ca.SX.sym("SX", 2, n + 1), ca.SX.sym("SG", 2, n)  # lower/upper slacks
-        e, ref = ca.SX.sym("E", nx, n), ca.SX.sym("R", nx, n + 1)
-        q_w, r_w, h = ca.DM(cfg.state_weight), ca.DM(cfg.input_weight), cfg.stage_scale
-        obj, g, lbg, ubg = 0, [x[:, 0] - X0], [0.0] * nx, [0.0] * nx
-        i = cons.x_index[0]
-        for k in range(n + 1):
-            scale = h if k < n else cfg.terminal_scale
-            d = x[:, k] - ref[:, k]
-            obj += 0.5 * scale * ca.mtimes([d.T, q_w, d])
-            if k > 0:
-                obj += 0.5 * (h if k < n else 1.0) * cons.penalty * ca.sumsqr(sx[:, k])
-                g += [x[i, k] + sx[0, k], x[i, k] - sx[1, k]]
-                lbg += [cons.x_lower[0], -np.inf]
-                ubg += [np.inf, cons.x_upper[0]]
-            if k < n:
-                obj += 0.5 * h * ca.mtimes([u[:, k].T, r_w, u[:, k]]) + 0.5 * h * cons.penalty * ca.sumsqr(sg[:, k])
-                lin = ca.mtimes(ca.DM(cons.g_c), x[:, k]) + ca.mtimes(ca.DM(cons.g_d), u[:, k])
-                g += [x[:, k + 1] - f(x[:, k], u[:, k]) - e[:, k], lin + sg[0, k], lin - sg[1, k]]
-                lbg += [0.0] * nx + [cons.g_lower[0], -np.inf]
-                ubg += [0.0] * nx + [np.inf, cons.g_upper[0]]
-        self.n, self.nx, self.nu, self.cons = n, nx, nu, cons
-        self.nw = nx * (n + 1) + nu * n
-        w = ca.vertcat(ca.vec(x), ca.vec(u), ca.vec(sx), ca.vec(sg))
-        self.lbg, self.ubg = np.array(lbg), np.array(ubg)
-        self.solver = ca.nlpsol(
-            "slack", "ipopt", {"x": w, "f": obj, "g": ca.vertcat(*g), "p": ca.vertcat(ca.vec(e), ca.vec(ref))},
-            {"ipopt.tol": 1e-12, "ipopt.print_level": 0, "print_time": 0, "ipopt.max_iter": 500},
-        )
-
-    def solve(self, ref: np.ndarray, e: np.ndarray | None = None, u0_fixed: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-        n, nx, nu = self.n, self.nx, self.nu
-        e = np.zeros((nx, n)) if e is None else e
-        lbu, ubu = np.tile(self.cons.u_lower, n), np.tile(self.cons.u_upper, n)
-        if u0_fixed is not None:
-            lbu[:nu] = ubu[:nu] = u0_fixed
-        n_slack = 2 * (n + 1) + 2 * n
-        lbx = np.concatenate([np.full(nx * (n + 1), -np.inf), lbu, np.zeros(n_slack)])
-        ubx = np.concatenate([np.full(nx * (n + 1), np.inf), ubu, np.full(n_slack, np.inf)])
-        sol = self.solver(x0=np.zeros(lbx.size), p=np.concatenate([e.ravel(order="F"), ref.T.ravel(order="F")]), lbx=lbx, ubx=ubx, lbg=self.lbg, ubg=self.ubg)
-        assert self.solver.stats()["return_status"] in ("Solve_Succeeded", "Solved_To_Acceptable_Level")
-        w = np.asarray(sol["x"]).ravel()
-        return w[nx * (n + 1) : self.nw].reshape(n, nu), float(sol["f"])
-
-
 @pytest.fixture(scope="module")
 def computer():
     return SensitivityComputer(Unicycle(), MPC, CONSTRAINTS, SensitivityConfig(eps=0.05, parallel=False))
@@ -119,8 +67,8 @@ def sample(computer):
 
 
 @pytest.fixture(scope="module")
-def truth():
-    return SlackOcp(Unicycle(), MPC, CONSTRAINTS)
+def check(computer):
+    return check_sensitivities(computer, ReferenceOcp(Unicycle(), MPC, CONSTRAINTS), X0, _reference())
 
 
 def test_both_soft_constraints_bind_and_no_input_bound(sample):
@@ -130,32 +78,17 @@ def test_both_soft_constraints_bind_and_no_input_bound(sample):
     assert np.all(sample.u > CONSTRAINTS.u_lower + 1e-3) and np.all(sample.u < CONSTRAINTS.u_upper - 1e-3)
 
 
-def test_operating_point_matches_ipopt(sample, truth):
-    u, _ = truth.solve(_reference())
-    np.testing.assert_allclose(sample.u, u, atol=1e-7)
+def test_operating_point_matches_ipopt(check):
+    assert check.u_error <= 1e-7
 
 
-def test_du0_de_matches_finite_differences(sample, truth):
-    ref, h, n, nx = _reference(), 1e-5, MPC.horizon, 4
-    fd = np.empty((2, n, nx))
-    for k in range(n):
-        for j in range(nx):
-            e = np.zeros((nx, n))
-            e[j, k] = h
-            fd[:, k, j] = (truth.solve(ref, e)[0][0] - truth.solve(ref, -e)[0][0]) / (2 * h)
-    assert np.abs(fd).max() > 0.1  # not trivial
-    assert np.abs(sample.du0_de - fd).max() <= 1e-5 * np.abs(fd).max()
+def test_du0_de_matches_finite_differences(check):
+    assert check.du0_de_scale > 0.1  # not trivial
+    assert check.du0_de_error <= 1e-5
 
 
-def test_cost_gradient_matches_finite_differences(computer, sample, truth):
-    ref, h = _reference(), 1e-5
-    u_fix = sample.u[0] + computer.cfg.eps
-    fd = np.empty(2)
-    for i in range(2):
-        d = np.zeros(2)
-        d[i] = h
-        fd[i] = (truth.solve(ref, u0_fixed=u_fix + d)[1] - truth.solve(ref, u0_fixed=u_fix - d)[1]) / (2 * h)
-    np.testing.assert_allclose(sample.dj_du0_plus, fd, rtol=1e-5)
+def test_cost_gradient_matches_finite_differences(check):
+    assert check.gradient_error <= 1e-5
 
 
 def test_an_upper_input_bound_gives_a_zero_row():
