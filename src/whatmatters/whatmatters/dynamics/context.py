@@ -74,14 +74,15 @@ class ContextEncoder(nn.Module):
     Args:
         context_dim: Output size.
         hidden: LSTM hidden size.
+        n_features: Features per transition (21, the arm's :func:`history_features`, by default).
     """
 
-    def __init__(self, context_dim: int = 10, hidden: int = 32) -> None:
+    def __init__(self, context_dim: int = 10, hidden: int = 32, n_features: int = N_FEATURES) -> None:
         super().__init__()
-        self.lstm = nn.LSTM(N_FEATURES, hidden, batch_first=True)
+        self.lstm = nn.LSTM(n_features, hidden, batch_first=True)
         self.head = nn.Linear(hidden, context_dim)
-        self.register_buffer("feature_mean", torch.zeros(N_FEATURES))
-        self.register_buffer("feature_std", torch.ones(N_FEATURES))
+        self.register_buffer("feature_mean", torch.zeros(n_features))
+        self.register_buffer("feature_std", torch.ones(n_features))
 
     def set_normalization(self, mean: np.ndarray, std: np.ndarray) -> None:
         """Sets the feature normalisation (from the training data)."""

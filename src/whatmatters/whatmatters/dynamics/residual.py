@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from whatmatters.dynamics.flat_params import FlatParameters
+
 __all__ = ["ResidualConfig", "LagrangianResidual", "softplus"]
 
 NQ = 7
@@ -64,7 +66,7 @@ def _tril_indices() -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
-class LagrangianResidual(nn.Module):
+class LagrangianResidual(FlatParameters, nn.Module):
     """The residual terms (H_res, c_res, g_res, damping) of the learned model.
 
     Args:
@@ -154,36 +156,6 @@ class LagrangianResidual(nn.Module):
         return h_res, torque
 
     # ----------------------------------------------------------------- casadi
-    def parameter_layout(self) -> list[tuple[str, tuple[int, ...]]]:
-        """Names and shapes of the flat parameter vector, in order (context last)."""
-        out = [(name, tuple(p.shape)) for name, p in self.named_parameters()]
-        return out + [("context", (self.cfg.context_dim,))]
-
-    def flat_parameters(self) -> np.ndarray:
-        """All network weights, flattened row-major in :meth:`parameter_layout` order (no context)."""
-        return torch.cat([p.detach().reshape(-1) for p in self.parameters()]).cpu().double().numpy()
-
-    def n_weights(self) -> int:
-        """Number of network weights."""
-        return sum(p.numel() for p in self.parameters())
-
-    def casadi_values(self, p: ca.SX) -> dict[str, ca.SX]:
-        """The flat parameter vector split into named SX weights (:meth:`parameter_layout`), context included."""
-        offset = 0
-        values: dict[str, ca.SX] = {}
-        for name, shape in self.parameter_layout():
-            size = int(np.prod(shape))
-            flat = p[offset : offset + size]
-            # torch stores row-major; CasADi reshapes column-major
-            values[name] = ca.reshape(flat, shape[1], shape[0]).T if len(shape) == 2 else flat
-            offset += size
-        return values
-
-    def casadi_layers(self, prefix: str, values: dict[str, ca.SX]) -> list[tuple[ca.SX, ca.SX]]:
-        """(weight, bias) of each linear layer of ``l_net`` or ``v_net``, in order."""
-        idx = [i for i, layer in enumerate(getattr(self, prefix)) if isinstance(layer, nn.Linear)]
-        return [(values[f"{prefix}.{i}.weight"], values[f"{prefix}.{i}.bias"]) for i in idx]
-
     def casadi_terms(self, q: ca.SX, qd: ca.SX, p: ca.SX) -> tuple[ca.SX, ca.SX]:
         """The same terms with the weights and context taken from ``p``.
 
