@@ -39,7 +39,8 @@ class FallbackStats:
     Attributes:
         failures: Solver calls that failed.
         shifted_plan: Steps served from a previous plan.
-        gravity_hold: Steps served by gravity compensation.
+        gravity_hold: Steps served by the safe command (the arm's gravity
+            compensation; the car's braking with straight wheels).
         statuses: Failing acados status -> count.
     """
 

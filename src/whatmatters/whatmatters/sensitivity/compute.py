@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -111,6 +112,9 @@ class SensitivityComputer:
         #: Seconds spent per step (``operating_point``, ``hessians``, ``riccati``, ``resolve``) and SQP
         #: iterations (``operating_point_iter``, ``resolve_iter``), summed over every call: where the time goes.
         self.step_seconds: dict[str, float] = defaultdict(float)
+        self._twins: dict[int, AcadosMpcSolver] = {}  # exact-Hessian fallback solvers, one per solver (built on first use)
+        self._twin_lock = threading.Lock()
+        self._data: tuple[np.ndarray, np.ndarray] | None = None  # (params, x_ref) of the current sample
         self._pool: ThreadPoolExecutor | None = None
         if self.cfg.parallel and (os.cpu_count() or 1) > 1:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="wm-resolve")
@@ -126,27 +130,63 @@ class SensitivityComputer:
         return res.x, res.u, res.sqp_iter
 
     def _solve_with(
-        self, solver: AcadosMpcSolver, hess: np.ndarray | None, x0: np.ndarray, x_init: np.ndarray, u_init: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, int]:
+        self,
+        solver: AcadosMpcSolver,
+        hess: np.ndarray | None,
+        x0: np.ndarray,
+        x_init: np.ndarray,
+        u_init: np.ndarray,
+        u0_fixed: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, int, AcadosMpcSolver]:
         """:meth:`_solve` with ``hess`` added to the QP Hessians (a ``stage_hessians`` solver), within
         :data:`NEWTON_MAX_ITER` iterations; if that fails, again from the same start with Gauss-Newton's
-        (the bounded fallback). Returns the iterations of both attempts together."""
-        if not solver.cfg.stage_hessians:
-            return self._solve(x0, x_init, u_init, solver)
-        solver.set_stage_hessians(hess)  # None: zero, Gauss-Newton's Hessian
-        if hess is None:
-            return self._solve(x0, x_init, u_init, solver)
-        solver.set_max_iter(min(NEWTON_MAX_ITER, self.cfg.sqp_max_iter))
+        (the bounded fallback), then, with ``fallback: exact_hessian``, with acados' exact Hessian
+        (``u0_fixed``: the stage-0 input the solve holds). Returns the solution, the iterations of
+        every attempt together and the solver that converged (its QP and multipliers are the solution's)."""
+        iters = 0
         try:
-            return self._solve(x0, x_init, u_init, solver)
-        except SensitivityError as exc:
-            log.debug("SQP with the second-order terms failed (%s); again with Gauss-Newton's", exc)
-            solver.set_stage_hessians(None)
-            solver.set_max_iter(self.cfg.sqp_max_iter)
-            x, u, iters = self._solve(x0, x_init, u_init, solver)
-            return x, u, iters + NEWTON_MAX_ITER
+            if solver.cfg.stage_hessians:
+                solver.set_stage_hessians(hess)  # None: zero, Gauss-Newton's Hessian
+            if hess is not None and solver.cfg.stage_hessians:
+                solver.set_max_iter(min(NEWTON_MAX_ITER, self.cfg.sqp_max_iter))
+                try:
+                    return (*self._solve(x0, x_init, u_init, solver), solver)
+                except SensitivityError as exc:
+                    log.debug("SQP with the second-order terms failed (%s); again with Gauss-Newton's", exc)
+                    solver.set_stage_hessians(None)
+                    solver.set_max_iter(self.cfg.sqp_max_iter)
+                    iters = NEWTON_MAX_ITER
+            try:
+                x, u, n = self._solve(x0, x_init, u_init, solver)
+                return x, u, iters + n, solver
+            except SensitivityError as exc:
+                if self.cfg.fallback != "exact_hessian":
+                    raise
+                log.debug("Gauss-Newton SQP failed (%s); again with the exact Hessian", exc)
+                iters += self.cfg.sqp_max_iter
         finally:
             solver.set_max_iter(self.cfg.sqp_max_iter)
+        twin = self._exact_twin(solver, u0_fixed)
+        try:
+            x, u, n = self._solve(x0, x_init, u_init, twin)
+        finally:
+            twin.reset_input_bounds()
+        return x, u, iters + n, twin
+
+    def _exact_twin(self, solver: AcadosMpcSolver, u0_fixed: np.ndarray | None) -> AcadosMpcSolver:
+        """The exact-Hessian SQP solver beside ``solver`` (built on first use), with this sample's data."""
+        with self._twin_lock:
+            twin = self._twins.get(id(solver))
+            if twin is None:
+                cfg = replace(solver.cfg, hessian="EXACT", stage_hessians=False)
+                twin = self._twins[id(solver)] = AcadosMpcSolver(self.model, cfg, self.constraints)
+        if self._data is None:
+            raise SensitivityError("the exact-Hessian fallback needs the sample's parameters and reference: compute the operating point first")
+        twin.set_parameters(self._data[0])
+        twin.set_reference(self._data[1])
+        if u0_fixed is not None:
+            twin.set_input_bounds(0, u0_fixed, u0_fixed)
+        return twin
 
     def cost_gradient_u0(self, x0: np.ndarray, u0: np.ndarray, x_init: np.ndarray, u_init: np.ndarray) -> tuple[np.ndarray, float]:
         """d J*/d u_0 with u_0 fixed (bound multipliers, lower minus upper) and J*.
@@ -165,11 +205,11 @@ class SensitivityComputer:
             u_start = u_init.copy()
             u_start[0] = u0
             start = time.perf_counter()
-            iters = self._solve_with(solver, hess, x0, x_init, u_start)[2]
+            _, _, iters, solved = self._solve_with(solver, hess, x0, x_init, u_start, u0)
             self.step_seconds["resolve"] += time.perf_counter() - start
             self.step_seconds["resolve_iter"] += iters
-            lam = np.asarray(solver.acados.get(0, "lam"))
-            cost = solver.cost()
+            lam = np.asarray(solved.acados.get(0, "lam"))
+            cost = solved.cost()
         finally:
             solver.set_input_bounds(0, self.lower, self.upper)
         # stage 0 multipliers: [lbu (nu), lbx (nx: x0), lg (ng), ubu (nu), ubx (nx), ug (ng), slacks' ...]
@@ -218,11 +258,12 @@ class SensitivityComputer:
         for solver in (self.solver, self.minus_solver):
             solver.set_parameters(p)
             solver.set_reference(x_ref)
+        self._data = (p, np.asarray(x_ref, dtype=float))
         start = time.perf_counter()
-        x, u, iters = self._solve_with(self.solver, w_init, x0, x_init, u_init)
+        x, u, iters, solved = self._solve_with(self.solver, w_init, x0, x_init, u_init)
         self.step_seconds["operating_point"] += time.perf_counter() - start
         self.step_seconds["operating_point_iter"] += iters
-        a, b = self.solver.dynamics_jacobians()  # before the re-solves overwrite acados' QP
+        a, b = solved.dynamics_jacobians()  # before the re-solves overwrite acados' QP
         return ConvergedPoint(np.asarray(x_ref, dtype=float), p, x, u, iters, a, b)
 
     def _fixed_inputs(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -46,6 +46,13 @@ class SensitivityConfig(YamlConfig):
             fails with them is repeated without) or ``gauss_newton``. The
             converged solutions are the same (the Hessian only shapes the
             iterates; tested).
+        fallback: When an SQP solve fails (with Gauss-Newton QPs after the
+            second-order ones): ``none`` (the sample fails) or
+            ``exact_hessian`` (once more from the same start with acados'
+            exact-Hessian SQP, a solver built on first use: slower, but it
+            converges where Gauss-Newton's stalls on large residuals, e.g. a
+            car sliding beyond the track bound). The converged point is the
+            same KKT point either way.
         parallel: In :meth:`SensitivityComputer.compute` (one sample: the
             logger with ``batch`` 1), run the ``u0* + eps`` re-solve in a
             second thread while the ``u0* - eps`` one runs in the caller's
@@ -62,6 +69,7 @@ class SensitivityConfig(YamlConfig):
     derivatives: str = "auto"
     resolve_start: str = "predictor"
     resolve_hessian: str = "exact"
+    fallback: str = "none"
     parallel: bool = True
 
     def __post_init__(self) -> None:
@@ -73,5 +81,7 @@ class SensitivityConfig(YamlConfig):
             raise ConfigError(f"sensitivity.resolve_hessian must be exact or gauss_newton, got {self.resolve_hessian!r}")
         if self.resolve_hessian == "exact" and self.resolve_start != "predictor":
             raise ConfigError("sensitivity.resolve_hessian: exact needs resolve_start: predictor (both come from du0/de's pass)")
+        if self.fallback not in ("none", "exact_hessian"):
+            raise ConfigError(f"sensitivity.fallback must be none or exact_hessian, got {self.fallback!r}")
         if not self.eps > 0:
             raise ConfigError(f"sensitivity.eps must be > 0 Nm, got {self.eps}")
