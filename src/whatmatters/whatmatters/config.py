@@ -133,11 +133,20 @@ def require(mapping: dict[str, Any], key: str, source: str) -> Any:
     return mapping[key]
 
 
+def _integer(value: Any) -> int:
+    """``value`` as an int, if it is one (``4`` or ``4.0``, not ``4.5`` or ``True``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise TypeError(f"expected integers, got {value!r}")
+    return int(value)
+
+
 def dataclass_from_mapping(cls: type[T], mapping: dict[str, Any], source: str) -> T:
     """Builds a config dataclass from a YAML mapping, checking keys and types.
 
     Missing keys keep the dataclass default. Lists become tuples where the
-    default is a tuple.
+    default is a tuple: of integers where the default's entries are integers
+    (ids, seeds, lengths; any number of them), else of floats (a vector of
+    floats needs as many as the default has, if it has any; names any number).
 
     Args:
         cls: A dataclass type whose fields all have defaults.
@@ -166,9 +175,11 @@ def dataclass_from_mapping(cls: type[T], mapping: dict[str, Any], source: str) -
                 if isinstance(value, bool):
                     raise TypeError("expected a number")
                 value = float(value)
+            elif isinstance(default, tuple) and default and all(isinstance(d, int) and not isinstance(d, bool) for d in default):
+                value = tuple(_integer(v) for v in value)  # ids, seeds, lengths: any number of them
             elif isinstance(default, tuple):
                 value = tuple(float(v) if isinstance(v, (int, float)) else v for v in value)
-                if len(default) and len(value) != len(default):
+                if len(default) and all(isinstance(d, float) for d in default) and len(value) != len(default):
                     raise TypeError(f"expected {len(default)} values")
             elif isinstance(default, str) and not isinstance(value, str):
                 raise TypeError("expected a string")

@@ -15,6 +15,9 @@ The state's arc length ``s`` is kept unwrapped by the controller (it grows
 by the track length each lap; the curvature series is periodic), so the
 horizon never jumps at the start line.
 
+A learned model's context follows the measured motion (its tracker sees
+each transition, the context parameters are set before each solve).
+
 Every call returns a command that is finite and inside the input bounds:
 the solution's first input; on a failure the previous plan, shifted; when no
 plan is left, straight wheels and moderate braking (``fallback_brake``).
@@ -140,17 +143,21 @@ class CarController:
         self.solver, self.line, self.length = solver, line, float(track_length)
         self.cfg = cfg or CarControlConfig()
         self.stats = FallbackStats()
+        self.tracker = solver.model.context_tracker()  # a learned model's context from the recent motion
         self._plan: SolveResult | None = None
         self._plan_age = 0
         self._consecutive = 0
         self._laps = 0
         self._last_s: float | None = None
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (x, u) of the previous step
 
     def reset(self, x0: np.ndarray) -> None:
         """Starts an episode at model state ``x0`` (``s`` in [0, length)): the iterate along the line."""
-        self._laps, self._last_s = 0, None
+        self._laps, self._last_s, self._last = 0, None, None
         self._plan, self._plan_age, self._consecutive = None, 0, 0
         self.stats = FallbackStats()
+        if self.tracker is not None:
+            self.tracker.reset(np.asarray(x0, dtype=float))
         x = self.unwrap(x0)
         ref = self.line.horizon(float(x[0]), self.solver.cfg.dt, self.solver.n)
         u = np.tile([0.0, float(ref[0, 6])], (self.solver.n, 1))
@@ -183,6 +190,14 @@ class CarController:
         n, nx = self.solver.n, self.solver.nx
         status, solve_ms = -1, 0.0
         x0 = self.unwrap(x) if np.all(np.isfinite(x)) else np.full(nx, np.nan)
+        if self.tracker is not None and np.all(np.isfinite(x0)):
+            if self._last is not None:
+                self.tracker.observe(x0, self._last[1], self._last[0])
+            start_idx, z = self.tracker.context()
+            if np.all(np.isfinite(z)):
+                self.solver.set_parameter_slice(start_idx, z)
+            else:
+                x0 = np.full(nx, np.nan)  # no trustworthy model: the fallback
         x_ref = self.reference(x0) if np.all(np.isfinite(x0)) else np.full((n + 1, nx), np.nan)
         prediction = np.full((n + 1, nx), np.nan)
         if np.all(np.isfinite(x_ref)):
@@ -213,8 +228,8 @@ class CarController:
         self.stats.gravity_hold += 1
         return cons.clip_input(np.array([self.cfg.fallback_brake, 0.0])), BRAKE
 
-    @staticmethod
     def _done(
-        u: np.ndarray, source: str, status: int, solve_ms: float, start: float, x0: np.ndarray, x_ref: np.ndarray, prediction: np.ndarray
+        self, u: np.ndarray, source: str, status: int, solve_ms: float, start: float, x0: np.ndarray, x_ref: np.ndarray, prediction: np.ndarray
     ) -> CarStep:
+        self._last = (x0.copy(), u.copy()) if np.all(np.isfinite(x0)) else None
         return CarStep(u, source, status, solve_ms, 1e3 * (time.perf_counter() - start), x0, x_ref, prediction)

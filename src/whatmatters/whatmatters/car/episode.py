@@ -37,12 +37,13 @@ class CarEpisode:
 
     Attributes:
         t: Control step times, s, (T,).
-        x: Model states at the steps, ``s`` unwrapped, (T, 8).
-        x_ref: Reference at stage 0 of each step, (T, 8).
+        x: Model states at the steps and after the last, ``s`` unwrapped, (T + 1, 8).
+        x_ref: The reference each step was solved with, (T, N + 1, 8).
         u: Commands, (T, 2).
         sources: Controller outcome per step, (T,).
         solve_ms: acados' solve times, ms, (T,).
-        plant: Plant states at the steps, (T, 8).
+        plant: Plant states at the steps and after the last, (T + 1, 8).
+        dt: Control interval, s.
         j_track: Mean tracking cost.
         lap_time: s (NaN without a full lap).
         off_track: s beyond the border.
@@ -58,6 +59,7 @@ class CarEpisode:
     j_track: float
     lap_time: float
     off_track: float
+    dt: float
 
 
 def start_state(track: Track, controller: CarController, s0: float = 0.0) -> np.ndarray:
@@ -81,18 +83,24 @@ def run_car_episode(controller: CarController, plant: CarPlant, track: Track, se
     for _ in range(steps):
         step = controller(frenet_state(track, state))
         xs.append(step.x0)
-        refs.append(step.x_ref[0])
+        refs.append(step.x_ref)
         us.append(step.u)
         plants.append(state.copy())
         solve_ms.append(step.solve_ms)
         sources.append(step.source)
         state = plant.simulate(state, step.u, dt)
+    plants.append(state.copy())
+    last = frenet_state(track, state)
+    last[0] += np.round((xs[-1][0] - last[0]) / track.length) * track.length  # unwrapped like the steps
+    xs.append(last)
     x, x_ref = np.array(xs), np.array(refs)
-    err = x - x_ref
+    err = x[:-1] - x_ref[:, 0]
     j_track = float(np.mean(0.5 * np.sum(q * err**2, axis=1)))
     progress = x[:, 0] - x[0, 0]
     done = np.nonzero(progress >= track.length)[0]
     lap_time = float(done[0] * dt) if done.size else float("nan")
     border = track.half_width - 0.5 * plant.p.width
-    off_track = float(np.sum(np.abs(x[:, 1]) > border) * dt)
-    return CarEpisode(dt * np.arange(steps), x, x_ref, np.array(us), tuple(sources), np.array(solve_ms), np.array(plants), j_track, lap_time, off_track)
+    off_track = float(np.sum(np.abs(x[:-1, 1]) > border) * dt)
+    return CarEpisode(
+        dt * np.arange(steps), x, x_ref, np.array(us), tuple(sources), np.array(solve_ms), np.array(plants), j_track, lap_time, off_track, dt
+    )

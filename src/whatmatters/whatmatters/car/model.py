@@ -66,6 +66,9 @@ class CarModel(DynamicsModel):
     nu = 2
     state_labels = ("s", "n", "mu", "vx", "vy", "r", "delta", "a")
     input_labels = ("a_cmd", "delta_cmd")
+    #: The training objective's state groups (:func:`whatmatters.train.weighting.objective_mask`):
+    #: the pose along the track and the body velocities.
+    objective_groups = {"position": (0, 1, 2), "velocity": (3, 4, 5)}
 
     def __init__(self, params: CarParams, curvature: CurvatureSeries) -> None:
         self.p = params

@@ -7,11 +7,12 @@ import json
 import shlex
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from whatmatters.cli.executor_args import add_executor_args, executor_config
-from whatmatters.config import config_dir
+from whatmatters.config import config_dir, dataclass_from_mapping
 from whatmatters.executor import make_executor
 from whatmatters.experiment.bounds import bound_weight_statistics
 from whatmatters.experiment.config import load_experiment_config
@@ -26,7 +27,8 @@ from whatmatters.sim.environments import environment_seeds
 def add_parser(sub: Any) -> None:
     """Registers the sub-command."""
     p = sub.add_parser("experiment", help="fine-tune every weighting x rollout length x seed and draw Fig. 2 (resumable)")
-    p.add_argument("--config", default=None, help="experiment YAML (default config/experiment.yaml)")
+    p.add_argument("--system", choices=("arm", "car"), default="arm", help="the Panda arm (Fig. 2) or the race car (Fig. 3, config/car/experiment.yaml)")
+    p.add_argument("--config", default=None, help="experiment YAML (default config/experiment.yaml, or config/car/experiment.yaml with --system car)")
     p.add_argument("--quick", action="store_true", help="the reduced sweep of the YAML's quick: section (~10 min)")
     p.add_argument("--out", default=None, help="output folder, reused to resume (default runs/experiment[_quick])")
     p.add_argument("--data", default=None, help="data folder (default <out>/data; share one between sweeps with the same data settings)")
@@ -72,9 +74,47 @@ def _is_shipped_sweep(args: argparse.Namespace, cfg: Any) -> bool:
         return False
 
 
+def run_car_experiment(args: argparse.Namespace) -> dict[str, Any]:
+    """``--system car``: runs or continues the car's sweep, then writes its report (table and Fig. 3)."""
+    from whatmatters.car.data import load_episodes
+    from whatmatters.car.experiment import CarExperimentConfig
+    from whatmatters.car.generate import generate_track
+    from whatmatters.car.model import CarModel
+    from whatmatters.car.report import write_car_report
+    from whatmatters.car.sweep import run_car_sweep
+    from whatmatters.executor import ExecutorConfig
+
+    if args.quick or args.eval_set or args.data:
+        raise ConfigError("--system car takes --config, --out, --docs, --report-only and the executor options only")
+    cfg = CarExperimentConfig.from_yaml(args.config)
+    out = Path(args.out or "runs/car_experiment")
+    if args.report_only:
+        path = out / "summary.json"
+        if not path.is_file():
+            raise ConfigError(f"no finished car sweep in {out} ({path} missing)")
+        report = json.loads(path.read_text())
+    else:
+        base = ExecutorConfig.from_yaml()
+        if cfg.workers:
+            base = replace(base, workers=cfg.workers)
+        with make_executor(executor_config(args, base)) as executor:
+            report = run_car_sweep(cfg, out, executor)
+    records = [r for r in load_episodes(out / "data") if r.s_hat is not None]
+    if not records:
+        raise ConfigError(f"no episode with sensitivities in {out / 'data'}")
+    ran = dataclass_from_mapping(CarExperimentConfig, json.loads((out / "experiment.json").read_text()), str(out / "experiment.json"))
+    command = " ".join(["whatmatters", "experiment", "--system", "car"] + [f"{k} {shlex.quote(str(v))}" for k, v in (("--config", args.config), ("--out", args.out)) if v])
+    shipped = ran == CarExperimentConfig.from_yaml(config_dir() / "car" / "experiment.yaml")  # docs/ holds the shipped sweep's numbers only
+    folders = [out / "report"] + ([Path(args.docs or "docs") / "car"] if (args.docs or shipped) else [])
+    for folder in folders:
+        write_car_report(report, records[0], generate_track(ran.track_seed), CarModel.state_labels, ran, command, folder)
+    return {"summary": report["summary"], "runs": report["runs"], "seconds": report.get("seconds"), "report": [str(f) for f in folders]}
+
+
 def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
     """Runs or continues the sweep, then writes the report."""
-    from dataclasses import replace
+    if args.system == "car":
+        return run_car_experiment(args)
 
     cfg = load_experiment_config(args.config, args.quick)
     if args.eval_set == "validation":  # choosing settings: the validation set both selects and is reported (at most all of it)

@@ -46,6 +46,7 @@ _MPC_REFERENCE: dict[str, Any] = {
     "terminal_scale": 1.0, "cost_scaling": "time_step", "nlp_solver": "SQP_RTI", "hessian": "GAUSS_NEWTON",
     "qp_solver": "PARTIAL_CONDENSING_HPIPM", "hpipm_mode": "SPEED", "sqp_max_iter": 50, "sqp_tol": 1e-8,
     "qp_max_iter": 50, "fallback_gravity_after": 5, "rk4_jacobian": "exact", "qp_cond_n": 0, "stage_hessians": False,
+    "state_weights": [], "input_weights": [],  # any system's weights (added later; the arm spells them q/qd/r_weights)
 }  # fmt: skip
 #: Settings that do not change the numbers (tested: compiler flags; ERK and chained RK4 agree to round-off).
 _MPC_SAME_RESULTS = ("compile_flags", "integrator")

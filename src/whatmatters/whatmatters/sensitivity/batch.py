@@ -38,7 +38,7 @@ from whatmatters.robot.params import load_panda_params
 from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig
 from whatmatters.sensitivity.point import OperatingPoint, SensitivityError, warm_start
 
-__all__ = ["SIDECAR", "STATE_LABELS", "compute_bag_dir", "compute_episode", "factor_statistics", "load_sidecar"]
+__all__ = ["SIDECAR", "STATE_LABELS", "compute_bag_dir", "compute_episode", "compute_samples", "factor_statistics", "load_sidecar"]
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +47,43 @@ STATE_LABELS = tuple([f"q{i}" for i in range(1, 8)] + [f"qd{i}" for i in range(1
 
 
 def compute_episode(computer: SensitivityComputer, ep: EpisodeRecord, max_steps: int | None = None) -> dict[str, np.ndarray]:
-    """Sensitivities of every step of one episode (failures are NaN with ``ok`` False)."""
+    """Sensitivities of every step of one recorded arm episode (failures are NaN with ``ok`` False)."""
     model = computer.model
-    n, nx, nu = computer.mpc.horizon, model.nx, model.nu
+    n = computer.mpc.horizon
     steps = len(ep.tau) if max_steps is None else min(len(ep.tau), max_steps)
     if ep.x_ref_horizon is None or ep.x_ref_horizon.shape[1] != n + 1:
         raise ValueError(f"bag {ep.path}: the recorded reference does not cover the horizon of {n + 1} points")
-    contexts = None
+    params = None
     if isinstance(model, LearnedDynamics):
         feats = history_features(model.nominal, ep.x[:, :7], ep.x[:, 7:], ep.tau, ep.dt)
         with torch.no_grad():
             contexts = model.encode(history_windows(feats, ep.x[0], model.cfg.window)[:steps]).numpy()
-    weights = model.parameter_values()[: model.n_params - (contexts.shape[1] if contexts is not None else 0)]
+        weights = model.parameter_values()[: model.n_params - contexts.shape[1]]
+        params = np.concatenate([np.tile(weights, (steps, 1)), contexts], axis=1)
+    out = compute_samples(computer, ep.x[:steps], ep.x_ref_horizon[:steps], params, ep.path.name)
+    out["labels"] = np.array(STATE_LABELS)
+    return out
+
+
+def compute_samples(
+    computer: SensitivityComputer, x: np.ndarray, x_ref: np.ndarray, params: np.ndarray | None = None, label: str = "episode"
+) -> dict[str, np.ndarray]:
+    """Sensitivities of consecutive control steps of any system, each warm-started from the one before.
+
+    Args:
+        computer: The system's sensitivity computer.
+        x: States at the steps, (T, nx).
+        x_ref: The reference each step was solved with, (T, N + 1, nx).
+        params: The model's runtime parameters at each step (weights and context), (T, n_params);
+            the model's current ones if None.
+        label: Names the episode in warnings.
+
+    Returns:
+        ``s_hat`` (T, N, nx), ``du0_de`` and ``du0_de_relaxed`` (T, nu, N, nx), ``dj_du0_eff``
+        (T, nu) and ``ok`` (T,): failed steps are NaN with ``ok`` False (logged).
+    """
+    model = computer.model
+    steps, n, nx, nu = x.shape[0], computer.mpc.horizon, model.nx, model.nu
     out = {
         "s_hat": np.full((steps, n, nx), np.nan),
         "du0_de": np.full((steps, nu, n, nx), np.nan),
@@ -69,12 +94,11 @@ def compute_episode(computer: SensitivityComputer, ep: EpisodeRecord, max_steps:
     prev: OperatingPoint | None = None
     points, steps_ok = [], []
     for t in range(steps):
-        params = np.concatenate([weights, contexts[t]]) if contexts is not None else None
         init = (None, None, None) if prev is None else warm_start(prev)
         try:
-            pt = computer.operating_point(ep.x[t], ep.x_ref_horizon[t], params, *init)
+            pt = computer.operating_point(x[t], x_ref[t], None if params is None else params[t], *init)
         except SensitivityError as exc:
-            log.warning("%s step %d: %s", ep.path.name, t, exc)
+            log.warning("%s step %d: %s", label, t, exc)
             prev = None
             continue
         points.append(pt)
@@ -86,7 +110,6 @@ def compute_episode(computer: SensitivityComputer, ep: EpisodeRecord, max_steps:
             continue
         out["s_hat"][t], out["du0_de"][t], out["dj_du0_eff"][t], out["ok"][t] = s.s_hat, s.du0_de, s.dj_du0_eff, True
         out["du0_de_relaxed"][t] = s.du0_de if s.du0_de_relaxed is None else s.du0_de_relaxed
-    out["labels"] = np.array(STATE_LABELS)
     return out
 
 

@@ -82,7 +82,7 @@ class FinetuneConfig(YamlConfig):
             raise ConfigError(f"finetune: epochs, batch_size and lr must be positive, weight_decay >= 0 ({self})")
 
 
-def rollout_loss(model: LearnedDynamics, batch: dict[str, torch.Tensor], dt: float) -> torch.Tensor:
+def rollout_loss(model: Any, batch: dict[str, torch.Tensor], dt: float) -> torch.Tensor:
     """Weighted p-step loss of a batch (keys x0, u, x_true, history, s; see module docstring)."""
     z = model.encoder(batch["history"])
     x_hat = model.rollout(batch["x0"], batch["u"], z, dt)
@@ -111,9 +111,15 @@ def finetune(
     cfg: FinetuneConfig,
     seed: int,
     dt: float,
-    on_epoch: Callable[[LearnedDynamics, int], dict[str, Any]] | None = None,
+    on_epoch: Callable[[Any, int], dict[str, Any]] | None = None,
+    load: Callable[[Path], Any] = LearnedDynamics.load,
+    dtype: torch.dtype = torch.float32,
 ) -> list[dict[str, Any]]:
     """Fine-tunes ``base`` on the windows with weights ``s``; resumable.
+
+    Any learned model with the arm's training interface works (``residual``,
+    ``encoder``, ``rollout``, ``save``, a loader): the arm's by default, the
+    car's with its loader.
 
     Args:
         base: The starting checkpoint (the same for every variant).
@@ -125,6 +131,8 @@ def finetune(
         dt: Control period of the data, s.
         on_epoch: Called after each epoch with the model (float64) and the
             epoch (1-based); its result is stored in the history.
+        load: Reads a checkpoint of the model (``base`` and nothing else).
+        dtype: Training precision (float32 for the arm; the car's small model trains in float64).
 
     Returns:
         Per epoch: ``epoch``, ``train_loss``, ``seconds`` and the callback's keys.
@@ -135,8 +143,8 @@ def finetune(
     if s.shape[0] not in (1, len(win)) or s.shape[1:] != win.x_true.shape[1:]:
         raise ValueError(f"weights of shape {s.shape} do not match {len(win)} windows of shape {win.x_true.shape[1:]}")
     torch.manual_seed(seed)
-    model = LearnedDynamics.load(base)
-    model.float()
+    model = load(Path(base))
+    model.to(dtype)
     params = list(model.residual.parameters()) + (list(model.encoder.parameters()) if cfg.train_encoder else [])
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[dict[str, Any]] = []
@@ -150,7 +158,7 @@ def finetune(
             log.info("resuming %s after epoch %d", out_dir, len(history))
         else:
             log.warning("ignoring %s: it belongs to other settings", state_path)
-    data = tensors(win, s)
+    data = tensors(win, s, dtype)
     per_sample = s.shape[0] > 1
     n = len(win)
     for epoch in range(len(history), cfg.epochs):
@@ -174,7 +182,7 @@ def finetune(
         if on_epoch is not None:
             model.eval()
             record.update(on_epoch(model, epoch + 1))
-        model.float()
+        model.to(dtype)
         history.append(record)
         atomic_torch_save({"signature": signature, "model": model.state_dict(), "opt": opt.state_dict(), "history": history}, state_path)
         log.info("%s epoch %d: loss %.4g %s", out_dir.name, epoch + 1, record["train_loss"], {k: v for k, v in record.items() if k == "j_track_mean"})

@@ -102,21 +102,32 @@ def make_windows(data: TransitionDataset, p: int, require_sensitivities: bool = 
     return RolloutWindows(data.x[start], data.u[idx], data.x_next[idx], data.windows[start], s_hat, start)
 
 
-def objective_mask(objective: str, nx: int = 14) -> np.ndarray:
-    """Boolean (nx,): the states the loss includes (``position``: q, ``velocity``: qd, ``both``)."""
+def objective_mask(objective: str, nx: int = 14, groups: dict[str, tuple[int, ...]] | None = None) -> np.ndarray:
+    """Boolean (nx,): the states the loss includes (``position``, ``velocity`` or ``both``).
+
+    Args:
+        objective: One of :data:`OBJECTIVES`.
+        nx: State dimension.
+        groups: The system's ``position`` and ``velocity`` state indices (a model's
+            ``objective_groups``); None: the first and second half (the arm's q and qd).
+    """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    groups = groups or {"position": tuple(range(nx // 2)), "velocity": tuple(range(nx // 2, nx))}
     mask = np.zeros(nx, dtype=bool)
-    half = nx // 2
-    if objective in ("position", "both"):
-        mask[:half] = True
-    if objective in ("velocity", "both"):
-        mask[half:] = True
+    for name in ("position", "velocity"):
+        if objective in (name, "both"):
+            mask[list(groups[name])] = True
     return mask
 
 
 def weights(
-    name: str, win: RolloutWindows, objective: str, q_weights: np.ndarray | None = None, ours_scaling: str = "global"
+    name: str,
+    win: RolloutWindows,
+    objective: str,
+    q_weights: np.ndarray | None = None,
+    ours_scaling: str = "global",
+    groups: dict[str, tuple[int, ...]] | None = None,
 ) -> np.ndarray:
     """The weighting tensor S of eq. (1) for every window.
 
@@ -127,6 +138,7 @@ def weights(
         q_weights: The MPC's state weights diag(Q), (nx,) (``mpc_cost`` only).
         ours_scaling: ``global`` (one dataset constant) or ``per_state``
             (per horizon step and state; see the module docstring).
+        groups: The objective's state groups (:func:`objective_mask`).
 
     Returns:
         S, (M, p, nx) for ``ours``, (1, p, nx) otherwise; zero outside the objective.
@@ -137,7 +149,7 @@ def weights(
     if ours_scaling not in OURS_SCALINGS:
         raise ValueError(f"ours_scaling must be one of {', '.join(OURS_SCALINGS)}, got {ours_scaling!r}")
     nx, p = win.x0.shape[1], win.p
-    mask = objective_mask(objective, nx).astype(float)
+    mask = objective_mask(objective, nx, groups).astype(float)
     states = win.x_true.reshape(-1, nx)
     stand = 1.0 / np.maximum(states.std(0), 1e-12)
     if name == "ones":

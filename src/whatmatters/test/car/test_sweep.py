@@ -1,0 +1,63 @@
+"""The car experiment: its settings, the summary's arithmetic, a tiny sweep end to end (and resumed)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from whatmatters.car.experiment import CarExperimentConfig
+from whatmatters.car.sweep import run_car_sweep, summary
+from whatmatters.config import config_dir
+from whatmatters.errors import ConfigError
+from whatmatters.executor import LocalExecutor
+
+
+def _result(w: str, p: int, seed: int, j: list[float], lap: list[float], off: list[float]) -> dict:
+    return {"weighting": w, "p": p, "seed": seed, "per_env": [{"j_track": a, "lap_time": b, "off_track": c} for a, b, c in zip(j, lap, off)]}
+
+
+def test_summary_normalises_each_seed_to_stand():
+    results = [
+        _result("stand", 4, 0, [2.0, 4.0], [9.0, 11.0], [0.0, 0.2]),
+        _result("stand", 4, 1, [1.0, 1.0], [10.0, 10.0], [0.0, 0.0]),
+        _result("ours", 4, 0, [1.5, 1.5], [9.5, 10.5], [0.0, 0.0]),  # J 1.5 / 3 = 0.5
+        _result("ours", 4, 1, [1.0, 0.5], [9.0, 9.0], [0.1, 0.3]),  # J 0.75 / 1 = 0.75
+    ]
+    table = summary(results, ("stand", "ours"), (4,))
+    assert table["stand/p4"]["j_track"] == {"mean": 1.0, "std": 0.0}
+    assert table["ours/p4"]["j_track"]["mean"] == pytest.approx(0.625)
+    assert table["ours/p4"]["j_track"]["std"] == pytest.approx(np.std([0.5, 0.75], ddof=1))
+    assert table["ours/p4"]["lap_time"]["mean"] == pytest.approx(np.mean([1.0, 0.9]))
+    assert table["ours/p4"]["off_track"]["mean"] == pytest.approx(np.mean([0.0, 0.2]))  # seconds, not a ratio
+
+
+def test_the_shipped_settings_load_with_integer_lengths_and_seeds():
+    cfg = CarExperimentConfig.from_yaml(config_dir() / "car" / "experiment.yaml")
+    assert cfg.rollout_lengths == (1, 4, 12) and all(isinstance(p, int) for p in cfg.rollout_lengths)
+    assert all(isinstance(s, int) for s in cfg.seeds)
+    assert set(cfg.seeds_of("pretrain")).isdisjoint(cfg.seeds_of("data"))
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [("weightings", ("ones", "ours"), "stand"), ("weightings", ("stand", "best"), "unknown"), ("eval_envs", 0, "eval_envs")])
+def test_bad_settings_are_named(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        CarExperimentConfig(**{field: value})
+
+
+def test_a_tiny_sweep_runs_and_resumes(tmp_path):
+    cfg = replace(
+        CarExperimentConfig(), pretrain_envs=1, data_envs=1, eval_envs=1, collect_seconds=1.0, eval_seconds=0.6,
+        weightings=("stand", "ours"), rollout_lengths=(2,), seeds=(0,), pretrain_epochs=1, finetune_epochs=1,
+    )  # fmt: skip
+    with LocalExecutor(1) as executor:
+        report = run_car_sweep(cfg, tmp_path, executor)
+    assert set(report["summary"]) == {"stand/p2", "ours/p2"} and report["runs"] == 2
+    run = json.loads((tmp_path / "runs" / "ours_p2_s0" / "result.json").read_text())
+    assert len(run["per_env"]) == 1 and np.isfinite(run["per_env"][0]["j_track"])
+    stamp = (tmp_path / "runs" / "ours_p2_s0" / "result.json").stat().st_mtime_ns
+    with LocalExecutor(1) as executor:
+        again = run_car_sweep(cfg, tmp_path, executor)
+    assert json.dumps(again["summary"]) == json.dumps(report["summary"])  # NaN lap times: compared as text
+    assert (tmp_path / "runs" / "ours_p2_s0" / "result.json").stat().st_mtime_ns == stamp  # not recomputed
