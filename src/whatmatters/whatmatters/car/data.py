@@ -129,20 +129,27 @@ def load_episodes(folder: str | Path) -> list[CarRecord]:
     return out
 
 
-def step_parameters(model: CarModel, rec: CarRecord) -> np.ndarray | None:
-    """The runtime parameters the controller had at each step (weights and context), (T, n_params); None for the nominal model."""
+def step_parameters(model: CarModel, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray | None:
+    """The runtime parameters the controller had at each step (weights and context), (T, n_params); None for the nominal model.
+
+    Args:
+        model: The controller's model.
+        x: States, (T + 1, 8).
+        u: Commands, (T, 2).
+        dt: Control interval, s.
+    """
     if not isinstance(model, CarLearnedModel):
         return None
-    feats = car_history_features(model.nominal, rec.x, rec.u, rec.dt)
+    feats = car_history_features(model.nominal, x, u, dt)
     with torch.no_grad():
-        z = model.encode(car_history_windows(feats, rec.x[0], model.cfg.window)).numpy()
+        z = model.encode(car_history_windows(feats, x[0], model.cfg.window)).numpy()
     weights = model.residual.flat_parameters()
     return np.concatenate([np.tile(weights, (z.shape[0], 1)), z], axis=1)
 
 
 def compute_sidecar(computer: SensitivityComputer, rec: CarRecord) -> Path:
     """S_hat of every step of an episode with the computer's model, written beside it atomically."""
-    out = compute_samples(computer, rec.x[:-1], rec.x_ref, step_parameters(computer.model, rec), rec.path.name)  # type: ignore[arg-type]
+    out = compute_samples(computer, rec.x[:-1], rec.x_ref, step_parameters(computer.model, rec.x, rec.u, rec.dt), rec.path.name)
     out["labels"] = np.array(computer.model.state_labels)
     side = sidecar_path(rec.path)
     atomic_write_bytes(_npz_bytes(out), side)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from whatmatters.cli.bench_car import bench_car
 from whatmatters.cli.bench_executor import bench_executors
 from whatmatters.cli.bench_sensitivity import BENCH_ENV, bench_sensitivity, bench_sensitivity_learned
 from whatmatters.control.hold import run_hold
@@ -133,17 +134,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out.update({k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in found.items()})
         if args.executors_only:
             return out
-    log.info("bench 1/5: simulator realtime factor (%.0f s simulated, best of 3)", args.sim_seconds)
+    log.info("bench 1/6: simulator realtime factor (%.0f s simulated, best of 3)", args.sim_seconds)
     out["sim_realtime_factor"] = round(bench_simulator(args.sim_seconds), 1)
-    log.info("bench 2/5: MPC (nominal model, N = 12): %sclosed loop %.0f s", "" if args.skip_build else "fresh build, ", args.mpc_seconds)
+    log.info("bench 2/6: MPC (nominal model, N = 12): %sclosed loop %.0f s", "" if args.skip_build else "fresh build, ", args.mpc_seconds)
     out.update({k: round(v, 3) for k, v in bench_mpc(args.mpc_seconds, not args.skip_build).items()})
-    log.info("bench 3/5: MPC with the learned model (closed loop %.0f s) and pretraining throughput", args.mpc_seconds)
+    log.info("bench 3/6: MPC with the learned model (closed loop %.0f s) and pretraining throughput", args.mpc_seconds)
     times, rate = bench_learned(args.mpc_seconds, args.learned_build)
     out.update({k: round(v, 3) for k, v in times.items()})
     out["train_samples_per_s"] = round(rate, 1)
-    log.info("bench 4/5: task sensitivities (nominal model, 20 samples) and mpc.pytorch")
+    log.info("bench 4/6: task sensitivities (nominal model, 20 samples) and mpc.pytorch")
     out.update({k: float(f"{v:.4g}") for k, v in bench_sensitivity().items()})
-    log.info("bench 5/5: task sensitivities with the learned model (20 samples, one core; and the reference path)")
+    log.info("bench 5/6: task sensitivities with the learned model (20 samples, one core; and the reference path)")
     out.update({k: float(f"{v:.4g}") for k, v in bench_sensitivity_learned().items()})
     out["sensitivity_learned_vs_mpc_step"] = float(f"{out['sensitivity_ms_per_sample_learned'] / out['mpc_step_ms_median_learned']:.4g}")
+    log.info("bench 6/6: the race car: MPC solve times (closed loop %.0f s) and S_hat (20 samples), nominal and learned", args.mpc_seconds)
+    out.update({k: float(f"{v:.4g}") for k, v in bench_car(args.mpc_seconds).items()})
     return out

@@ -46,7 +46,7 @@ from whatmatters.dynamics.base import DynamicsModel
 __all__ = ["StageDerivatives", "model_instructions", "rk4_adjoints", "rk4_nodes"]
 
 #: Models whose state derivative has fewer CasADi instructions get compiled stage derivatives.
-COMPILE_LIMIT = 5000
+COMPILE_LIMIT = 10000
 
 #: RK4's weights of the four calls of f, and the fractions of dt at which calls 2-4 are made.
 RK4_WEIGHTS = (1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0)
@@ -69,10 +69,11 @@ class StageDerivatives:
         dt: Step of the RK4 map, s.
         horizon: Number of stages N.
         compile: ``"auto"`` compiles to C (cached) when the model's state
-            derivative is small enough to compile in about a minute (< 5,000
-            CasADi instructions, e.g. the nominal model) and uses CasADi's VM
-            otherwise (the learned model's exact Hessian generates several
-            hundred MB of C); True / False force either.
+            derivative is small enough to compile in under a minute (<
+            :data:`COMPILE_LIMIT` CasADi instructions: the nominal models, ~1,900
+            and ~1,600; the race car's learned model, ~5,900, in ~20 s) and uses
+            CasADi's VM otherwise (the arm's learned model, ~22,000: its exact
+            Hessian generates several hundred MB of C); True / False force either.
         cache_dir: Cache folder (default :func:`whatmatters.io.cache_root`).
         flags: C compiler flags (the library is cached per flags and CPU, so
             ``-march=native`` is safe); None: :data:`whatmatters.codegen.DEFAULT_FLAGS`
