@@ -61,3 +61,30 @@ def test_a_tiny_sweep_runs_and_resumes(tmp_path):
         again = run_car_sweep(cfg, tmp_path, executor)
     assert json.dumps(again["summary"]) == json.dumps(report["summary"])  # NaN lap times: compared as text
     assert (tmp_path / "runs" / "ours_p2_s0" / "result.json").stat().st_mtime_ns == stamp  # not recomputed
+
+
+def test_the_report_holds_the_table_the_figure_and_the_track(tmp_path):
+    from whatmatters.car import load_car_params, racing_line
+    from whatmatters.car.data import CarRecord
+    from whatmatters.car.generate import generate_track
+    from whatmatters.car.model import CarModel
+    from whatmatters.car.report import write_car_report
+
+    track = generate_track(0)
+    line = racing_line(track, load_car_params())
+    steps = 400
+    s = np.linspace(0.0, 1.05 * track.length, steps + 1)
+    x = line.states(s)
+    rec = CarRecord(tmp_path / "env.npz", x, np.zeros((steps, 2)), np.zeros((steps, 6, 8)), 0.02, 0, np.ones((steps, 5, 8)))
+    report = {
+        "summary": summary([_result("stand", 4, 0, [2.0], [9.0], [0.0]), _result("ours", 4, 0, [1.0], [8.1], [0.0])], ("stand", "ours"), (4,)),
+        "nominal": [{"j_track": 3.0, "lap_time": 9.5, "off_track": 0.2}], "base": [{"j_track": 2.5, "lap_time": 9.2, "off_track": 0.1}],
+    }  # fmt: skip
+    cfg = replace(CarExperimentConfig(), weightings=("stand", "ours"), rollout_lengths=(4,))
+    paths = write_car_report(report, rec, track, line, CarModel.state_labels, cfg, "whatmatters experiment --system car", tmp_path / "report")
+    md = paths[0].read_text()
+    assert "| ours | 50.0 ± 0.0 |" in md and "| ours | 90.0 ± 0.0 |" in md and "`whatmatters experiment --system car`" in md
+    assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from whatmatters.car import Track
+
+    assert abs(Track.load(paths[3]).length - track.length) < 1e-3

@@ -18,6 +18,7 @@ import numpy as np
 
 from whatmatters.car.data import CarRecord
 from whatmatters.car.model import plant_pose
+from whatmatters.car.raceline import RacingLine
 from whatmatters.car.track import Track
 from whatmatters.io import atomic_write_bytes, atomic_write_text
 
@@ -107,15 +108,20 @@ def results_markdown(report: dict[str, Any], weightings: tuple[str, ...], length
     return "\n".join(lines) + "\n"
 
 
-def write_car_report(report: dict[str, Any], rec: CarRecord, track: Track, labels: tuple[str, ...], cfg: Any, command: str, folder: Path) -> list[Path]:
-    """Writes ``car_results.md``, ``car_results.json`` and ``fig3.png`` into ``folder``."""
+def write_car_report(
+    report: dict[str, Any], rec: CarRecord, track: Track, line: RacingLine, labels: tuple[str, ...], cfg: Any, command: str, folder: Path
+) -> list[Path]:
+    """Writes ``car_results.md``, ``car_results.json``, ``fig3.png`` and the track and racing line
+    the sweep ran on (``track.csv``, ``racing_line.csv``) into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     steps = fig3_positions(rec)
     md = results_markdown(report, tuple(cfg.weightings), tuple(cfg.rollout_lengths), command)
-    paths = [folder / "car_results.md", folder / "car_results.json", folder / "fig3.png"]
+    paths = [folder / "car_results.md", folder / "car_results.json", folder / "fig3.png", folder / "track.csv", folder / "racing_line.csv"]
     atomic_write_text(md, paths[0])
     atomic_write_text(_json({**report, "fig3_steps": steps, "fig3_episode": rec.path.name}), paths[1])
     atomic_write_bytes(plot_fig3(rec, track, labels, steps), paths[2])
+    track.save(paths[3])
+    line.save(paths[4])
     return paths
 
 

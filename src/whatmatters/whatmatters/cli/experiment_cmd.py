@@ -80,6 +80,8 @@ def run_car_experiment(args: argparse.Namespace) -> dict[str, Any]:
     from whatmatters.car.experiment import CarExperimentConfig
     from whatmatters.car.generate import generate_track
     from whatmatters.car.model import CarModel
+    from whatmatters.car.params import load_car_params
+    from whatmatters.car.raceline import racing_line
     from whatmatters.car.report import write_car_report
     from whatmatters.car.sweep import run_car_sweep
     from whatmatters.executor import ExecutorConfig
@@ -106,8 +108,10 @@ def run_car_experiment(args: argparse.Namespace) -> dict[str, Any]:
     command = " ".join(["whatmatters", "experiment", "--system", "car"] + [f"{k} {shlex.quote(str(v))}" for k, v in (("--config", args.config), ("--out", args.out)) if v])
     shipped = ran == CarExperimentConfig.from_yaml(config_dir() / "car" / "experiment.yaml")  # docs/ holds the shipped sweep's numbers only
     folders = [out / "report"] + ([Path(args.docs or "docs") / "car"] if (args.docs or shipped) else [])
+    track = generate_track(ran.track_seed)
+    line = racing_line(track, load_car_params())
     for folder in folders:
-        write_car_report(report, records[0], generate_track(ran.track_seed), CarModel.state_labels, ran, command, folder)
+        write_car_report(report, records[0], track, line, CarModel.state_labels, ran, command, folder)
     return {"summary": report["summary"], "runs": report["runs"], "seconds": report.get("seconds"), "report": [str(f) for f in folders]}
 
 
