@@ -14,8 +14,9 @@ from whatmatters.errors import ConfigError
 from whatmatters.executor import LocalExecutor
 
 
-def _result(w: str, p: int, seed: int, j: list[float], lap: list[float], off: list[float]) -> dict:
-    return {"weighting": w, "p": p, "seed": seed, "per_env": [{"j_track": a, "lap_time": b, "off_track": c} for a, b, c in zip(j, lap, off)]}
+def _result(w: str, p: int, seed: int, j: list[float], lap: list[float], off: list[float], fallbacks: list[int] | None = None) -> dict:
+    per_env = [{"env": 2000 + i, "j_track": a, "lap_time": b, "off_track": c, "fallbacks": f} for i, (a, b, c, f) in enumerate(zip(j, lap, off, fallbacks or [0] * len(j)))]
+    return {"weighting": w, "p": p, "seed": seed, "per_env": per_env}
 
 
 def test_summary_normalises_each_seed_to_stand():
@@ -23,7 +24,7 @@ def test_summary_normalises_each_seed_to_stand():
         _result("stand", 4, 0, [2.0, 4.0], [9.0, 11.0], [0.0, 0.2]),
         _result("stand", 4, 1, [1.0, 1.0], [10.0, 10.0], [0.0, 0.0]),
         _result("ours", 4, 0, [1.5, 1.5], [9.5, 10.5], [0.0, 0.0]),  # J 1.5 / 3 = 0.5
-        _result("ours", 4, 1, [1.0, 0.5], [9.0, 9.0], [0.1, 0.3]),  # J 0.75 / 1 = 0.75
+        _result("ours", 4, 1, [1.0, 0.5], [9.0, 9.0], [0.1, 0.3], [0, 7]),  # J 0.75 / 1 = 0.75; one failed episode
     ]
     table = summary(results, ("stand", "ours"), (4,))
     assert table["stand/p4"]["j_track"] == {"mean": 1.0, "std": 0.0}
@@ -31,6 +32,10 @@ def test_summary_normalises_each_seed_to_stand():
     assert table["ours/p4"]["j_track"]["std"] == pytest.approx(np.std([0.5, 0.75], ddof=1))
     assert table["ours/p4"]["lap_time"]["mean"] == pytest.approx(np.mean([1.0, 0.9]))
     assert table["ours/p4"]["off_track"]["mean"] == pytest.approx(np.mean([0.0, 0.2]))  # seconds, not a ratio
+    # per-environment ratios: seed 0 (0.75, 0.375) -> median 0.5625; seed 1 (1.0, 0.5) -> 0.75
+    assert table["ours/p4"]["j_paired_median"]["mean"] == pytest.approx(np.mean([0.5625, 0.75]))
+    assert table["ours/p4"]["envs_won"]["mean"] == pytest.approx(np.mean([2, 1]))
+    assert table["ours/p4"]["failed_envs"]["mean"] == pytest.approx(0.5)
 
 
 def test_the_shipped_settings_load_with_integer_lengths_and_seeds():
@@ -83,7 +88,8 @@ def test_the_report_holds_the_table_the_figure_and_the_track(tmp_path):
     cfg = replace(CarExperimentConfig(), weightings=("stand", "ours"), rollout_lengths=(4,))
     paths = write_car_report(report, rec, track, line, CarModel.state_labels, cfg, "whatmatters experiment --system car", tmp_path / "report")
     md = paths[0].read_text()
-    assert "| ours | 50.0 ± 0.0 |" in md and "| ours | 90.0 ± 0.0 |" in md and "`whatmatters experiment --system car`" in md
+    assert "| ours | 50.0 ± 0.0 | 50.0 ± 0.0 | 1.0 ± 0.0 | 90.0 ± 0.0 | 0.00 ± 0.00 | 0.0 ± 0.0 |" in md
+    assert "`whatmatters experiment --system car`" in md
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from whatmatters.car import Track
 

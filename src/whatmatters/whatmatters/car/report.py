@@ -81,29 +81,38 @@ def plot_fig3(rec: CarRecord, track: Track, labels: tuple[str, ...], steps: list
     return buf.getvalue()
 
 
-def _cell(entry: dict[str, float], percent: bool) -> str:
-    if percent:
-        return f"{100 * entry['mean']:.1f} ± {100 * entry['std']:.1f}"
-    return f"{entry['mean']:.2f} ± {entry['std']:.2f}"
+def _cell(entry: dict[str, float], scale: float = 1.0, digits: int = 2) -> str:
+    return f"{scale * entry['mean']:.{digits}f} ± {scale * entry['std']:.{digits}f}"
 
 
 def results_markdown(report: dict[str, Any], weightings: tuple[str, ...], lengths: tuple[int, ...], command: str) -> str:
-    """The comparison tables (J and lap time in % of stand, time off the track in s) as markdown."""
+    """The comparison, one table per rollout length, as markdown (columns: :func:`~whatmatters.car.sweep.summary`)."""
     table = report["summary"]
+    n_env = len(report["base"])
     lines = [f"Command: `{command}`", ""]
-    for metric, title, percent in (("j_track", "tracking cost, % of stand", True), ("lap_time", "lap time, % of stand", True),
-                                   ("off_track", "time beyond the border, s (mean over the environments)", False)):  # fmt: skip
-        lines += [f"**{title}** (mean ± std over the seeds)", "", "| weighting | " + " | ".join(f"p = {int(p)}" for p in lengths) + " |"]
-        lines.append("|---|" + "---|" * len(lengths))
+    for p in lengths:
+        lines += [
+            f"**p = {int(p)}** (mean ± std over the seeds; each run against `stand` of its seed on the same {n_env} environments)",
+            "",
+            "| weighting | J, ratio of means, % | J, median of the per-environment ratios, % | environments won | lap time, % | beyond the border, s | environments with failed solves |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for w in weightings:
-            cells = [_cell(table[f"{w}/p{int(p)}"][metric], percent) if f"{w}/p{int(p)}" in table else "" for p in lengths]
-            lines.append(f"| {w} | " + " | ".join(cells) + " |")
+            row = table.get(f"{w}/p{int(p)}")
+            if row is None:
+                continue
+            lines.append(
+                f"| {w} | {_cell(row['j_track'], 100, 1)} | {_cell(row['j_paired_median'], 100, 1)} | {_cell(row['envs_won'], 1, 1)} | "
+                f"{_cell(row['lap_time'], 100, 1)} | {_cell(row['off_track'])} | {_cell(row['failed_envs'], 1, 1)} |"
+            )
         lines.append("")
     for name in ("nominal", "base"):
         per_env = report[name]
+        laps = [e["lap_time"] for e in per_env if np.isfinite(e["lap_time"])]
         lines.append(
-            f"{name} model: J {np.mean([e['j_track'] for e in per_env]):.4g}, lap time {np.nanmean([e['lap_time'] for e in per_env]):.3f} s, "
-            f"beyond the border {np.mean([e['off_track'] for e in per_env]):.2f} s (means over the {len(per_env)} environments)"
+            f"{name} model: J {np.mean([e['j_track'] for e in per_env]):.4g} (median {np.median([e['j_track'] for e in per_env]):.4g}), "
+            f"lap time {np.mean(laps) if laps else float('nan'):.3f} s ({len(laps)} of {len(per_env)} laps finished), "
+            f"beyond the border {np.mean([e['off_track'] for e in per_env]):.2f} s (means over the {len(per_env)} environments)  "
         )
     return "\n".join(lines) + "\n"
 

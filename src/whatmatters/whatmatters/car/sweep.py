@@ -33,7 +33,7 @@ from whatmatters.io import atomic_write_text
 from whatmatters.train.finetune import finetune
 from whatmatters.train.weighting import RolloutWindows, weights
 
-__all__ = ["evaluate_model", "run_car_sweep", "run_one", "summary"]
+__all__ = ["evaluate_model", "finished_runs", "run_car_sweep", "run_one", "summary"]
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,17 @@ def _mean(values: list[float]) -> float:
 
 
 def summary(results: list[dict[str, Any]], weightings: tuple[str, ...], lengths: tuple[int, ...]) -> dict[str, Any]:
-    """Per weighting and p: each metric's mean over the environments, as a ratio to ``stand`` of the
-    same p and seed (``off_track``: seconds, not a ratio), mean and standard deviation over the seeds."""
-    by = {(r["weighting"], r["p"], r["seed"]): {m: _mean([e[m] for e in r["per_env"]]) for m in METRICS} for r in results}
+    """Per weighting and p, mean and standard deviation over the seeds of (each run against ``stand``
+    of the same p and seed, on the same environments):
+
+    * ``j_track``, ``lap_time``: the ratio of the means over the environments;
+    * ``j_paired_median``: the median over the environments of the per-environment ratio of ``j_track``
+      (robust to one environment in which a controller fails and dominates the mean);
+    * ``envs_won``: environments with a lower ``j_track`` than ``stand``'s;
+    * ``off_track``: seconds beyond the border, mean over the environments (not a ratio);
+    * ``failed_envs``: environments with any fallback step (a failed solve).
+    """
+    by = {(r["weighting"], r["p"], r["seed"]): r["per_env"] for r in results}
     table: dict[str, Any] = {}
     for w in weightings:
         for p in lengths:
@@ -112,11 +120,25 @@ def summary(results: list[dict[str, Any]], weightings: tuple[str, ...], lengths:
             if not seeds:
                 continue
             row: dict[str, Any] = {"seeds": seeds}
-            for m in METRICS:
-                vals = [by[(w, p, s)][m] if m == "off_track" else by[(w, p, s)][m] / by[("stand", p, s)][m] for s in seeds]
+            per_seed: dict[str, list[float]] = {k: [] for k in ("j_track", "lap_time", "j_paired_median", "envs_won", "off_track", "failed_envs")}
+            for seed in seeds:
+                mine, ref = by[(w, p, seed)], {e["env"]: e for e in by[("stand", p, seed)]}
+                pairs = [(e, ref[e["env"]]) for e in mine if e["env"] in ref]
+                for m in ("j_track", "lap_time"):
+                    per_seed[m].append(_mean([a[m] for a, _ in pairs]) / _mean([b[m] for _, b in pairs]))
+                per_seed["j_paired_median"].append(float(np.median([a["j_track"] / b["j_track"] for a, b in pairs])))
+                per_seed["envs_won"].append(float(sum(a["j_track"] < b["j_track"] for a, b in pairs)))
+                per_seed["off_track"].append(_mean([a["off_track"] for a, _ in pairs]))
+                per_seed["failed_envs"].append(float(sum(a.get("fallbacks", 0) > 0 for a, _ in pairs)))
+            for m, vals in per_seed.items():
                 row[m] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
             table[f"{w}/p{p}"] = row
     return table
+
+
+def finished_runs(out: str | Path) -> list[dict[str, Any]]:
+    """The results of every finished run of a sweep folder (``runs/*/result.json``)."""
+    return [json.loads(path.read_text()) for path in sorted(Path(out).glob("runs/*/result.json"))]
 
 
 def run_car_sweep(cfg: CarExperimentConfig, out: str | Path, executor: Executor | None = None) -> dict[str, Any]:

@@ -83,28 +83,34 @@ def run_car_experiment(args: argparse.Namespace) -> dict[str, Any]:
     from whatmatters.car.params import load_car_params
     from whatmatters.car.raceline import racing_line
     from whatmatters.car.report import write_car_report
-    from whatmatters.car.sweep import run_car_sweep
+    from whatmatters.car.sweep import finished_runs, run_car_sweep, summary
     from whatmatters.executor import ExecutorConfig
 
     if args.quick or args.eval_set or args.data:
         raise ConfigError("--system car takes --config, --out, --docs, --report-only and the executor options only")
     cfg = CarExperimentConfig.from_yaml(args.config)
     out = Path(args.out or "runs/car_experiment")
-    if args.report_only:
-        path = out / "summary.json"
-        if not path.is_file():
-            raise ConfigError(f"no finished car sweep in {out} ({path} missing)")
-        report = json.loads(path.read_text())
+    if args.report_only:  # from the files of the runs finished so far
+        refs = [out / "nominal_eval.json", out / "base_eval.json"]
+        if not all(p.is_file() for p in refs):
+            raise ConfigError(f"no car sweep with its reference evaluations in {out} ({', '.join(str(p) for p in refs if not p.is_file())} missing)")
+        report = {"nominal": json.loads(refs[0].read_text()), "base": json.loads(refs[1].read_text())}
     else:
         base = ExecutorConfig.from_yaml()
         if cfg.workers:
             base = replace(base, workers=cfg.workers)
         with make_executor(executor_config(args, base)) as executor:
             report = run_car_sweep(cfg, out, executor)
+    ran_cfg = out / "experiment.json"
+    if not ran_cfg.is_file():
+        raise ConfigError(f"no car sweep in {out} ({ran_cfg} missing)")
+    ran = dataclass_from_mapping(CarExperimentConfig, json.loads(ran_cfg.read_text()), str(ran_cfg))
+    runs = finished_runs(out)
+    report["summary"] = summary(runs, ran.weightings, ran.rollout_lengths)  # every finished run, this version's summary
+    report["runs"] = len(runs)
     records = [r for r in load_episodes(out / "data") if r.s_hat is not None]
     if not records:
         raise ConfigError(f"no episode with sensitivities in {out / 'data'}")
-    ran = dataclass_from_mapping(CarExperimentConfig, json.loads((out / "experiment.json").read_text()), str(out / "experiment.json"))
     command = " ".join(["whatmatters", "experiment", "--system", "car"] + [f"{k} {shlex.quote(str(v))}" for k, v in (("--config", args.config), ("--out", args.out)) if v])
     shipped = ran == CarExperimentConfig.from_yaml(config_dir() / "car" / "experiment.yaml")  # docs/ holds the shipped sweep's numbers only
     folders = [out / "report"] + ([Path(args.docs or "docs") / "car"] if (args.docs or shipped) else [])
