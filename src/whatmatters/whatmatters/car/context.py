@@ -21,13 +21,11 @@ Neither part depends on the track (the body rates do not involve ``s, n, mu``).
 
 from __future__ import annotations
 
-from collections import deque
-
 import casadi as ca
 import numpy as np
 
 from whatmatters.car.model import CarModel
-from whatmatters.dynamics.context import ContextEncoder
+from whatmatters.dynamics.context import ContextEncoder, WindowTracker, padded_windows
 
 __all__ = ["CarContextTracker", "N_CAR_FEATURES", "body_rate_function", "car_history_features", "car_history_windows"]
 
@@ -83,13 +81,11 @@ def car_history_windows(features: np.ndarray, x0: np.ndarray, window: int) -> np
     Returns:
         Windows, (T, W, 10): row t holds transitions t-W..t-1.
     """
-    padded = np.concatenate([np.tile(_padding(x0), (window, 1)), features], axis=0)  # transition i sits at row i + W
-    idx = np.arange(features.shape[0])[:, None] + np.arange(window)[None, :]
-    return padded[idx]
+    return padded_windows(features, _padding(x0), window)
 
 
-class CarContextTracker:
-    """Online history window for one car, matching :func:`car_history_windows` (the arm's tracker's interface).
+class CarContextTracker(WindowTracker):
+    """Online history window for one car, matching :func:`car_history_windows`.
 
     Args:
         nominal: The nominal model.
@@ -100,36 +96,16 @@ class CarContextTracker:
     """
 
     def __init__(self, nominal: CarModel, window: int, dt: float, encoder: ContextEncoder | None = None, param_start: int = 0) -> None:
-        self.window, self.dt = window, dt
-        self.encoder, self.param_start = encoder, param_start
+        super().__init__(window, dt, encoder, param_start)
         # one sample per control step through CasADi's VM: ~30 operations, a few us
         self._rates = body_rate_function(nominal)
-        self._buf: deque[np.ndarray] = deque(maxlen=window)
 
-    def reset(self, x0: np.ndarray) -> None:
-        """Starts a new episode at state ``x0`` (8,): the window is all padding."""
-        self._buf.clear()
-        self._buf.extend([_padding(x0)] * self.window)
+    def padding(self, x0: np.ndarray) -> np.ndarray:
+        """The first state's features with zero inputs and errors, (10,)."""
+        return _padding(x0)
 
-    def observe(self, x: np.ndarray, u_prev: np.ndarray | None, x_prev: np.ndarray | None) -> None:
-        """Adds the transition ``x_prev --u_prev--> x`` (states (8,), input (2,); skipped if either is None)."""
-        if u_prev is None or x_prev is None:
-            return
-        x, x_prev, u_prev = (np.asarray(v, dtype=float) for v in (x, x_prev, u_prev))
+    def features(self, x: np.ndarray, u_prev: np.ndarray, x_prev: np.ndarray) -> np.ndarray:
+        """The features of the transition ``x_prev --u_prev--> x`` (states (8,), input (2,)), (10,)."""
         rates = np.array(self._rates(x_prev, u_prev)).ravel()
         error = (x[VELOCITIES] - x_prev[VELOCITIES]) / self.dt - rates
-        self._buf.append(np.concatenate([x_prev[FEATURE_STATES], u_prev, error]))
-
-    def window_array(self) -> np.ndarray:
-        """The current window, (W, 10)."""
-        return np.array(self._buf)
-
-    def context(self) -> tuple[int, np.ndarray]:
-        """``(first parameter index, context vector (context_dim,))`` for the solver.
-
-        Raises:
-            RuntimeError: If the tracker has no encoder.
-        """
-        if self.encoder is None:
-            raise RuntimeError("this CarContextTracker has no encoder")
-        return self.param_start, self.encoder.forward_numpy(self.window_array())
+        return np.concatenate([x_prev[FEATURE_STATES], u_prev, error])

@@ -37,6 +37,7 @@ from whatmatters.car.params import GRAVITY
 from whatmatters.car.residual import CarResidualConfig, TyreResidual
 from whatmatters.dynamics.backend import backend_for
 from whatmatters.dynamics.context import ContextEncoder
+from whatmatters.dynamics.flat_params import ContextParameters
 from whatmatters.dynamics.learned import CheckpointError
 from whatmatters.io import atomic_torch_save
 
@@ -73,7 +74,7 @@ class CarLearnedConfig:
         return cls(CarResidualConfig.from_dict(data["residual"]), int(data["window"]), int(data["lstm_hidden"]), float(data["dt"]))
 
 
-class CarLearnedModel(CarModel, nn.Module):
+class CarLearnedModel(ContextParameters, CarModel, nn.Module):
     """Nominal car model + context-aware tyre residual (float64).
 
     Args:
@@ -100,27 +101,6 @@ class CarLearnedModel(CarModel, nn.Module):
         self.double()
 
     # ------------------------------------------------------------- parameters
-    @property
-    def context_dim(self) -> int:
-        """Length of the context vector."""
-        return self.cfg.residual.context_dim
-
-    @property
-    def n_params(self) -> int:
-        """Residual weights + context: the CasADi form's runtime parameters."""
-        return self.residual.n_weights() + self.context_dim
-
-    def parameter_values(self) -> np.ndarray:
-        """Current residual weights followed by the current context, (n_params,)."""
-        return np.concatenate([self.residual.flat_parameters(), self.context])
-
-    def set_context(self, z: np.ndarray) -> None:
-        """Sets the context used by default (:meth:`parameter_values`, the torch form without one), (context_dim,)."""
-        z = np.asarray(z, dtype=float)
-        if z.shape != (self.context_dim,):
-            raise ValueError(f"context must have shape ({self.context_dim},), got {z.shape}")
-        self.context = z
-
     def context_tracker(self) -> CarContextTracker:
         """Online context for the MPC: history window -> LSTM -> the context parameters."""
         return CarContextTracker(self.nominal, self.cfg.window, self.cfg.dt, self.encoder, self.residual.n_weights())

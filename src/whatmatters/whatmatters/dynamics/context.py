@@ -15,6 +15,7 @@ windows for training and :class:`ContextTracker` the same windows online.
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from collections import deque
 
 import casadi as ca
@@ -25,7 +26,7 @@ from torch import nn
 from whatmatters.codegen import shared_compiled
 from whatmatters.dynamics.rigid_body import RigidBodyDynamics
 
-__all__ = ["ContextEncoder", "ContextTracker", "history_features", "history_windows"]
+__all__ = ["ContextEncoder", "ContextTracker", "WindowTracker", "history_features", "history_windows", "padded_windows"]
 
 N_FEATURES = 21
 
@@ -62,8 +63,21 @@ def history_windows(features: np.ndarray, x0: np.ndarray, window: int) -> np.nda
     Returns:
         Windows, shape (T, W, 21): row t holds transitions t-W..t-1.
     """
-    pad = np.tile(np.concatenate([x0, np.zeros(7)]), (window, 1))
-    padded = np.concatenate([pad, features], axis=0)  # transition i sits at row i + W
+    return padded_windows(features, np.concatenate([x0, np.zeros(7)]), window)
+
+
+def padded_windows(features: np.ndarray, pad: np.ndarray, window: int) -> np.ndarray:
+    """The window of transition features seen at every control step 0..T-1, any system.
+
+    Args:
+        features: Transition features of one episode, (T, F).
+        pad: The features standing in for the transitions before the first, (F,).
+        window: W.
+
+    Returns:
+        Windows, (T, W, F): row t holds transitions t-W..t-1.
+    """
+    padded = np.concatenate([np.tile(pad, (window, 1)), features], axis=0)  # transition i sits at row i + W
     idx = np.arange(features.shape[0])[:, None] + np.arange(window)[None, :]
     return padded[idx]
 
@@ -137,13 +151,68 @@ class ContextEncoder(nn.Module):
         return cached[1]
 
 
-class ContextTracker:
+class WindowTracker(ABC):
+    """Online history window of transition features and its context, for any system.
+
+    A subclass says what stands in for the transitions before the first
+    (:meth:`padding`) and what one transition contributes (:meth:`features`);
+    the windows are then exactly the training windows of :func:`padded_windows`.
+
+    Args:
+        window: W.
+        dt: Control period, s.
+        encoder: The context encoder (needed by :meth:`context` only).
+        param_start: Index of the context in the solver's parameter vector.
+    """
+
+    def __init__(self, window: int, dt: float, encoder: ContextEncoder | None = None, param_start: int = 0) -> None:
+        self.window, self.dt = window, dt
+        self.encoder, self.param_start = encoder, param_start
+        self._buf: deque[np.ndarray] = deque(maxlen=window)
+
+    @abstractmethod
+    def padding(self, x0: np.ndarray) -> np.ndarray:
+        """The features of the transitions before the first, (F,)."""
+
+    @abstractmethod
+    def features(self, x: np.ndarray, u_prev: np.ndarray, x_prev: np.ndarray) -> np.ndarray:
+        """The features of the transition ``x_prev --u_prev--> x``, (F,)."""
+
+    def reset(self, x0: np.ndarray) -> None:
+        """Starts a new episode at state ``x0``: the window is all padding."""
+        self._buf.clear()
+        self._buf.extend([self.padding(np.asarray(x0, dtype=float))] * self.window)
+
+    def observe(self, x: np.ndarray, u_prev: np.ndarray | None, x_prev: np.ndarray | None) -> None:
+        """Adds the transition ``x_prev --u_prev--> x`` (skipped if either is None)."""
+        if u_prev is None or x_prev is None:
+            return
+        self._buf.append(self.features(*(np.asarray(v, dtype=float) for v in (x, u_prev, x_prev))))
+
+    def window_array(self) -> np.ndarray:
+        """The current window, (W, F)."""
+        return np.array(self._buf)
+
+    def context(self) -> tuple[int, np.ndarray]:
+        """``(first parameter index, context vector (context_dim,))`` for the solver.
+
+        Raises:
+            RuntimeError: If the tracker has no encoder.
+        """
+        if self.encoder is None:
+            raise RuntimeError(f"this {type(self).__name__} has no encoder")
+        return self.param_start, self.encoder.forward_numpy(self.window_array())
+
+
+class ContextTracker(WindowTracker):
     """Online history window for one robot, matching :func:`history_windows`.
 
     Args:
         nominal: The nominal model.
         window: W.
         dt: Control period, s.
+        encoder: The context encoder.
+        param_start: Index of the context in the solver's parameter vector.
     """
 
     def __init__(
@@ -154,8 +223,8 @@ class ContextTracker:
         encoder: ContextEncoder | None = None,
         param_start: int = 0,
     ) -> None:
-        self.nominal, self.window, self.dt = nominal, window, dt
-        self.encoder, self.param_start = encoder, param_start
+        super().__init__(window, dt, encoder, param_start)
+        self.nominal = nominal
         # one sample per control step: compiled C through ctypes (~10 us) or, without
         # a C compiler, CasADi's VM (~0.1 ms; both ~100x faster than torch here)
         q, qd, qdd = (ca.SX.sym(n, nominal.nq) for n in ("q", "qd", "qdd"))
@@ -163,23 +232,15 @@ class ContextTracker:
         self._tau_nom_vm = fn
         self._tau_nom_key = "wm_tau_nom_" + hashlib.sha256(fn.serialize().encode()).hexdigest()[:16]
         shared_compiled(self._tau_nom_key, lambda: fn)  # compiled (or loaded) now, not in the first control step
-        self._buf: deque[np.ndarray] = deque(maxlen=window)
-        self._last: tuple[np.ndarray, np.ndarray] | None = None
 
-    def reset(self, x0: np.ndarray) -> None:
-        """Starts a new episode at rest-padding ``[q_0, qd_0, 0]``."""
-        pad = np.concatenate([x0, np.zeros(7)])
-        self._buf.clear()
-        self._buf.extend([pad] * self.window)
-        self._last = None
+    def padding(self, x0: np.ndarray) -> np.ndarray:
+        """Rest: ``[q_0, qd_0, 0]``, (21,)."""
+        return np.concatenate([x0, np.zeros(7)])
 
-    def observe(self, x: np.ndarray, tau_prev: np.ndarray | None, x_prev: np.ndarray | None) -> None:
-        """Adds the transition ``x_prev --tau_prev--> x`` (skipped if either is None)."""
-        if tau_prev is None or x_prev is None:
-            return
+    def features(self, x: np.ndarray, u_prev: np.ndarray, x_prev: np.ndarray) -> np.ndarray:
+        """``[q, qd, tau - tau_nom]`` of the transition, (21,)."""
         qdd = (x[7:] - x_prev[7:]) / self.dt
-        tau_nom = self.tau_nom(x_prev[:7], x_prev[7:], qdd)
-        self._buf.append(np.concatenate([x_prev, tau_prev - tau_nom]))
+        return np.concatenate([x_prev, u_prev - self.tau_nom(x_prev[:7], x_prev[7:], qdd)])
 
     def tau_nom(self, q: np.ndarray, qd: np.ndarray, qdd: np.ndarray) -> np.ndarray:
         """The nominal inverse dynamics of one sample, Nm, (7,) (compiled when a C compiler exists)."""
@@ -187,18 +248,3 @@ class ContextTracker:
         if fn is not None:
             return fn(q, qd, qdd)[0]
         return np.asarray(self._tau_nom_vm(q, qd, qdd)).ravel()
-
-    def window_array(self) -> np.ndarray:
-        """The current window, shape (W, 21)."""
-        return np.array(self._buf)
-
-    def context(self) -> tuple[int, np.ndarray]:
-        """``(first parameter index, context vector)`` for the solver.
-
-        Raises:
-            RuntimeError: If the tracker has no encoder.
-        """
-        if self.encoder is None:
-            raise RuntimeError("this ContextTracker has no encoder")
-        with torch.no_grad():
-            return self.param_start, self.encoder.forward_numpy(self.window_array())

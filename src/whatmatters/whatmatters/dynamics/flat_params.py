@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["FlatParameters"]
+__all__ = ["ContextParameters", "FlatParameters"]
 
 
 class FlatParameters:
@@ -57,3 +57,32 @@ class FlatParameters:
         if not isinstance(self, nn.Module):
             raise TypeError(f"{type(self).__name__} uses FlatParameters without being an nn.Module")
         return self
+
+
+class ContextParameters:
+    """Mixin for a learned model whose CasADi form's parameters are ``[residual weights, context]``.
+
+    The model needs ``residual`` (a :class:`FlatParameters` module), ``context``
+    (the current context, (context_dim,)) and ``cfg.residual.context_dim``.
+    """
+
+    @property
+    def context_dim(self) -> int:
+        """Length of the context vector."""
+        return int(self.cfg.residual.context_dim)  # type: ignore[attr-defined]
+
+    @property
+    def n_params(self) -> int:
+        """Residual weights + context: the CasADi form's runtime parameters."""
+        return self.residual.n_weights() + self.context_dim  # type: ignore[attr-defined]
+
+    def parameter_values(self) -> np.ndarray:
+        """Current residual weights followed by the current context, (n_params,)."""
+        return np.concatenate([self.residual.flat_parameters(), self.context])  # type: ignore[attr-defined]
+
+    def set_context(self, z: np.ndarray) -> None:
+        """Sets the context used by :meth:`parameter_values` (and the torch form without one), (context_dim,)."""
+        z = np.asarray(z, dtype=float)
+        if z.shape != (self.context_dim,):
+            raise ValueError(f"context must have shape ({self.context_dim},), got {z.shape}")
+        self.context = z

@@ -27,6 +27,7 @@ from torch import nn
 from whatmatters.dynamics.backend import CasadiBackend
 from whatmatters.dynamics.base import JointSpaceModel
 from whatmatters.dynamics.context import ContextEncoder, ContextTracker
+from whatmatters.dynamics.flat_params import ContextParameters
 from whatmatters.dynamics.nominal import nominal_model
 from whatmatters.dynamics.residual import LagrangianResidual, ResidualConfig
 from whatmatters.dynamics.residual_jacobian import residual_derivatives
@@ -71,7 +72,7 @@ class LearnedConfig:
         return cls(ResidualConfig(**res), int(data["window"]), int(data["lstm_hidden"]), float(data["dt"]))
 
 
-class LearnedDynamics(JointSpaceModel, nn.Module):
+class LearnedDynamics(ContextParameters, JointSpaceModel, nn.Module):
     """CaDeLaC-style learned dynamics.
 
     Args:
@@ -92,27 +93,6 @@ class LearnedDynamics(JointSpaceModel, nn.Module):
         self.double()
 
     # ------------------------------------------------------------- parameters
-    @property
-    def context_dim(self) -> int:
-        """Length of the context vector."""
-        return self.cfg.residual.context_dim
-
-    @property
-    def n_params(self) -> int:
-        """Residual weights + context: the CasADi form's runtime parameters."""
-        return self.residual.n_weights() + self.context_dim
-
-    def parameter_values(self) -> np.ndarray:
-        """Current residual weights followed by the current context, shape (n_params,)."""
-        return np.concatenate([self.residual.flat_parameters(), self.context])
-
-    def set_context(self, z: np.ndarray) -> None:
-        """Sets the context used by :meth:`parameter_values`, shape (context_dim,)."""
-        z = np.asarray(z, dtype=float)
-        if z.shape != (self.context_dim,):
-            raise ValueError(f"context must have shape ({self.context_dim},), got {z.shape}")
-        self.context = z
-
     def context_tracker(self) -> ContextTracker:
         """Online context for the MPC: history window -> LSTM -> the context parameters."""
         return ContextTracker(self.nominal, self.cfg.window, self.cfg.dt, self.encoder, self.residual.n_weights())
