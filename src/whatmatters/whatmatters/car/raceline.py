@@ -55,7 +55,7 @@ import casadi as ca
 import numpy as np
 
 from whatmatters.car.params import GRAVITY, CarParams, load_car_params
-from whatmatters.car.track import Track, TrackError, wrap_angle
+from whatmatters.car.track import Track, TrackError, read_table, wrap_angle
 from whatmatters.errors import ConfigError
 from whatmatters.io import atomic_write_text
 
@@ -250,16 +250,7 @@ class RacingLine:
             TrackError: Naming the file (and the column), if it is missing or malformed.
         """
         path = Path(path)
-        try:
-            with path.open() as fh:
-                header = fh.readline().strip().split(",")
-            table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-        except (OSError, ValueError) as exc:
-            raise TrackError(f"{path}: cannot read the racing line ({exc})") from exc
-        if header != list(COLUMNS) or table.shape[1] != len(COLUMNS):
-            raise TrackError(f"{path}: columns must be {','.join(COLUMNS)}, got {','.join(header)}")
-        if table.shape[0] < 8:
-            raise TrackError(f"{path}: {table.shape[0]} rows, a racing line needs >= 8")
+        table = read_table(path, tuple(COLUMNS), "a racing line")
         m = table.shape[0]
         try:
             wheelbase = (params or load_car_params()).wheelbase

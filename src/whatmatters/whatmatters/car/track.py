@@ -249,15 +249,24 @@ class Track:
             TrackError: Naming the file, if it is missing, has other columns or fewer than 8 rows.
         """
         path = Path(path)
-        try:
-            with path.open() as fh:
-                header = fh.readline().strip().split(",")
-            table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-        except (OSError, ValueError) as exc:
-            raise TrackError(f"{path}: cannot read the track ({exc})") from exc
-        want = ["s_m", "x_m", "y_m", "psi_rad", "kappa_1pm", "half_width_m"]
-        if header != want or table.shape[1] != len(want):
-            raise TrackError(f"{path}: columns must be {','.join(want)}, got {','.join(header)}")
-        if table.shape[0] < 8:
-            raise TrackError(f"{path}: {table.shape[0]} rows, a closed centre line needs >= 8")
+        table = read_table(path, ("s_m", "x_m", "y_m", "psi_rad", "kappa_1pm", "half_width_m"), "a closed centre line")
         return cls.from_points(table[:, 1], table[:, 2], float(table[0, 5]), harmonics)
+
+
+def read_table(path: Path, columns: tuple[str, ...], what: str) -> np.ndarray:
+    """A CSV table with this header and at least 8 rows, (rows, len(columns)).
+
+    Raises:
+        TrackError: Naming the file, if it is missing, has other columns or fewer than 8 rows.
+    """
+    try:
+        with path.open() as fh:
+            header = fh.readline().strip().split(",")
+        table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    except (OSError, ValueError) as exc:
+        raise TrackError(f"{path}: cannot read {what} ({exc})") from exc
+    if header != list(columns) or table.shape[1] != len(columns):
+        raise TrackError(f"{path}: columns must be {','.join(columns)}, got {','.join(header)}")
+    if table.shape[0] < 8:
+        raise TrackError(f"{path}: {table.shape[0]} rows, {what} needs >= 8")
+    return table
