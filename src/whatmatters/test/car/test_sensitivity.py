@@ -70,10 +70,17 @@ def test_car_sensitivities_match_finite_differences(where, states, car_model, ca
 def test_the_exact_hessian_fallback_converges_where_gauss_newton_stalls(states, car_model, car_mpc_config, car_controls, car_line, sensitivity_config):
     """Beyond the bound, cold-started: Gauss-Newton's SQP stalls (200 iterations); the fallback converges."""
     _, cons = car_controls
-    x0 = states[-1]
+    x0 = states[-2]  # the last control step (states[-1] is the state after it)
     x_ref = car_line.horizon(float(x0[0]), car_mpc_config.dt, car_mpc_config.horizon)
     without = SensitivityComputer(car_model, car_mpc_config, cons, replace(sensitivity_config, fallback="none"))
     with pytest.raises(SensitivityError, match="did not converge"):
         without.compute(x0, x_ref)
-    sample = SensitivityComputer(car_model, car_mpc_config, cons, sensitivity_config).compute(x0, x_ref)
+    computer = SensitivityComputer(car_model, car_mpc_config, cons, sensitivity_config)
+    sample = computer.compute(x0, x_ref)
     assert np.all(np.isfinite(sample.s_hat)) and sample.sqp_iter > sensitivity_config.sqp_max_iter
+    # the fallback's point and its sensitivities are the same KKT point's: checked against IPOPT
+    n = car_mpc_config.horizon
+    picks = [(0, j) for j in range(8)] + [(n // 2, 1), (n // 2, 2), (n - 1, 1)]
+    check = check_sensitivities(computer, ReferenceOcp(car_model, car_mpc_config, cons), x0, x_ref, picks)
+    assert check.u_error <= 1e-6 * np.max(cons.u_upper - cons.u_lower)
+    assert check.du0_de_error <= 1e-6 and check.gradient_error <= 1e-5
