@@ -129,8 +129,8 @@ def load_episodes(folder: str | Path) -> list[CarRecord]:
     return out
 
 
-def step_parameters(model: CarModel, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray | None:
-    """The runtime parameters the controller had at each step (weights and context), (T, n_params); None for the nominal model.
+def step_contexts(model: CarModel, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray | None:
+    """The context the controller had at each step, (T, context_dim); None for the nominal model.
 
     Args:
         model: The controller's model.
@@ -142,14 +142,12 @@ def step_parameters(model: CarModel, x: np.ndarray, u: np.ndarray, dt: float) ->
         return None
     feats = car_history_features(model.nominal, x, u, dt)
     with torch.no_grad():
-        z = model.encode(car_history_windows(feats, x[0], model.cfg.window)).numpy()
-    weights = model.residual.flat_parameters()
-    return np.concatenate([np.tile(weights, (z.shape[0], 1)), z], axis=1)
+        return model.encode(car_history_windows(feats, x[0], model.cfg.window)).numpy()
 
 
 def compute_sidecar(computer: SensitivityComputer, rec: CarRecord) -> Path:
     """S_hat of every step of an episode with the computer's model, written beside it atomically."""
-    out = compute_samples(computer, rec.x[:-1], rec.x_ref, step_parameters(computer.model, rec.x, rec.u, rec.dt), rec.path.name)
+    out = compute_samples(computer, rec.x[:-1], rec.x_ref, step_contexts(computer.model, rec.x, rec.u, rec.dt), rec.path.name)
     out["labels"] = np.array(computer.model.state_labels)
     side = sidecar_path(rec.path)
     atomic_write_bytes(_npz_bytes(out), side)

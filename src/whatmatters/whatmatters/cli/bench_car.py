@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from whatmatters.car.data import step_parameters
+from whatmatters.car.data import step_contexts
 from whatmatters.car.experiment import CarExperimentConfig, CarSystem
 from whatmatters.car.learned import CarLearnedModel
 from whatmatters.car.model import CarModel
@@ -38,10 +38,10 @@ def _one(system: CarSystem, model: CarModel, seconds: float, samples: int) -> di
     steps = len(ep.u)
     step_ms = 1e3 * (time.perf_counter() - start)  # plant included; the solver's own times below
     computer = SensitivityComputer(model, system.mpc, system.constraints, replace(system.sensitivity, parallel=False))
-    params = step_parameters(model, ep.x, ep.u, ep.dt)
-    compute_samples(computer, ep.x[:3], ep.x_ref[:3], None if params is None else params[:3])  # compiled and warm
+    z = step_contexts(model, ep.x, ep.u, ep.dt)
+    compute_samples(computer, ep.x[:3], ep.x_ref[:3], None if z is None else z[:3])  # compiled and warm
     t0 = time.perf_counter()
-    out = compute_samples(computer, ep.x[:samples], ep.x_ref[:samples], None if params is None else params[:samples])
+    out = compute_samples(computer, ep.x[:samples], ep.x_ref[:samples], None if z is None else z[:samples])
     s_ms = 1e3 * (time.perf_counter() - t0) / samples
     return {
         "mpc_solve_ms_median": float(np.median(ep.solve_ms)),

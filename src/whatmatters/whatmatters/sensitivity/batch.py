@@ -53,20 +53,18 @@ def compute_episode(computer: SensitivityComputer, ep: EpisodeRecord, max_steps:
     steps = len(ep.tau) if max_steps is None else min(len(ep.tau), max_steps)
     if ep.x_ref_horizon is None or ep.x_ref_horizon.shape[1] != n + 1:
         raise ValueError(f"bag {ep.path}: the recorded reference does not cover the horizon of {n + 1} points")
-    params = None
+    contexts = None
     if isinstance(model, LearnedDynamics):
         feats = history_features(model.nominal, ep.x[:, :7], ep.x[:, 7:], ep.tau, ep.dt)
         with torch.no_grad():
             contexts = model.encode(history_windows(feats, ep.x[0], model.cfg.window)[:steps]).numpy()
-        weights = model.parameter_values()[: model.n_params - contexts.shape[1]]
-        params = np.concatenate([np.tile(weights, (steps, 1)), contexts], axis=1)
-    out = compute_samples(computer, ep.x[:steps], ep.x_ref_horizon[:steps], params, ep.path.name)
+    out = compute_samples(computer, ep.x[:steps], ep.x_ref_horizon[:steps], contexts, ep.path.name)
     out["labels"] = np.array(STATE_LABELS)
     return out
 
 
 def compute_samples(
-    computer: SensitivityComputer, x: np.ndarray, x_ref: np.ndarray, params: np.ndarray | None = None, label: str = "episode"
+    computer: SensitivityComputer, x: np.ndarray, x_ref: np.ndarray, contexts: np.ndarray | None = None, label: str = "episode"
 ) -> dict[str, np.ndarray]:
     """Sensitivities of consecutive control steps of any system, each warm-started from the one before.
 
@@ -74,8 +72,9 @@ def compute_samples(
         computer: The system's sensitivity computer.
         x: States at the steps, (T, nx).
         x_ref: The reference each step was solved with, (T, N + 1, nx).
-        params: The model's runtime parameters at each step (weights and context), (T, n_params);
-            the model's current ones if None.
+        contexts: A learned model's context at each step, (T, context_dim): the runtime
+            parameters are its current weights followed by the step's context; the model's
+            current parameters at every step if None.
         label: Names the episode in warnings.
 
     Returns:
@@ -91,12 +90,14 @@ def compute_samples(
         "dj_du0_eff": np.full((steps, nu), np.nan),
         "ok": np.zeros(steps, dtype=bool),
     }
+    weights = None if contexts is None else model.parameter_values()[: model.n_params - contexts.shape[1]]
     prev: OperatingPoint | None = None
     points, steps_ok = [], []
     for t in range(steps):
         init = (None, None, None) if prev is None else warm_start(prev)
+        params = None if contexts is None else np.concatenate([weights, contexts[t]])
         try:
-            pt = computer.operating_point(x[t], x_ref[t], None if params is None else params[t], *init)
+            pt = computer.operating_point(x[t], x_ref[t], params, *init)
         except SensitivityError as exc:
             log.warning("%s step %d: %s", label, t, exc)
             prev = None

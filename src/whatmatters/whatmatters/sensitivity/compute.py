@@ -307,7 +307,9 @@ class SensitivityComputer:
         ps = np.stack([pt.params for pt in points])
         a, b = np.stack([pt.a for pt in points]), np.stack([pt.b for pt in points])
         pens = [self._penalties(pt) for pt in points]
-        lam = np.stack([dynamics_multipliers(pt.x, pt.x_ref, a[i], self.q_w, self.qn_w, pens[i][0]) for i, pt in enumerate(points)])
+        lam = np.stack([
+            dynamics_multipliers(pt.x, pt.x_ref, a[i], self.q_w, self.qn_w, None if pens[i] is None else pens[i][0]) for i, pt in enumerate(points)
+        ])  # fmt: skip
         start = time.perf_counter()
         hess = self.derivatives.hessians_many(xs, us, ps, lam)
         now = time.perf_counter()
@@ -317,8 +319,9 @@ class SensitivityComputer:
         for i, pt in enumerate(points):
             active = active_set(pt.u, self.upper, self.cfg.active_tol, self.lower)
             delta = np.stack(self._fixed_inputs(pt.u)) - pt.u[0] if self.cfg.resolve_start == "predictor" else None
-            _, pen_hess, pen_n = pens[i]
-            lagrangian, qn_w = hess[i] + pen_hess, self.qn_w + pen_n  # the dynamics' second-order terms plus the penalties'
+            lagrangian, qn_w = hess[i], self.qn_w
+            if pens[i] is not None:  # the dynamics' second-order terms plus the soft constraints' penalties
+                lagrangian, qn_w = lagrangian + pens[i][1], qn_w + pens[i][2]
             try:
                 kkt = self.riccati(a[i], b[i], lagrangian, self.q_w, self.r_w, qn_w, active, delta)
                 relaxed = self._relaxed(a[i], b[i], lagrangian, qn_w, active, kkt.du0_de)
@@ -329,12 +332,11 @@ class SensitivityComputer:
         self.step_seconds["riccati"] += time.perf_counter() - start
         return out
 
-    def _penalties(self, pt: ConvergedPoint) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-        """The soft constraints' penalty gradient in x (N + 1, nx) (None without soft constraints),
-        stage Hessians (N, nz, nz) and terminal Hessian (nx, nx) at a converged point."""
-        nx, nz = self.model.nx, self.model.nx + self.model.nu
+    def _penalties(self, pt: ConvergedPoint) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The soft constraints' penalty gradient in x (N + 1, nx), stage Hessians (N, nz, nz) and
+        terminal Hessian (nx, nx) at a converged point; None without soft constraints (the arm)."""
         if not self.constraints.has_soft:
-            return None, np.zeros((self.mpc.horizon, nz, nz)), np.zeros((nx, nx))
+            return None
         return self.constraints.penalty_terms(pt.x, pt.u, self.mpc.stage_scale)
 
     def _relaxed(self, a: np.ndarray, b: np.ndarray, hess: np.ndarray, qn_w: np.ndarray, active: np.ndarray, du0_de: np.ndarray) -> np.ndarray:
