@@ -18,7 +18,7 @@ setup(
     description="Task-tailored dynamics models for MPC: sensitivity-weighted learning through differentiable MPC",
     license="Apache-2.0",
     packages=find_packages(exclude=["test", "test.*"]),
-    package_data={"whatmatters.robot": ["data/*.yaml"], "whatmatters.car": ["data/*.yaml"], "whatmatters.dynamics": ["checkpoints/*.pt"]},
+    package_data={"whatmatters.robot": ["data/*.yaml"], "whatmatters.car": ["data/*.yaml", "checkpoints/*.pt"], "whatmatters.dynamics": ["checkpoints/*.pt"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

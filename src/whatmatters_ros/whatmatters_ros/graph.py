@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 FASTDDS_PROFILE = Path(__file__).resolve().parent / "data" / "fastdds.xml"
 NODES = ("franka_sim", "reference_publisher", "mpc_controller", "sensitivity_logger")
+CAR_NODES = ("car_sim", "car_mpc", "car_logger")  # the race car's graph (parameter files in config/car/)
 SENSITIVITY = "/mpc/sensitivity"
 
 
@@ -76,11 +77,12 @@ def realtime_cpus(nodes: tuple[str, ...], count: int | None = None) -> dict[str,
     6.5-10.8 ms). With one core nothing is pinned.
     """
     count = count or os.cpu_count() or 1
-    if count < 2 or "mpc_controller" not in nodes:
+    mpc = next((n for n in ("mpc_controller", "car_mpc") if n in nodes), None)
+    if count < 2 or mpc is None:
         return {}
     rest = set(range(count - 1))
     # the logger's sensitivity worker runs at the lowest priority: it may use any core's idle time
-    return {n: ({count - 1} if n == "mpc_controller" else rest) for n in nodes if n != "sensitivity_logger"}
+    return {n: ({count - 1} if n == mpc else rest) for n in nodes if n not in ("sensitivity_logger", "car_logger")}
 
 
 def _preexec(cpus: set[int] | None) -> Any:
@@ -94,7 +96,8 @@ def _preexec(cpus: set[int] | None) -> Any:
 
 def node_command(node: str, params: dict[str, Any], config: Path | None = None) -> list[str]:
     """The command line of one node: its YAML file, then ``-p key:=value`` overrides."""
-    cmd = [sys.executable, "-m", f"whatmatters_ros.nodes.{node}", "--ros-args", "--params-file", str((config or config_dir()) / f"{node}.yaml")]
+    folder = config or (config_dir() / "car" if node in CAR_NODES else config_dir())
+    cmd = [sys.executable, "-m", f"whatmatters_ros.nodes.{node}", "--ros-args", "--params-file", str(folder / f"{node}.yaml")]
     for key, value in params.items():
         text = str(value).lower() if isinstance(value, bool) else str(value)
         cmd += ["-p", f"{key}:={text}"]
@@ -111,8 +114,8 @@ class SimGraph:
         lockstep: Lock-step clock (else real time).
         domain_id: ROS_DOMAIN_ID of the graph.
         overrides: Extra parameters per node (``{"mpc_controller": {"model": "base"}}``).
-        nodes: Which nodes this graph starts (of :data:`NODES` and ``trainer``);
-            others may run in another graph on the same domain.
+        nodes: Which nodes this graph starts (of :data:`NODES` and ``trainer``, or of
+            :data:`CAR_NODES` and ``trainer``); others may run in another graph on the same domain.
         pin_cpus: Real time: the MPC alone on the last core (:func:`realtime_cpus`).
     """
 
@@ -141,9 +144,21 @@ class SimGraph:
             "sensitivity_logger": {"lockstep": self.lockstep, "bag_dir": str(self.out / "bags"), **sim_time},
             "trainer": {},
         }
+        out.update(self._car_params(sim_time))
         for node, extra in self.overrides.items():
             out[node].update(extra)
         return {node: out[node] for node in self.nodes}
+
+    def _car_params(self, sim_time: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The race car's nodes (lock-step: the simulator waits for the MPC and the logger, and for S_hat)."""
+        present = [n for n in CAR_NODES if n in self.nodes]
+        return {
+            "car_sim": {"lockstep": self.lockstep, "episode_seconds": self.seconds, "wait_for_sensitivity": self.lockstep and "car_logger" in present,
+                        **({"wait_for_nodes": ",".join(n for n in present if n != "car_sim"), "start_delay": 0.5} if self.lockstep else {})},
+            "car_mpc": {"lockstep": self.lockstep, **sim_time,
+                        **({} if self.lockstep else {"start_after": ",".join(n for n in present if n == "car_logger")})},
+            "car_logger": {"lockstep": self.lockstep, "bag_dir": str(self.out / "bags"), **sim_time},
+        }
 
     def start(self) -> None:
         """Starts every node process (logs in ``out/logs``).
@@ -167,7 +182,7 @@ class SimGraph:
         Raises:
             GraphError: If a node exits early or the simulator does not finish in time.
         """
-        self.wait_node("franka_sim", timeout)
+        self.wait_node("car_sim" if "car_sim" in self.nodes else "franka_sim", timeout)
 
     def wait_node(self, name: str, timeout: float) -> None:
         """Waits for node ``name`` to exit by itself with status 0 (the simulator's episode, the trainer's rounds).

@@ -54,14 +54,16 @@ def param(
 
 
 class NodeParams:
-    """Mixin of the parameter dataclasses: ``node_name`` names the YAML file and section."""
+    """Mixin of the parameter dataclasses: ``node_name`` names the YAML file and section,
+    ``config_subdir`` the folder of ``config/`` it is in (``car`` for the race car's nodes)."""
 
     node_name: ClassVar[str] = ""
+    config_subdir: ClassVar[str] = ""
 
     @classmethod
     def yaml_path(cls) -> Path:
-        """``config/<node_name>.yaml`` in the configuration folder in use."""
-        return config_dir() / f"{cls.node_name}.yaml"
+        """``config/[<config_subdir>/]<node_name>.yaml`` in the configuration folder in use."""
+        return config_dir() / cls.config_subdir / f"{cls.node_name}.yaml"
 
     @classmethod
     def defaults(cls: type[P], path: str | Path | None = None, **overrides: Any) -> P:

@@ -35,15 +35,23 @@ def _init(nice: int, torch_threads: int) -> None:
     torch.set_num_threads(torch_threads)
 
 
-def _build(spec: str, parallel: bool | None) -> bool:
+def _build(spec: str, parallel: bool | None, system: str) -> bool:
     """Child process: the model's sensitivity computer (an error goes back to the caller as raised)."""
     global _COMPUTER
     from dataclasses import replace
 
+    from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig
+
+    if system == "car":
+        from whatmatters.car.experiment import CarExperimentConfig, CarSystem
+
+        car = CarSystem(CarExperimentConfig.from_yaml())
+        cfg = car.sensitivity if parallel is None else replace(car.sensitivity, parallel=parallel)
+        _COMPUTER = SensitivityComputer(car.model(spec), car.mpc, car.constraints, cfg)
+        return True
     from whatmatters.dynamics.registry import resolve_model
     from whatmatters.mpc.config import MpcConfig
     from whatmatters.robot.params import load_panda_params
-    from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig
 
     cfg = SensitivityConfig.from_yaml()
     cfg = cfg if parallel is None else replace(cfg, parallel=parallel)
@@ -63,16 +71,19 @@ class ProcessComputer:
         nice: Niceness of the child process (19: lowest priority).
         torch_threads: Its torch intra-op threads.
         parallel: ``SensitivityConfig.parallel`` of its computer (None: ``config/sensitivity.yaml``'s).
+        system: ``arm`` (the Panda's MPC, ``config/``) or ``car`` (the race car's, ``config/car/``).
 
     Raises:
         Exception: Whatever building the computer raised (e.g. a missing checkpoint), here.
     """
 
-    def __init__(self, spec: str, nice: int = 19, torch_threads: int = 1, parallel: bool | None = None) -> None:
+    def __init__(self, spec: str, nice: int = 19, torch_threads: int = 1, parallel: bool | None = None, system: str = "arm") -> None:
+        if system not in ("arm", "car"):
+            raise ValueError(f"system must be arm or car, got {system!r}")
         self.spec = spec
         self._pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_init, initargs=(nice, torch_threads))
         try:
-            self._pool.submit(_build, spec, parallel).result()
+            self._pool.submit(_build, spec, parallel, system).result()
         except BaseException:
             self._pool.shutdown(wait=False, cancel_futures=True)
             raise

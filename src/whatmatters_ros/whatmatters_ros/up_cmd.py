@@ -1,4 +1,8 @@
-"""``whatmatters up sim``: the node graph as separate processes (no ``ros2 launch`` needed).
+"""``whatmatters up sim|car|bench``: the node graph as separate processes (no ``ros2 launch`` needed).
+
+``sim``: the arm's graph (simulator, reference, MPC, logger); ``car``: the race
+car's (``car_sim``, ``car_mpc``, ``car_logger``; :mod:`whatmatters_ros.car_graph`);
+``bench``: real-time runs of the arm against lock-step.
 
 Registered as a ``whatmatters`` sub-command when rclpy and this package are
 installed (the core finds it without importing ROS), and as the console
@@ -35,8 +39,8 @@ def _defaults(node: str) -> Any:
 
 def add_parser(sub: Any) -> None:
     """Registers ``up``."""
-    p = sub.add_parser("up", help="start the ROS 2 node graph as processes (sim: simulator, reference, MPC, logger; bench: real time vs lock-step)")
-    p.add_argument("graph", choices=["sim", "bench"], help="sim: the graph of launch/sim.launch.py; bench: real-time runs against lock-step (docs/ros.md)")
+    p = sub.add_parser("up", help="start the ROS 2 node graph as processes (sim: the arm's simulator, reference, MPC, logger; car: the race car's; bench: real time vs lock-step)")
+    p.add_argument("graph", choices=["sim", "car", "bench"], help="sim: the graph of launch/sim.launch.py; car: the race car's graph (docs/car.md); bench: real-time runs against lock-step (docs/ros.md)")
     p.add_argument("--seconds", type=float, default=10.0, help="simulated episode length, s")
     p.add_argument("--lockstep", action="store_true", help="lock-step clock (faster than real time, deterministic)")
     p.add_argument("--env-seed", type=int, default=None, help="environment seed (default: config/franka_sim.yaml)")
@@ -103,6 +107,11 @@ def run_up(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--domain-id must be in 0..101 or 215..232 (ROS 2's safe ranges on Linux), got {domain}")
     if args.graph == "bench":
         return run_bench_cmd(args, domain)
+    if args.graph == "car":
+        from whatmatters_ros.car_graph import run_car_graph
+
+        out = args.out or Path("runs/car_ros") / time.strftime("%Y%m%d-%H%M%S")
+        return run_car_graph(out.resolve(), args.seconds, args.lockstep, domain, args.env_seed, args.model, args.timeout, not args.no_sensitivity)
     out = args.out or Path("runs/ros") / time.strftime("%Y%m%d-%H%M%S")
     switches = _switches(args)
     overrides = {

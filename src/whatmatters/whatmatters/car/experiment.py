@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,6 +38,7 @@ from whatmatters.car.plant import CarPlant
 from whatmatters.car.raceline import RacingLine, racing_line
 from whatmatters.car.track import Track
 from whatmatters.config import YamlConfig, config_dir
+from whatmatters.dynamics.learned import CheckpointError
 from whatmatters.errors import ConfigError
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.mpc.solver import AcadosMpcSolver
@@ -45,7 +47,9 @@ from whatmatters.sim.environments import environment_seeds
 from whatmatters.train.finetune import FinetuneConfig, finetune
 from whatmatters.train.weighting import WEIGHTINGS, weights
 
-__all__ = ["CarExperimentConfig", "CarSystem", "prepare"]
+__all__ = ["CAR_MODELS", "CarExperimentConfig", "CarSystem", "car_base_checkpoint", "prepare"]
+
+CAR_MODELS = ("nominal", "base")
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +123,12 @@ class CarExperimentConfig(YamlConfig):
         return asdict(self)
 
 
+def car_base_checkpoint() -> Path:
+    """The packaged base model of the car (``base``): step 2 of :func:`prepare` for the default
+    ``config/car/experiment.yaml`` (pretrained on the nominal controller's laps of environments 0-5)."""
+    return Path(str(resources.files("whatmatters.car").joinpath("checkpoints/base.pt")))
+
+
 class CarSystem:
     """The car's pieces built once per process: track, line, nominal model, OCP settings, constraints."""
 
@@ -136,6 +146,22 @@ class CarSystem:
     def load(self, path: str | Path) -> CarLearnedModel:
         """A learned checkpoint on this system's nominal model."""
         return CarLearnedModel.load(path, self.nominal)
+
+    def model(self, spec: str) -> CarModel:
+        """The model named by ``spec``: ``nominal``, ``base`` (:func:`car_base_checkpoint`) or a checkpoint path.
+
+        Raises:
+            ConfigError: For an unknown name, or a checkpoint that is missing, corrupt or of another car (naming it).
+        """
+        if spec == "nominal":
+            return self.nominal
+        path = car_base_checkpoint() if spec == "base" else Path(spec)
+        if spec != "base" and path.suffix != ".pt" and not path.is_file():
+            raise ConfigError(f"unknown car model '{spec}': expected one of {', '.join(CAR_MODELS)} or a checkpoint path")
+        try:
+            return self.load(path)
+        except CheckpointError as exc:
+            raise ConfigError(str(exc)) from exc
 
     def controller(self, model: CarModel) -> CarController:
         """A controller of ``model`` (one compiled solver per formulation; a learned checkpoint is swapped in)."""

@@ -297,7 +297,7 @@ def _min_curvature_offsets(kappa: np.ndarray, h: float, bound: float) -> np.ndar
     n = ca.SX.sym("n", m)
     ahead, behind = ca.vertcat(n[1:], n[0]), ca.vertcat(n[-1], n[:-1])  # periodic neighbours
     f = _line_curvature(n, (ahead - behind) / (2.0 * h), (ahead - 2.0 * n + behind) / h**2, kappa, dkappa)
-    opts = {"ipopt.tol": OPT_TOL, "ipopt.print_level": 0, "print_time": 0, "ipopt.max_iter": MAX_ITERATIONS}
+    opts = {"ipopt.tol": OPT_TOL, "ipopt.print_level": 0, "ipopt.sb": "yes", "print_time": 0, "ipopt.max_iter": MAX_ITERATIONS}
     solver = ca.nlpsol("min_curvature", "ipopt", {"x": n, "f": ca.sumsqr(f)}, opts)
     sol = solver(x0=np.zeros(m), lbx=-bound, ubx=bound)
     status = solver.stats()["return_status"]

@@ -92,11 +92,12 @@ class EpisodeBagWriter:
     Args:
         path: Bag folder to create (must not exist).
         extra_topics: Additional ``topic -> type`` connections (e.g. sensitivities).
+        topics: The base connections (default: the arm's, :data:`TOPIC_TYPES`).
 
     Use as a context manager; the bag is closed (metadata written) on exit.
     """
 
-    def __init__(self, path: str | Path, extra_topics: dict[str, str] | None = None) -> None:
+    def __init__(self, path: str | Path, extra_topics: dict[str, str] | None = None, topics: dict[str, str] | None = None) -> None:
         self.path = Path(path)
         if self.path.exists():
             raise BagError(f"bag {self.path} already exists")
@@ -105,7 +106,7 @@ class EpisodeBagWriter:
         self._writer.open()
         self._conns = {
             topic: self._writer.add_connection(topic, msgtype, typestore=TYPESTORE)
-            for topic, msgtype in {**TOPIC_TYPES, **(extra_topics or {})}.items()
+            for topic, msgtype in {**(TOPIC_TYPES if topics is None else topics), **(extra_topics or {})}.items()
         }
 
     def __enter__(self) -> EpisodeBagWriter:

@@ -79,7 +79,7 @@ class ReferenceOcp:
         self._lbg, self._ubg = np.concatenate(lbg), np.concatenate(ubg)
         w = ca.vertcat(ca.vec(x), ca.vec(u), ca.vec(sx), ca.vec(sg))
         nlp = {"x": w, "f": obj, "g": ca.vertcat(*g), "p": ca.vertcat(ca.vec(e), x0, ca.vec(ref))}
-        opts = {"ipopt.tol": 1e-12, "ipopt.acceptable_tol": 1e-11, "ipopt.print_level": 0, "print_time": 0, "ipopt.max_iter": 1000}
+        opts = {"ipopt.tol": 1e-12, "ipopt.acceptable_tol": 1e-11, "ipopt.print_level": 0, "ipopt.sb": "yes", "print_time": 0, "ipopt.max_iter": 1000}
         self._solver = ca.nlpsol("reference_ocp", "ipopt", nlp, opts)
 
     def solve(

@@ -1,0 +1,118 @@
+"""``whatmatters up car``: the race car's graph as processes, and the figures of its bag.
+
+Starts ``car_sim``, ``car_mpc`` and ``car_logger`` (:class:`whatmatters_ros.graph.SimGraph`
+with :data:`~whatmatters_ros.graph.CAR_NODES`) on an isolated DDS domain, waits
+for the simulator's episode, stops the others with SIGINT (the logger finishes
+its queued sensitivities and closes its bag) and summarises the bag
+(:func:`summarize_car_bag`). No rclpy in this process.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rosbags.rosbag2 import Reader
+
+from whatmatters.car.bags import DRIVE, MPC_STATE, ODOM, read_car_bag
+from whatmatters.car.experiment import CarExperimentConfig, CarSystem
+from whatmatters.data.bags import SENSITIVITY
+from whatmatters.errors import WhatmattersError
+from whatmatters_ros.graph import CAR_NODES, SimGraph
+
+__all__ = ["run_car_graph", "summarize_car_bag"]
+
+
+def summarize_car_bag(bag: Path, system: CarSystem) -> dict[str, Any]:
+    """Counts, rates and the task's figures of a recorded car bag.
+
+    The figures are the core episode's (:func:`whatmatters.car.run_car_episode`), from the
+    control steps the MPC recorded (``/mpc/state`` against stage 0 of its ``/mpc/reference``):
+    ``j_track`` (mean of ``1/2 (x - x_ref)' Q (x - x_ref)``), ``progress_m`` (arc length driven),
+    ``off_track_s`` (steps with a wheel beyond the border, times ``dt``).
+
+    Returns:
+        ``odom``, ``steps``, ``commands``, ``sensitivities``, ``sensitivities_finite``, ``seconds``
+        (first to last state), ``step_rate_hz``, ``sensitivity_rate_hz``, ``j_track``, ``progress_m``,
+        ``off_track_s``, ``episodes`` (runs of consecutive steps).
+
+    Raises:
+        WhatmattersError: If the bag holds no control steps.
+    """
+    counts: dict[str, int] = {}
+    stamps: list[int] = []
+    with Reader(bag) as reader:
+        for conn, ts, _ in reader.messages():
+            counts[conn.topic] = counts.get(conn.topic, 0) + 1
+            if conn.topic == ODOM:
+                stamps.append(ts)
+    records = read_car_bag(bag)
+    q = np.diag(system.mpc.state_weight)
+    err = np.concatenate([r.x[:-1] - r.x_ref[:, 0] for r in records])
+    border = system.track.half_width - 0.5 * system.params.width
+    n = np.concatenate([r.x[:, 1] for r in records])
+    span = (max(stamps) - min(stamps)) * 1e-9 if len(stamps) > 1 else 0.0
+    if span <= 0:
+        raise WhatmattersError(f"bag {bag} holds fewer than two odometry messages")
+    finite = sum(int(np.all(np.isfinite(r.s_hat), axis=(1, 2)).sum()) for r in records if r.s_hat is not None)
+    return {
+        "odom": counts.get(ODOM, 0),
+        "steps": counts.get(MPC_STATE, 0),
+        "commands": counts.get(DRIVE, 0),
+        "sensitivities": counts.get(SENSITIVITY, 0),
+        "sensitivities_finite": finite,
+        "seconds": span,
+        "step_rate_hz": counts.get(MPC_STATE, 0) / span,
+        "sensitivity_rate_hz": counts.get(SENSITIVITY, 0) / span,
+        "j_track": float(np.mean(0.5 * np.sum(q * err**2, axis=1))),
+        "progress_m": float(sum(r.x[-1, 0] - r.x[0, 0] for r in records)),
+        "off_track_s": float(np.sum(np.abs(n) > border) * records[0].dt),
+        "episodes": len(records),
+    }
+
+
+def run_car_graph(
+    out: Path, seconds: float, lockstep: bool, domain: int, env_seed: int | None = None, model: str | None = None,
+    timeout: float = 600.0, sensitivity: bool = True,
+) -> dict[str, Any]:
+    """Runs the car's graph for one episode of ``seconds`` and summarises its bag.
+
+    Args:
+        out: Run folder (``bags/``, ``logs/``).
+        seconds: Episode length, s (simulated in lock-step, of the task in real time).
+        lockstep: Lock-step clock (else real time).
+        domain: ROS_DOMAIN_ID.
+        env_seed: Environment (None: ``config/car/car_sim.yaml``'s).
+        model: The MPC's model (None: ``config/car/car_mpc.yaml``'s); the logger follows it.
+        timeout: Wall-clock limit, s.
+        sensitivity: Compute S_hat in the logger.
+
+    Raises:
+        GraphError: If a node fails or the episode does not end in time (naming its log).
+        WhatmattersError: If no closed bag was written.
+    """
+    from whatmatters_ros.nodes.car_mpc import CarMpcParams  # rclpy imported here only
+    from whatmatters_ros.nodes.car_sim import CarSimParams
+
+    env_seed = CarSimParams.defaults().env_seed if env_seed is None else env_seed
+    model = CarMpcParams.defaults().model if model is None else model
+    overrides = {"car_sim": {"env_seed": env_seed}, "car_mpc": {"model": model}, "car_logger": {"model": model, "sensitivity": sensitivity}}
+    graph = SimGraph(out, seconds, lockstep, domain, overrides, nodes=CAR_NODES)
+    start = time.perf_counter()
+    graph.start()
+    try:
+        graph.wait_sim(timeout)
+    finally:
+        codes = graph.stop()
+    wall = time.perf_counter() - start
+    bags = sorted((out / "bags").glob("*/metadata.yaml"))
+    if not bags:
+        raise WhatmattersError(f"no closed bag under {out / 'bags'}; see {out / 'logs'}")
+    bag = bags[-1].parent
+    summary = summarize_car_bag(bag, CarSystem(CarExperimentConfig.from_yaml()))
+    return {
+        "bag": str(bag), **summary, "lockstep": lockstep, "env_seed": env_seed, "model": model, "wall_seconds": wall,
+        "realtime_factor": summary["seconds"] / wall, "domain_id": domain, "exit_codes": codes, "logs": str(out / "logs"),
+    }
