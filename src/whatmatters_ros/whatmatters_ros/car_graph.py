@@ -18,7 +18,7 @@ from rosbags.rosbag2 import Reader
 
 from whatmatters.car.bags import DRIVE, MPC_STATE, ODOM, read_car_bag
 from whatmatters.car.experiment import CarExperimentConfig, CarSystem
-from whatmatters.data.bags import SENSITIVITY
+from whatmatters.data.bags import SENSITIVITY, TYPESTORE
 from whatmatters.errors import WhatmattersError
 from whatmatters_ros.graph import CAR_NODES, SimGraph
 
@@ -34,41 +34,46 @@ def summarize_car_bag(bag: Path, system: CarSystem) -> dict[str, Any]:
     ``off_track_s`` (steps with a wheel beyond the border, times ``dt``).
 
     Returns:
-        ``odom``, ``steps``, ``commands``, ``sensitivities``, ``sensitivities_finite``, ``seconds``
-        (first to last state), ``step_rate_hz``, ``sensitivity_rate_hz``, ``j_track``, ``progress_m``,
-        ``off_track_s``, ``episodes`` (runs of consecutive steps).
+        ``odom``, ``steps``, ``commands``, ``sensitivities`` (logged from the first step to one period
+        after the last), ``sensitivities_finite`` (of the steps with a successor), ``seconds`` (that span),
+        ``step_rate_hz``, ``sensitivity_rate_hz``, ``j_track``, ``progress_m``, ``off_track_s``,
+        ``episodes`` (runs of consecutive steps).
 
     Raises:
         WhatmattersError: If the bag holds no control steps.
     """
-    counts: dict[str, int] = {}
-    stamps: list[int] = []
-    with Reader(bag) as reader:
-        for conn, ts, _ in reader.messages():
-            counts[conn.topic] = counts.get(conn.topic, 0) + 1
-            if conn.topic == ODOM:
-                stamps.append(ts)
     records = read_car_bag(bag)
+    dt = records[0].dt
+    times: dict[str, list[int]] = {}
+    with Reader(bag) as reader:
+        for conn, ts, raw in reader.messages():
+            if conn.topic == MPC_STATE:
+                msg = TYPESTORE.deserialize_cdr(raw, conn.msgtype)
+                ts = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            times.setdefault(conn.topic, []).append(ts)
+    steps = sorted(times.get(MPC_STATE, []))
+    if len(steps) < 2:
+        raise WhatmattersError(f"bag {bag} holds fewer than two control steps")
+    first, end = steps[0], steps[-1] + int(round(dt * 1e9))  # the task: its steps and the period after the last
+    span = (end - first) * 1e-9
+    counts = {topic: sum(first <= t < end for t in ts) for topic, ts in times.items()}
     q = np.diag(system.mpc.state_weight)
     err = np.concatenate([r.x[:-1] - r.x_ref[:, 0] for r in records])
     border = system.track.half_width - 0.5 * system.params.width
-    n = np.concatenate([r.x[:, 1] for r in records])
-    span = (max(stamps) - min(stamps)) * 1e-9 if len(stamps) > 1 else 0.0
-    if span <= 0:
-        raise WhatmattersError(f"bag {bag} holds fewer than two odometry messages")
+    n = np.concatenate([r.x[:-1, 1] for r in records])  # the steps, as in the core's episode
     finite = sum(int(np.all(np.isfinite(r.s_hat), axis=(1, 2)).sum()) for r in records if r.s_hat is not None)
     return {
         "odom": counts.get(ODOM, 0),
-        "steps": counts.get(MPC_STATE, 0),
+        "steps": len(steps),
         "commands": counts.get(DRIVE, 0),
         "sensitivities": counts.get(SENSITIVITY, 0),
         "sensitivities_finite": finite,
         "seconds": span,
-        "step_rate_hz": counts.get(MPC_STATE, 0) / span,
+        "step_rate_hz": len(steps) / span,
         "sensitivity_rate_hz": counts.get(SENSITIVITY, 0) / span,
         "j_track": float(np.mean(0.5 * np.sum(q * err**2, axis=1))),
         "progress_m": float(sum(r.x[-1, 0] - r.x[0, 0] for r in records)),
-        "off_track_s": float(np.sum(np.abs(n) > border) * records[0].dt),
+        "off_track_s": float(np.sum(np.abs(n) > border) * dt),
         "episodes": len(records),
     }
 

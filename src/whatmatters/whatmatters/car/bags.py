@@ -62,6 +62,7 @@ CAR_TOPIC_TYPES = {
     SENSITIVITY: "std_msgs/msg/Float64MultiArray",
     "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
 }
+STAMP_TOLERANCE_NS = 10_000  # a logged time this close to a step's stamp is that step's (steps are dt apart)
 
 
 def _ns(stamp: object) -> int:
@@ -121,12 +122,21 @@ def read_car_bag(path: str | Path, nx: int = 8, nu: int = 2) -> list[CarRecord]:
             runs[-1].append(ns)
         else:
             runs.append([ns])
+    # S_hat is logged at its step's stamp; a bag's log times are float seconds on the way in (rosbags' writer),
+    # so a wall-clock stamp (~1.8e9 s) comes back within ~0.2 us: matched to the nearest step
+    order = np.array(stamps, dtype=np.int64)
+    by_step: dict[int, np.ndarray] = {}
+    for t, values in sens.items():
+        i = int(np.clip(np.searchsorted(order, t), 1, len(order) - 1)) if len(order) > 1 else 0
+        nearest = min((int(order[j]) for j in (i - 1, i) if 0 <= j < len(order)), key=lambda ns: abs(ns - t))
+        if abs(nearest - t) <= STAMP_TOLERANCE_NS and values.size == horizon * nx:
+            by_step[nearest] = values.reshape(horizon, nx)
     records = []
     for run in (r for r in runs if len(r) >= 2):
         s_hat = np.full((len(run) - 1, horizon, nx), np.nan)
         for i, ns in enumerate(run[:-1]):
-            if ns in sens and sens[ns].size == horizon * nx:
-                s_hat[i] = sens[ns].reshape(horizon, nx)
+            if ns in by_step:
+                s_hat[i] = by_step[ns]
         values = np.array([steps[ns] for ns in run])
         x_ref = np.array([refs[ns][0] for ns in run[:-1]])
         records.append(CarRecord(path, values[:, :nx], values[:-1, nx:], x_ref, dt, -1, s_hat if sens else None))

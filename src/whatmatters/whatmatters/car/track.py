@@ -71,6 +71,7 @@ class Track:
     length: float = field(init=False)
     _theta: np.ndarray = field(init=False, repr=False)  # the dense grid of theta, (GRID,)
     _s: np.ndarray = field(init=False, repr=False)  # s at the grid, m, (GRID,)
+    _grid_xy: tuple[np.ndarray, np.ndarray] = field(init=False, repr=False)  # the centre line at the grid, m, 2 x (GRID,)
 
     def __post_init__(self) -> None:
         cx, cy = np.asarray(self.coef_x, dtype=float), np.asarray(self.coef_y, dtype=float)
@@ -92,6 +93,7 @@ class Track:
         integral = spec[0].real * theta + wave - wave[0]
         object.__setattr__(self, "_theta", theta)
         object.__setattr__(self, "_s", integral)
+        object.__setattr__(self, "_grid_xy", self._derivative(theta, 0))  # to_frenet's first guess, once
         object.__setattr__(self, "length", float(2.0 * np.pi * spec[0].real))
 
     # ------------------------------------------------------------- the curve
@@ -176,7 +178,7 @@ class Track:
         Valid within the curvature radius of the centre line (``|n| kappa < 1``), i.e. on the track.
         """
         x, y, psi = (np.asarray(v, dtype=float) for v in (x, y, psi))
-        gx, gy = self._derivative(self._theta, 0)
+        gx, gy = self._grid_xy
         d2 = (x[..., None] - gx) ** 2 + (y[..., None] - gy) ** 2
         th = self._theta[np.argmin(d2, axis=-1)]
         for _ in range(4):  # Newton on (r(theta) - p) . r'(theta) = 0

@@ -30,9 +30,10 @@ Clock modes (as ``franka_sim``):
   first valid command (the task starts there; ``episode_seconds`` count from
   it); afterwards, without a valid command for ``command_timeout`` s, the safe hold.
 
-``/diagnostics`` report the counts, the simulated time, the lap progress (m),
-the time with a wheel beyond the border (``off_track_s``) and, in real time,
-the physics thread's lag figures.
+``/diagnostics`` report the counts, the simulated time, the lap progress (m)
+and the time with a wheel beyond the border (``off_track_s``), both sampled at
+each control step (lock-step) or published state (real time), and, in real
+time, the physics thread's lag figures.
 """
 
 from __future__ import annotations
@@ -180,7 +181,7 @@ class CarSimNode(Node):
         return np.array([max(self.brake, -max(float(self.x[3]), 0.0) / 0.2), 0.0])
 
     def _advance(self, u: np.ndarray | None, duration: float) -> None:
-        """The plant over ``duration`` s under ``u`` (None: the safe hold), and the task's figures."""
+        """The plant over ``duration`` s under ``u`` (None: the safe hold)."""
         if u is None:
             u = self.hold_command()
             self.counts["hold_steps"] += 1
@@ -193,6 +194,9 @@ class CarSimNode(Node):
         self.x = self.plant.simulate(self.x, u, duration)
         self.time += duration
         self.counts["steps"] += 1
+
+    def _track_figures(self, duration: float) -> None:
+        """Lap progress and time beyond the border, sampled every ``duration`` s (a control or publishing period)."""
         fr = frenet_state(self.track, self.x)
         ds = (float(fr[0]) - self._s_last + 0.5 * self.track.length) % self.track.length - 0.5 * self.track.length
         self.progress += ds
@@ -217,6 +221,7 @@ class CarSimNode(Node):
 
     def _lockstep_step(self, u: np.ndarray | None) -> None:
         self._advance(u, self.p.control_period)
+        self._track_figures(self.p.control_period)
         self._publish_state(m.time_msg(self.time))
         if self.p.episode_seconds > 0 and self.time >= self.p.episode_seconds - 1e-9:
             self.ending = True
@@ -279,6 +284,8 @@ class CarSimNode(Node):
                 stamp = clock.wait()
                 if tick % self.publish_every == 0:
                     self._publish_state(m.time_msg_ns(stamp))
+                    if start_tick is not None:
+                        self._track_figures(self.publish_every * step)
                 with self.lock:
                     started, u, age = self.task_started, self.command, time.monotonic() - self.command_wall
                 if started:
