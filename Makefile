@@ -18,7 +18,7 @@ all: test
 # rclpy that only another activated venv has does not count.
 
 # Two stages: what the stack runs with (RUN_STAMP: enough for make demo), then what only the tests
-# need on top (STAMP: Ray, colcon).
+# need on top (STAMP: Ray, colcon, an independent MCAP reader).
 $(RUN_STAMP): requirements.lock requirements-nodeps.txt requirements-ros.txt src/whatmatters/setup.py src/whatmatters_ros/setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
@@ -39,11 +39,13 @@ $(RUN_STAMP): requirements.lock requirements-nodeps.txt requirements-ros.txt src
 	$(PY) -c "import whatmatters, mujoco, casadi, torch; from whatmatters.mpc.acados_env import import_acados_template as i; i(); print('whatmatters environment ready: torch', torch.__version__, 'mujoco', mujoco.__version__, 'casadi', casadi.__version__)"
 	touch $(RUN_STAMP)
 
-$(STAMP): $(RUN_STAMP) requirements-ray.txt requirements-build.txt
+$(STAMP): $(RUN_STAMP) requirements-ray.txt requirements-build.txt requirements-test.txt
 	# Ray: the optional cluster engine ('whatmatters[ray]'), installed so that its tests run
 	$(PY) -m pip install --quiet -r requirements-ray.txt
 	# colcon (builds the ROS 2 workspace; the tests check its installed layout)
 	$(PY) -m pip install --quiet -r requirements-build.txt
+	# an independent MCAP reader for the tests of the recorded bags
+	$(PY) -m pip install --quiet -r requirements-test.txt
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -152,7 +152,9 @@ class SimGraph:
     def _car_params(self, sim_time: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """The race car's nodes (lock-step: the simulator waits for the MPC and the logger, and for S_hat)."""
         present = [n for n in CAR_NODES if n in self.nodes]
+        trainer = {"trainer": {"system": "car", "mpc_node": "/car_mpc", "bag_dir": str(self.out / "bags")}} if present else {}
         return {
+            **trainer,
             "car_sim": {"lockstep": self.lockstep, "episode_seconds": self.seconds, "wait_for_sensitivity": self.lockstep and "car_logger" in present,
                         **({"wait_for_nodes": ",".join(n for n in present if n != "car_sim"), "start_delay": 0.5} if self.lockstep else {})},
             "car_mpc": {"lockstep": self.lockstep, **sim_time,

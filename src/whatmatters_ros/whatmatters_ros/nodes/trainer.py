@@ -18,6 +18,11 @@ Progress: logging and ``~/status`` (std_msgs/String, one JSON object:
 ``state`` in waiting / training / reloading / done / error, ``round``,
 ``bags``, ``skipped``, ``epoch``, ``train_loss``, ``checkpoint``, ``message``).
 After ``max_rounds`` rounds (0: never) the node stops.
+
+``system: car`` trains the race car's model instead: the car's job
+(:func:`whatmatters.car.job.run_car_job`: the bags of ``car_logger``, the
+packaged car model as ``base``, the settings of ``config/car/experiment.yaml``
+where ``epochs`` and ``lr`` are 0), reloading ``mpc_node`` (set it to ``/car_mpc``).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from rclpy.task import Future
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from whatmatters.car.experiment import CarExperimentConfig
+from whatmatters.car.job import CarFinetuneJob, run_car_job
 from whatmatters.data.bags import BagError, find_bags
 from whatmatters.errors import WhatmattersError
 from whatmatters.train.finetune import FinetuneConfig
@@ -53,6 +60,7 @@ class TrainerParams(NodeParams):
 
     node_name: ClassVar[str] = "trainer"
 
+    system: str = param("arm", "the robot: arm (the Panda's job and model) or car (the race car's)", choices=("arm", "car"))
     bag_dir: str = param("runs/ros/bags", "folder the logger records into (watched)")
     checkpoint: str = param("runs/ros/model.pt", "fine-tuned checkpoint, written atomically (training state in <checkpoint>.runs/)")
     base: str = param("base", "starting checkpoint of every round: base (packaged) or a path")
@@ -78,7 +86,12 @@ class TrainerNode(Node):
         cfg = replace(cfg, epochs=self.p.epochs) if self.p.epochs else cfg
         cfg = replace(cfg, lr=self.p.lr) if self.p.lr else cfg
         try:
-            self.job = FinetuneJob(base=self.p.base, weighting=self.p.weighting, p=self.p.rollout, seed=self.p.seed, cfg=cfg)
+            if self.p.system == "car":
+                self.job: Any = CarFinetuneJob(self.p.base, self.p.weighting, self.p.rollout, self.p.seed, self.p.epochs, self.p.lr)
+                self.total_epochs = self.p.epochs or CarExperimentConfig.from_yaml().finetune_epochs
+            else:
+                self.total_epochs = cfg.epochs
+                self.job = FinetuneJob(base=self.p.base, weighting=self.p.weighting, p=self.p.rollout, seed=self.p.seed, cfg=cfg)
             if self.p.base != "base" and not Path(self.p.base).is_file():
                 raise ParameterError(f"node 'trainer': parameter 'base' = {self.p.base!r}: no such checkpoint")
         except WhatmattersError as exc:
@@ -96,7 +109,8 @@ class TrainerNode(Node):
         self.reload = self.create_client(Trigger, f"{node}/reload_model") if node else None
         self.create_timer(self.p.poll_period, self._poll)
         self.get_logger().info(
-            f"watching {Path(self.p.bag_dir).resolve()}: {self.p.weighting}, p = {self.p.rollout}, {cfg.epochs} epochs, "
+            f"watching {Path(self.p.bag_dir).resolve()} ({self.p.system}): {self.p.weighting}, p = {self.p.rollout}, "
+            f"{self.total_epochs} epochs, "
             f"from {self.p.base} to {self.p.checkpoint}, reloading {node or 'nothing'}"
         )
 
@@ -137,12 +151,13 @@ class TrainerNode(Node):
         """Worker thread: one fine-tuning round (the core's job)."""
 
         def progress(_model: Any, epoch: int) -> dict[str, Any]:
-            self._report("training", f"round {self.rounds}: epoch {epoch} of {self.job.cfg.epochs} done", epoch=epoch)
+            self._report("training", f"round {self.rounds}: epoch {epoch} of {self.total_epochs} done", epoch=epoch)
             return {}
 
         run_dir = Path(self.p.checkpoint).with_name(Path(self.p.checkpoint).name + ".runs") / f"round_{self.rounds:03d}"
         try:
-            done.set_result(run_job(self.job, self.p.bag_dir, self.p.checkpoint, bags=bags, run_dir=run_dir, on_epoch=progress))
+            run = run_car_job if self.p.system == "car" else run_job
+            done.set_result(run(self.job, self.p.bag_dir, self.p.checkpoint, bags=bags, run_dir=run_dir, on_epoch=progress))
         except (WhatmattersError, FloatingPointError, OSError) as exc:
             done.set_result(exc)
 
