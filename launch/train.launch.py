@@ -8,6 +8,8 @@ every max_bag_seconds of recorded time), fine-tunes from the base checkpoint,
 writes the checkpoint atomically, sets the MPC's 'model' parameter to it and
 calls /mpc_controller/reload_model; the logger follows the MPC's new model.
 Progress on /trainer/status (std_msgs/String, JSON). See docs/ros.md.
+
+The race car (car.launch.py): system:=car mpc_node:=/car_mpc bag_dir:=runs/car_ros/bags (docs/car.md).
 """
 
 import os
@@ -31,6 +33,7 @@ def generate_launch_description():
         return ParameterValue(LaunchConfiguration(name), value_type=value_type)
 
     return LaunchDescription([
+        DeclareLaunchArgument("system", default_value="arm", description="arm or car (the race car's job and model)"),
         DeclareLaunchArgument("bag_dir", default_value="runs/ros/bags", description="the logger's bag folder (its bag_dir)"),
         DeclareLaunchArgument("checkpoint", default_value="runs/ros/model.pt", description="fine-tuned checkpoint to write"),
         DeclareLaunchArgument("weighting", default_value="ours", description="ones, stand, norm, mpc_cost, ours, ours_avg"),
@@ -41,7 +44,7 @@ def generate_launch_description():
         Node(
             package=PACKAGE, executable="trainer", name="trainer", output="screen",
             parameters=[_config("trainer"), {
-                "bag_dir": arg("bag_dir", str), "checkpoint": arg("checkpoint", str), "weighting": arg("weighting", str),
+                "system": arg("system", str), "bag_dir": arg("bag_dir", str), "checkpoint": arg("checkpoint", str), "weighting": arg("weighting", str),
                 "rollout": arg("rollout", int), "epochs": arg("epochs", int), "min_bags": arg("min_bags", int),
                 "mpc_node": arg("mpc_node", str),
             }],

@@ -11,6 +11,7 @@ HERE = Path(__file__).resolve().parent
 # The repository's config/ YAML files are installed so that non-editable installs
 # (pip, colcon without --symlink-install) find them under share/whatmatters/config.
 CONFIG = sorted(os.path.relpath(p, HERE) for p in glob(str(HERE.parent.parent / "config" / "*.yaml")))
+CAR_CONFIG = sorted(os.path.relpath(p, HERE) for p in glob(str(HERE.parent.parent / "config" / "car" / "*.yaml")))  # the race car's
 
 setup(
     name=PACKAGE,
@@ -23,6 +24,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/config", CONFIG),
+        (f"share/{PACKAGE}/config/car", CAR_CONFIG),
     ],
     python_requires=">=3.10",
     install_requires=["numpy", "pyyaml", "mujoco>=3", "casadi", "torch"],

@@ -19,6 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 NODES = ("franka_sim", "reference_publisher", "mpc_controller", "sensitivity_logger", "trainer")
+CAR_NODES = ("car_sim", "car_mpc", "car_logger")
 COLCON = Path(sys.executable).parent / "colcon"
 
 
@@ -43,7 +44,7 @@ def test_both_packages_are_installed_with_their_manifests(install):
 
 def test_the_launch_files_are_installed_into_the_package_share(install):
     launch = sorted(p.name for p in (ROOT / "launch").glob("*.launch.py"))
-    assert launch == ["real.launch.py", "sim.launch.py", "train.launch.py"]
+    assert launch == ["car.launch.py", "real.launch.py", "sim.launch.py", "train.launch.py"]
     share = install / "whatmatters_ros" / "share" / "whatmatters_ros" / "launch"
     assert sorted(p.name for p in share.iterdir()) == launch
     assert all(filecmp.cmp(ROOT / "launch" / name, share / name, shallow=False) for name in launch)
@@ -51,22 +52,26 @@ def test_the_launch_files_are_installed_into_the_package_share(install):
 
 def test_every_config_file_is_installed(install):
     node_share = install / "whatmatters_ros" / "share" / "whatmatters_ros" / "config"
-    assert sorted(p.name for p in node_share.iterdir()) == sorted(f"{n}.yaml" for n in NODES)
+    assert sorted(p.name for p in node_share.iterdir()) == sorted([f"{n}.yaml" for n in NODES] + ["car"])
+    assert sorted(p.name for p in (node_share / "car").iterdir()) == sorted(f"{n}.yaml" for n in CAR_NODES)
     core_share = install / "whatmatters" / "share" / "whatmatters" / "config"
-    assert sorted(p.name for p in core_share.iterdir()) == sorted(p.name for p in (ROOT / "config").glob("*.yaml"))
+    assert sorted(p.name for p in core_share.iterdir()) == sorted([p.name for p in (ROOT / "config").glob("*.yaml")] + ["car"])
+    assert sorted(p.name for p in (core_share / "car").iterdir()) == sorted(p.name for p in (ROOT / "config" / "car").glob("*.yaml"))
 
 
 def test_the_console_scripts_are_installed_where_ros2_run_finds_them(install):
     scripts = install / "whatmatters_ros" / "lib" / "whatmatters_ros"
-    assert {*NODES, "whatmatters_up", "whatmatters_demo"} <= {p.name for p in scripts.iterdir()}
-    assert all(os.access(scripts / n, os.X_OK) for n in NODES)
+    assert {*NODES, *CAR_NODES, "whatmatters_up", "whatmatters_demo"} <= {p.name for p in scripts.iterdir()}
+    assert all(os.access(scripts / n, os.X_OK) for n in NODES + CAR_NODES)
     assert (install / "whatmatters" / "lib" / "whatmatters" / "whatmatters").is_file()
 
 
 def test_the_installed_core_runs_from_the_install_and_finds_its_config(install, tmp_path):
     site = next((install / "whatmatters" / "lib").glob("python3*/site-packages"))
-    code = "import whatmatters, whatmatters.config as c; print(whatmatters.__file__); print(c.config_dir())"
+    code = ("import whatmatters, whatmatters.config as c, whatmatters.car.experiment as e; print(whatmatters.__file__); print(c.config_dir()); "
+            "print(e.car_base_checkpoint().is_file() and (c.config_dir() / 'car' / 'mpc.yaml').is_file())")
     env = {k: v for k, v in os.environ.items() if k != "WHATMATTERS_CONFIG_DIR"}
     env["PYTHONPATH"] = str(site)
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.split()
     assert Path(out[0]).is_relative_to(install) and Path(out[1]) == install / "whatmatters" / "share" / "whatmatters" / "config"
+    assert out[2] == "True"  # the race car's configuration and packaged model are installed too

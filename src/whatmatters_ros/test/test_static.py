@@ -22,7 +22,7 @@ from whatmatters_ros.params import ROS_RESERVED, ParameterError
 from whatmatters_ros.recover import complete_chunk_count, recover_bag
 
 pytest.importorskip("rclpy")
-from whatmatters_ros.nodes import franka_sim, mpc_controller, reference_publisher, sensitivity_logger, trainer  # noqa: E402
+from whatmatters_ros.nodes import car_logger, car_mpc, car_sim, franka_sim, mpc_controller, reference_publisher, sensitivity_logger, trainer  # noqa: E402
 
 PKG = Path(__file__).resolve().parents[1]
 ROOT = PKG.parents[1]
@@ -32,13 +32,17 @@ PARAMS = {
     "mpc_controller": mpc_controller.MpcParams,
     "sensitivity_logger": sensitivity_logger.LoggerParams,
     "trainer": trainer.TrainerParams,
+    "car_sim": car_sim.CarSimParams,
+    "car_mpc": car_mpc.CarMpcParams,
+    "car_logger": car_logger.CarLoggerParams,
 }
 
 
 @pytest.mark.parametrize("node", sorted(PARAMS))
 def test_yaml_files_are_the_defaults(node: str) -> None:
     cls = PARAMS[node]
-    values = load_node_parameters(ROOT / "config" / f"{node}.yaml", node)
+    values = load_node_parameters(cls.yaml_path(), node)
+    assert cls.yaml_path() == ROOT / "config" / cls.config_subdir / f"{node}.yaml"
     declared = {f.name for f in fields(cls)}
     assert set(values) - ROS_RESERVED <= declared
     params = cls.defaults()
@@ -88,7 +92,7 @@ def _stub_launch(monkeypatch: pytest.MonkeyPatch, share: Path) -> None:
         monkeypatch.setitem(sys.modules, name, mod)
 
 
-@pytest.mark.parametrize("launch_file", ["sim.launch.py", "real.launch.py", "train.launch.py"])
+@pytest.mark.parametrize("launch_file", ["sim.launch.py", "real.launch.py", "train.launch.py", "car.launch.py"])
 def test_launch_files(launch_file: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "whatmatters_ros").mkdir()
     (tmp_path / "whatmatters_ros" / "config").symlink_to(ROOT / "config")
@@ -132,10 +136,10 @@ def test_package_manifest_and_data_files() -> None:
     root = ET.parse(PKG / "package.xml").getroot()
     assert root.get("format") == "3" and root.findtext("name") == "whatmatters_ros"
     depends = {e.text for e in root.iter("exec_depend")}
-    assert {"whatmatters", "rclpy", "std_msgs", "sensor_msgs", "trajectory_msgs", "diagnostic_msgs", "std_srvs"} <= depends
+    assert {"whatmatters", "rclpy", "std_msgs", "sensor_msgs", "trajectory_msgs", "diagnostic_msgs", "std_srvs", "nav_msgs"} <= depends
     assert (PKG / "resource" / "whatmatters_ros").is_file()
-    for node in PARAMS:
-        assert (ROOT / "config" / f"{node}.yaml").is_file()
+    for node, cls in PARAMS.items():
+        assert (ROOT / "config" / cls.config_subdir / f"{node}.yaml").is_file()
 
 
 # ------------------------------------------------------------------ bag recovery
