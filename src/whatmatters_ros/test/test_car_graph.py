@@ -22,7 +22,7 @@ rclpy = pytest.importorskip("rclpy")
 from nav_msgs.msg import Odometry  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from std_msgs.msg import Float64MultiArray, String  # noqa: E402
+from std_msgs.msg import Float64MultiArray  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from whatmatters.car.bags import DRIVE, ODOM, read_car_bag  # noqa: E402
@@ -141,14 +141,20 @@ def test_trainer_fine_tunes_on_car_bags_and_reloads_the_mpc(
     start_node: Any, test_node: Any, tmp_path: Path, lockstep_run: dict[str, Any], system: CarSystem
 ) -> None:
     start_node("car_mpc", {"lockstep": True, "model": "base"})
-    status: list[dict[str, Any]] = []
-    test_node.create_subscription(String, "/trainer/status", lambda msg: status.append(json.loads(msg.data)), 10)
+    versions: list[int] = []  # car_mpc's heartbeat repeats its model version every second
+
+    def on_diagnostics(msg: Any) -> None:
+        versions.extend(int(kv.value) for st in msg.status if st.name == "car_mpc" for kv in st.values if kv.key == "model_version")
+
+    test_node.create_subscription(m.DiagnosticArray, m.DIAGNOSTICS, on_diagnostics, 100)
+    assert test_node.spin_until(lambda: versions, 60.0) and versions[-1] == 1
     ckpt = tmp_path / "car.pt"
     trainer = start_node("trainer", {"system": "car", "bag_dir": str(Path(lockstep_run["bag"]).parent), "checkpoint": str(ckpt),
                                      "epochs": 1, "max_rounds": 1, "mpc_node": "/car_mpc", "poll_period": 0.2})
     assert test_node.spin_until(lambda: trainer.poll() is not None, 180.0), trainer.log_path.read_text()[-2000:]
-    assert trainer.returncode == 0
-    assert any(s["state"] == "done" and s.get("reloaded") for s in status), status[-3:]
+    log = trainer.log_path.read_text()
+    assert trainer.returncode == 0 and "[done] round 1" in log, log[-2000:]
+    assert test_node.spin_until(lambda: versions[-1] == 2, 10.0)  # the MPC runs the new checkpoint
     assert not np.allclose(system.model(str(ckpt)).parameter_values(), system.model("base").parameter_values())
     client = test_node.create_client(SetParameters, "/car_mpc/set_parameters")
     reload = test_node.create_client(Trigger, "/car_mpc/reload_model")
