@@ -105,6 +105,7 @@ def test_realtime_graph_tracks_as_well_as_lock_step(realtime_run: dict[str, Any]
     assert realtime_run["steps"] >= 0.95 * steps and realtime_run["step_rate_hz"] == pytest.approx(50.0, rel=0.05)
     assert realtime_run["j_track"] <= 1.5 * lockstep_run["j_track"]
     assert realtime_run["sensitivities_finite"] >= 0.5 * steps
+    assert realtime_run["latency_ms_median"] < 0.5 * 1e3 * system.mpc.dt and lockstep_run["latency_ms_median"] is None
     (rec,) = read_car_bag(realtime_run["bag"])
     p = system.params
     assert np.all(np.isfinite(rec.u)) and np.all(rec.u[:, 0] >= p.min_accel) and np.all(rec.u[:, 0] <= p.max_accel)

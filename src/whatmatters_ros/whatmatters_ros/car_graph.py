@@ -25,7 +25,7 @@ from whatmatters_ros.graph import CAR_NODES, SimGraph
 __all__ = ["run_car_graph", "summarize_car_bag"]
 
 
-def summarize_car_bag(bag: Path, system: CarSystem) -> dict[str, Any]:
+def summarize_car_bag(bag: Path, system: CarSystem, realtime: bool = False) -> dict[str, Any]:
     """Counts, rates and the task's figures of a recorded car bag.
 
     The figures are the core episode's (:func:`whatmatters.car.run_car_episode`), from the
@@ -37,7 +37,9 @@ def summarize_car_bag(bag: Path, system: CarSystem) -> dict[str, Any]:
         ``odom``, ``steps``, ``commands``, ``sensitivities`` (logged from the first step to one period
         after the last), ``sensitivities_finite`` (of the steps with a successor), ``seconds`` (that span),
         ``step_rate_hz``, ``sensitivity_rate_hz``, ``j_track``, ``progress_m``, ``off_track_s``,
-        ``episodes`` (runs of consecutive steps).
+        ``episodes`` (runs of consecutive steps), ``latency_ms_median/p99/max`` (``realtime``: a state's
+        stamp to its command's arrival at the logger, wall clock; else None: a lock-step logger stamps
+        a command with the simulated time it sees, which may already be the next state's).
 
     Raises:
         WhatmattersError: If the bag holds no control steps.
@@ -62,6 +64,10 @@ def summarize_car_bag(bag: Path, system: CarSystem) -> dict[str, Any]:
     border = system.track.half_width - 0.5 * system.params.width
     n = np.concatenate([r.x[:-1, 1] for r in records])  # the steps, as in the core's episode
     finite = sum(int(np.all(np.isfinite(r.s_hat), axis=(1, 2)).sum()) for r in records if r.s_hat is not None)
+    drives = np.sort(np.array(times.get(DRIVE, []), dtype=np.int64))
+    at = np.searchsorted(drives, steps)  # each step's command: the first /drive logged at or after its state's stamp
+    latency = np.array([(drives[i] - ns) * 1e-6 for i, ns in zip(at, steps) if i < len(drives)])
+    latency = latency if realtime and latency.size else None
     return {
         "odom": counts.get(ODOM, 0),
         "steps": len(steps),
@@ -75,6 +81,9 @@ def summarize_car_bag(bag: Path, system: CarSystem) -> dict[str, Any]:
         "progress_m": float(sum(r.x[-1, 0] - r.x[0, 0] for r in records)),
         "off_track_s": float(np.sum(np.abs(n) > border) * dt),
         "episodes": len(records),
+        "latency_ms_median": None if latency is None else float(np.median(latency)),
+        "latency_ms_p99": None if latency is None else float(np.percentile(latency, 99)),
+        "latency_ms_max": None if latency is None else float(latency.max()),
     }
 
 
@@ -116,7 +125,7 @@ def run_car_graph(
     if not bags:
         raise WhatmattersError(f"no closed bag under {out / 'bags'}; see {out / 'logs'}")
     bag = bags[-1].parent
-    summary = summarize_car_bag(bag, CarSystem(CarExperimentConfig.from_yaml()))
+    summary = summarize_car_bag(bag, CarSystem(CarExperimentConfig.from_yaml()), realtime=not lockstep)
     return {
         "bag": str(bag), **summary, "lockstep": lockstep, "env_seed": env_seed, "model": model, "wall_seconds": wall,
         "realtime_factor": summary["seconds"] / wall, "domain_id": domain, "exit_codes": codes, "logs": str(out / "logs"),
