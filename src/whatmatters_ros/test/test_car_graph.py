@@ -81,7 +81,9 @@ def test_lockstep_sensitivities_are_the_cores_for_every_step(lockstep_run: dict[
     computer = SensitivityComputer(model, system.mpc, system.constraints, replace(system.sensitivity, parallel=False))
     ref = compute_samples(computer, rec.x[:-1], rec.x_ref, step_contexts(model, rec.x, rec.u, rec.dt), "bag")["s_hat"]
     relative = np.abs(rec.s_hat - ref).max(axis=(1, 2)) / np.abs(ref).max(axis=(1, 2))  # per step
-    assert relative.max() < 1e-6
+    # the same solutions up to the SQP's tolerance from other warm starts (measured over 10 s: median 1e-10, max 1.2e-6);
+    # a step paired with another's reference or context would differ at 1e-3 or more
+    assert np.median(relative) < 1e-8 and relative.max() < 1e-5
 
 
 def test_bag_reads_in_an_independent_mcap_reader(lockstep_run: dict[str, Any]) -> None:
