@@ -9,7 +9,6 @@ its queued sensitivities and closes its bag) and summarises the bag
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -114,17 +113,7 @@ def run_car_graph(
     model = CarMpcParams.defaults().model if model is None else model
     overrides = {"car_sim": {"env_seed": env_seed}, "car_mpc": {"model": model}, "car_logger": {"model": model, "sensitivity": sensitivity}}
     graph = SimGraph(out, seconds, lockstep, domain, overrides, nodes=CAR_NODES)
-    start = time.perf_counter()
-    graph.start()
-    try:
-        graph.wait_sim(timeout)
-    finally:
-        codes = graph.stop()
-    wall = time.perf_counter() - start
-    bags = sorted((out / "bags").glob("*/metadata.yaml"))
-    if not bags:
-        raise WhatmattersError(f"no closed bag under {out / 'bags'}; see {out / 'logs'}")
-    bag = bags[-1].parent
+    bag, codes, wall = graph.run_episode(timeout)
     summary = summarize_car_bag(bag, CarSystem(CarExperimentConfig.from_yaml()), realtime=not lockstep)
     return {
         "bag": str(bag), **summary, "lockstep": lockstep, "env_seed": env_seed, "model": model, "wall_seconds": wall,

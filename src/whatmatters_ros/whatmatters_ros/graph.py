@@ -178,6 +178,28 @@ class SimGraph:
                                                 start_new_session=True, preexec_fn=_preexec(cpus.get(node)))
         log.info("graph started on ROS_DOMAIN_ID %d: %s", self.domain_id, ", ".join(f"{n} ({p.pid})" for n, p in self.procs.items()))
 
+    def run_episode(self, timeout: float) -> tuple[Path, dict[str, int | None], float]:
+        """Starts the graph, waits for the simulator's episode, stops the nodes.
+
+        Returns:
+            The last closed bag under ``out/bags``, the nodes' exit codes and the wall time, s.
+
+        Raises:
+            GraphError: If a node fails or the episode does not end in time (naming its log).
+            WhatmattersError: If no closed bag was written.
+        """
+        start = time.perf_counter()
+        self.start()
+        try:
+            self.wait_sim(timeout)
+        finally:
+            codes = self.stop()
+        wall = time.perf_counter() - start
+        bags = sorted((self.out / "bags").glob("*/metadata.yaml"))
+        if not bags:
+            raise WhatmattersError(f"no closed bag under {self.out / 'bags'}; see {self.out / 'logs'}")
+        return bags[-1].parent, codes, wall
+
     def wait_sim(self, timeout: float) -> None:
         """Waits for the simulator to end its episode.
 

@@ -121,17 +121,7 @@ def run_up(args: argparse.Namespace) -> dict[str, Any]:
         "sensitivity_logger": {"model": model, **switches["sensitivity_logger"]},
     }
     graph = SimGraph(out.resolve(), args.seconds, args.lockstep, domain, overrides)
-    start = time.perf_counter()
-    graph.start()
-    try:
-        graph.wait_sim(args.timeout)
-    finally:
-        codes = graph.stop()
-    wall = time.perf_counter() - start
-    bags = sorted((out / "bags").glob("*/metadata.yaml"))
-    if not bags:
-        raise WhatmattersError(f"no closed bag under {out / 'bags'}; see {out / 'logs'}")
-    bag = bags[-1].parent
+    bag, codes, wall = graph.run_episode(args.timeout)
     summary = summarize_bag(bag, env_seed, seconds=args.seconds)
     return {
         "bag": str(bag), **summary, "lockstep": args.lockstep, "env_seed": env_seed, "model": model,

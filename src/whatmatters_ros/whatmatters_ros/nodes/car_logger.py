@@ -50,6 +50,7 @@ from whatmatters.data.bags import EpisodeBagWriter
 from whatmatters_ros import car_messages as cm
 from whatmatters_ros import messages as m
 from whatmatters_ros.nodes.sensitivity_logger import header_stamp_ns, trimmed
+from whatmatters_ros.model_follow import ModelFollower
 from whatmatters_ros.params import NodeParams, declare_parameters, param
 from whatmatters_ros.runtime import exit_with, run_node
 from whatmatters_ros.sensitivity_lanes import SensitivityLanes
@@ -100,7 +101,7 @@ class CarLoggerNode(Node):
         self.model = self.system.model(self.p.model) if self.p.sensitivity else None
         self.tracker = self.model.context_tracker() if self.model is not None else None
         self.worker: SensitivityLanes | None = None
-        self.loading: tuple[int, Any] | None = None
+        self.follower = ModelFollower("car_mpc", lambda spec: (self.system.model(spec), self._computers(spec)), self.get_logger().error)
         if self.p.sensitivity:
             settings = WorkerSettings(1, 0.2, self.p.lockstep, self.p.max_backlog, self.system.mpc.dt)
             self.worker = SensitivityLanes(self._computers(self.p.model), self._on_result, settings)
@@ -237,33 +238,21 @@ class CarLoggerNode(Node):
 
     # ----------------------------------------------------------- model follow
     def _on_diagnostics(self, msg: Any) -> None:
-        for status in msg.status:
-            if status.name != "car_mpc" or self.worker is None:
-                continue
-            values = {kv.key: kv.value for kv in status.values}
-            version = int(values.get("model_version", 0))
-            if version > self.counts["model_version"] and (self.loading is None or self.loading[0] < version):
-                self.loading = (version, None)
-                threading.Thread(target=self._load, args=(version, values.get("model", "")), name="reload", daemon=True).start()
-
-    def _load(self, version: int, spec: str) -> None:
-        try:
-            self.loading = (version, (self.system.model(spec), self._computers(spec)))
-        except Exception as exc:  # noqa: BLE001 - whatever building it raised (also in a child): the running model stays
-            self.loading = None
-            self.get_logger().error(f"cannot follow the MPC's model version {version} ('{spec}'): {exc}")
+        if self.worker is not None:
+            self.follower.on_statuses(msg.status)
 
     def _swap_model(self) -> None:
-        if self.loading is None or self.loading[1] is None or self.worker is None:
+        """Between two steps: the MPC's newer model (loaded by the follower) takes over, the context's window kept."""
+        loaded = self.follower.take() if self.worker is not None else None
+        if loaded is None:
             return
-        version, (model, computers) = self.loading
-        self.loading = None
+        version, (model, computers) = loaded
         self.model = model
-        if self.tracker is not None and model.context_tracker() is not None:
-            self.tracker.encoder = model.context_tracker().encoder  # the history window is kept
-        self.worker.swap(computers)
+        if self.tracker is not None:  # the MPC swaps only models of its formulation: a learned one stays learned
+            self.tracker.encoder = model.context_tracker().encoder
+        self.worker.swap(computers)  # type: ignore[union-attr]
         self.counts["model_version"] = version
-        self.get_logger().info(f"sensitivities now from the MPC's model version {version} ('{model}')")
+        self.get_logger().info(f"sensitivities now from the MPC's model version {version}")
 
     # --------------------------------------------------------------- reporting
     def rate_hz(self) -> float:

@@ -79,6 +79,7 @@ from whatmatters.errors import WhatmattersError
 from whatmatters.realtime.metrics import RealtimeMetrics
 from whatmatters.realtime.steps import ReadyStep, StepAssembler
 from whatmatters_ros import messages as m
+from whatmatters_ros.model_follow import ModelFollower
 from whatmatters_ros.params import NodeParams, declare_parameters, param
 from whatmatters_ros.runtime import exit_with, run_node
 from whatmatters_ros.sensitivity_process import ProcessComputer
@@ -172,7 +173,7 @@ class SensitivityLoggerNode(Node):
         self.model: Any = None
         self.tracker: Any = None
         self.worker: SensitivityLanes | None = None
-        self.loading: tuple[int, Any] | None = None  # (MPC model version, (its model, its computers) once loaded)
+        self.follower = ModelFollower("mpc_controller", lambda spec: (resolve_model(spec), self._computers(spec)), self.get_logger().error)
         torch.set_num_threads(self.p.torch_threads)
         if self.p.sensitivity:
             self.model = resolve_model(self.p.model)
@@ -493,33 +494,19 @@ class SensitivityLoggerNode(Node):
     def _on_diagnostics(self, msg: Any, raw: bytes) -> None:
         if not any(s.name == "sensitivity_logger" for s in msg.status):  # our own are recorded when sent
             self._record(m.DIAGNOSTICS, raw)
-        for status in msg.status:
-            if status.name == "mpc_controller" and self.worker is not None:
-                values = {kv.key: kv.value for kv in status.values}
-                version = int(values.get("model_version", 0))
-                if version > self.counts["model_version"] and (self.loading is None or self.loading[0] < version):
-                    self.loading = (version, None)
-                    threading.Thread(target=self._load, args=(version, values.get("model", "")), name="reload", daemon=True).start()
-
-    def _load(self, version: int, spec: str) -> None:
-        """Thread: the MPC's new model and its sensitivity computer (swapped in by :meth:`_swap_model`)."""
-        try:
-            model = resolve_model(spec)
-            self.loading = (version, (model, self._computers(spec)))
-        except Exception as exc:  # noqa: BLE001 - whatever building it raised (also in the child process): the running model stays
-            self.loading = None
-            self.get_logger().error(f"cannot follow the MPC's model version {version} ('{spec}'): {exc}")
+        if self.worker is not None:
+            self.follower.on_statuses(msg.status)
 
     def _swap_model(self) -> None:
-        """Executor thread, between two steps: the loaded model takes over."""
-        if self.loading is None or self.loading[1] is None or self.worker is None:
+        """Executor thread, between two steps: the MPC's newer model (loaded by the follower) takes over."""
+        loaded = self.follower.take() if self.worker is not None else None
+        if loaded is None:
             return
-        version, (model, computers) = self.loading
-        self.loading = None
+        version, (model, computers) = loaded
         self.model = model
         if self.tracker is not None:
             self.tracker.encoder = model.context_tracker().encoder  # the history window is kept
-        self.worker.swap(computers)
+        self.worker.swap(computers)  # type: ignore[union-attr]
         self.counts["model_version"] = version
         self.get_logger().info(f"sensitivities now from the MPC's model version {version}")
 
