@@ -63,6 +63,7 @@ from whatmatters.errors import ConfigError
 from whatmatters.realtime.clock import PacedClock
 from whatmatters_ros import car_messages as cm
 from whatmatters_ros import messages as m
+from whatmatters_ros.lockstep import LockstepGate, LockstepSettings
 from whatmatters_ros.params import NodeParams, ParameterError, declare_parameters, param
 from whatmatters_ros.runtime import exit_with, realtime_priority, run_node
 
@@ -128,12 +129,9 @@ class CarSimNode(Node):
         self._s_last = float(frenet_state(self.track, self.x)[0])
         self.holding = False
         self.done = False
-        self.answered = False
-        self.ending = False
-        self.started = not self.p.lockstep
         self.task_started = False  # real time: the first valid command arrived
-        self._ready_since: float | None = None
-        self._waiting_since = time.monotonic()
+        self.gate = LockstepGate(LockstepSettings(self.p.wait_for_sensitivity, self.p.sensitivity_lag, self.p.sensitivity_timeout,
+                                                  self.p.lockstep_timeout, self.p.start_delay), self.counts)
         self.pub_odom = self.create_publisher(Odometry, cm.ODOM, m.RELIABLE)
         self.pub_act = self.create_publisher(JointState, cm.ACTUATORS, m.RELIABLE)
         self.pub_diag = self.create_publisher(m.DiagnosticArray, m.DIAGNOSTICS, 100)
@@ -169,7 +167,7 @@ class CarSimNode(Node):
                 self.counts["commands"] += 1
                 self.task_started = True
         if self.p.lockstep:
-            self.answered = True
+            self.gate.answered = True
             self._try_advance()
 
     def _on_sensitivity(self, _msg: Float64MultiArray) -> None:
@@ -205,31 +203,23 @@ class CarSimNode(Node):
             self.off_track += duration
 
     # --------------------------------------------------------------- lock-step
-    def _sensitivities_ready(self) -> bool:
-        if not self.p.wait_for_sensitivity:
-            return True
-        if self.ending:
-            return self.counts["sensitivities"] >= self.counts["steps"]
-        return self.counts["sensitivities"] >= self.counts["steps"] + 1 - self.p.sensitivity_lag
-
     def _try_advance(self) -> None:
-        if self.ending and self._sensitivities_ready():
+        if self.gate.may_finish():
             self._finish()
-        if not self.started or self.done or self.ending or not self.answered or not self._sensitivities_ready():
-            return
-        self._lockstep_step(self.command)
+        if not self.done and self.gate.may_step():
+            self._lockstep_step(self.command)
 
     def _lockstep_step(self, u: np.ndarray | None) -> None:
         self._advance(u, self.p.control_period)
         self._track_figures(self.p.control_period)
         self._publish_state(m.time_msg(self.time))
         if self.p.episode_seconds > 0 and self.time >= self.p.episode_seconds - 1e-9:
-            self.ending = True
-            if self._sensitivities_ready():
+            self.gate.ending = True
+            if self.gate.sensitivities_ready():
                 self._finish()
 
     def _finish(self) -> None:
-        self.ending = False
+        self.gate.ending = False
         self.get_logger().info(f"episode of {self.time:.2f} s done: {self.counts}, progress {self.progress:.2f} m, off track {self.off_track:.2f} s")
         self._publish_diagnostics()
         self.done = True
@@ -237,36 +227,36 @@ class CarSimNode(Node):
     def _lockstep_watchdog(self) -> None:
         if self.done:
             return
-        now = time.monotonic()
-        if not self.started:
-            wanted = {n.strip() for n in self.p.wait_for_nodes.split(",") if n.strip()}
-            present = {info.node_name for info in self.get_subscriptions_info_by_topic(cm.ODOM)}
-            matched = self.pub_odom.get_subscription_count() >= len(wanted) and (not wanted or self.sub_cmd.get_publisher_count() > 0) \
-                and (not wanted or self.sub_sens is None or self.sub_sens.get_publisher_count() > 0)
-            if not wanted <= present or not matched:
-                return
-            self._ready_since = self._ready_since or now
-            if now - self._ready_since < self.p.start_delay:
-                return
-            self.started = True
-            self.get_logger().info("lock-step started")
-            self._publish_state(m.time_msg(self.time))
-        elif (self.ending or self.answered) and now - self._waiting_since > self.p.sensitivity_timeout:
+        if not self.gate.started:
+            if self.gate.may_start(self._graph_ready()):
+                self.get_logger().info("lock-step started")
+                self._publish_state(m.time_msg(self.time))
+            return
+        waited = self.gate.timeout()
+        if waited == "sensitivities":
             self.counts["sensitivity_timeouts"] += 1
             self.get_logger().warning(f"no sensitivities for {self.p.sensitivity_timeout:g} s of wall time: advancing without them")
-            if self.ending:
+            if self.gate.ending:
                 self._finish()
             else:
                 self._lockstep_step(self.command)
-        elif not self.answered and not self.ending and now - self._waiting_since > self.p.lockstep_timeout:
+        elif waited == "command":
             self.command = None  # the controller is silent: hold until it speaks again
             self._lockstep_step(None)
+
+    def _graph_ready(self) -> bool:
+        """The nodes of ``wait_for_nodes`` subscribe to /odom, our states reach them, a /drive publisher (and,
+        waiting for them, a sensitivity publisher) reaches us."""
+        wanted = {n.strip() for n in self.p.wait_for_nodes.split(",") if n.strip()}
+        present = {info.node_name for info in self.get_subscriptions_info_by_topic(cm.ODOM)}
+        matched = self.pub_odom.get_subscription_count() >= len(wanted) and (not wanted or self.sub_cmd.get_publisher_count() > 0) \
+            and (not wanted or self.sub_sens is None or self.sub_sens.get_publisher_count() > 0)
+        return wanted <= present and matched
 
     def _publish_state(self, stamp: Any) -> None:
         if self.pub_clock is not None:
             self.pub_clock.publish(Clock(clock=stamp))
-            self.answered = False
-            self._waiting_since = time.monotonic()
+            self.gate.published()
         self.pub_odom.publish(cm.odom_msg(stamp, self.x))
         self.pub_act.publish(cm.actuators_msg(stamp, self.x[6], self.x[7]))
 

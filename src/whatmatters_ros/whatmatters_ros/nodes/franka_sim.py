@@ -68,6 +68,7 @@ from whatmatters.sim.environments import make_environment
 from whatmatters.sim.simulator import PandaSim, SimConfig
 from whatmatters.trajectory.fourier import FourierConfig, sample_fourier_trajectory
 from whatmatters_ros import messages as m
+from whatmatters_ros.lockstep import LockstepGate, LockstepSettings
 from whatmatters_ros.params import NodeParams, ParameterError, declare_parameters, param
 from whatmatters_ros.runtime import exit_with, realtime_priority, run_node
 
@@ -134,12 +135,9 @@ class FrankaSimNode(Node):
         self.command: np.ndarray | None = None
         self.command_wall = -math.inf  # time.monotonic() of the last valid command
         self.counts = {"commands": 0, "rejected": 0, "hold_steps": 0, "steps": 0, "sensitivities": 0, "sensitivity_timeouts": 0}
-        self.answered = False  # lock-step: the command for the current state arrived
-        self.ending = False  # lock-step: episode over, waiting for the last sensitivities
         self.holding = False
-        self.started = not self.p.lockstep
-        self._ready_since: float | None = None
-        self._waiting_since = time.monotonic()
+        self.gate = LockstepGate(LockstepSettings(self.p.wait_for_sensitivity, self.p.sensitivity_lag, self.p.sensitivity_timeout,
+                                                  self.p.lockstep_timeout, self.p.start_delay), self.counts)
 
         self.pub_state = self.create_publisher(JointState, m.JOINT_STATES, m.RELIABLE)
         self.pub_payload = self.create_publisher(m.Inertia, m.PAYLOAD, m.LATCHED)
@@ -187,31 +185,22 @@ class FrankaSimNode(Node):
             self.command, self.command_wall = tau, time.monotonic()
             self.counts["commands"] += 1
         if self.p.lockstep:
-            self.answered = True
+            self.gate.answered = True
             self._try_advance()
 
     def _on_sensitivity(self, _msg: Float64MultiArray) -> None:
         self.counts["sensitivities"] += 1
         self._try_advance()
 
-    def _sensitivities_ready(self) -> bool:
-        """Lock-step: the samples of states 0..k - lag are in (k: the current state)."""
-        if not self.p.wait_for_sensitivity:
-            return True
-        if self.ending:
-            return self.counts["sensitivities"] >= self.counts["steps"]
-        return self.counts["sensitivities"] >= self.counts["steps"] + 1 - self.p.sensitivity_lag
-
     def _try_advance(self) -> None:
         """Lock-step: one period per received command (last valid one held), once the logger is close enough."""
-        if self.ending and self._sensitivities_ready():
+        if self.gate.may_finish():
             self._finish_episode()
-        if not self.started or self.done or self.ending or not self.answered or not self._sensitivities_ready():
-            return
-        self._step(self.command)
+        if not self.done and self.gate.may_step():
+            self._step(self.command)
 
     def _finish_episode(self) -> None:
-        self.ending = False
+        self.gate.ending = False
         self.get_logger().info(f"episode of {self.sim.time:.2f} s done: {self.counts}")
         self._publish_diagnostics()
         self.done = True
@@ -235,8 +224,8 @@ class FrankaSimNode(Node):
         self.counts["steps"] += 1
         self._publish_state()
         if self.p.episode_seconds > 0 and self.sim.time >= self.p.episode_seconds - 1e-9:
-            self.ending = True
-            if self._sensitivities_ready():
+            self.gate.ending = True
+            if self.gate.sensitivities_ready():
                 self._finish_episode()
 
     # -------------------------------------------------------------- real time
@@ -320,41 +309,41 @@ class FrankaSimNode(Node):
     def _lockstep_watchdog(self) -> None:
         if self.done:
             return
-        now = time.monotonic()
-        if not self.started:
-            wanted = {n.strip() for n in self.p.wait_for_nodes.split(",") if n.strip()}
-            present = {info.node_name for info in self.get_subscriptions_info_by_topic(m.JOINT_STATES)}
-            # the graph names the nodes; the DDS-level match counts say that our states reach them and a
-            # controller's commands reach us (a served MPC's writer matches a new simulator only after a while)
-            matched = self.pub_state.get_subscription_count() >= len(wanted) and (not wanted or self.sub_cmd.get_publisher_count() > 0) \
-                and (not wanted or not self.p.wait_for_sensitivity or self.sub_sens.get_publisher_count() > 0)
-            if not wanted <= present or not matched:
-                return
-            self._ready_since = self._ready_since or now
-            if now - self._ready_since < self.p.start_delay:
-                return
-            self.started = True
-            self.get_logger().info("lock-step started")
-            self._publish_state()
-        elif (self.ending or self.answered) and now - self._waiting_since > self.p.sensitivity_timeout:
+        if not self.gate.started:
+            if self.gate.may_start(self._graph_ready()):
+                self.get_logger().info("lock-step started")
+                self._publish_state()
+            return
+        waited = self.gate.timeout()
+        if waited == "sensitivities":
             self.counts["sensitivity_timeouts"] += 1
             self.get_logger().warning(f"no sensitivities for {self.p.sensitivity_timeout:g} s of wall time: advancing without them")
-            if self.ending:
+            if self.gate.ending:
                 self._finish_episode()
             else:
                 self._step(self.command)
-        elif not self.answered and not self.ending and now - self._waiting_since > self.p.lockstep_timeout:
+        elif waited == "command":
             self.command = None  # the controller is silent: hold until it speaks again
             self._step(None, f"no command for {self.p.lockstep_timeout:g} s of wall time")
+
+    def _graph_ready(self) -> bool:
+        """Lock-step: the nodes of ``wait_for_nodes`` subscribe to /joint_states, our states reach them and a
+        controller's commands (and, waiting for them, a logger's sensitivities) reach us."""
+        wanted = {n.strip() for n in self.p.wait_for_nodes.split(",") if n.strip()}
+        present = {info.node_name for info in self.get_subscriptions_info_by_topic(m.JOINT_STATES)}
+        # the graph names the nodes; the DDS-level match counts say that our states reach them and a
+        # controller's commands reach us (a served MPC's writer matches a new simulator only after a while)
+        matched = self.pub_state.get_subscription_count() >= len(wanted) and (not wanted or self.sub_cmd.get_publisher_count() > 0) \
+            and (not wanted or not self.p.wait_for_sensitivity or self.sub_sens.get_publisher_count() > 0)
+        return wanted <= present and matched
 
     def _publish_state(self) -> None:
         """Lock-step: ``/clock`` and the state at the simulation time."""
         stamp = m.time_msg(self.sim.time)
         self.pub_clock.publish(Clock(clock=stamp))  # type: ignore[union-attr]
         d = self.sim.data
-        self.answered = False
+        self.gate.published()
         self.pub_state.publish(m.joint_state_msg(stamp, d.qpos, d.qvel, self.effort))
-        self._waiting_since = time.monotonic()
 
     def _publish_diagnostics(self) -> None:
         level = m.WARN if self.holding else m.OK
