@@ -84,7 +84,8 @@ class LockstepGate:
         if not graph_ready:
             return False
         now = self._now()
-        self._ready_since = self._ready_since or now
+        if self._ready_since is None:
+            self._ready_since = now
         if now - self._ready_since < self.s.start_delay:
             return False
         self.started = True
