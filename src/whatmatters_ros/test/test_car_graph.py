@@ -22,12 +22,15 @@ rclpy = pytest.importorskip("rclpy")
 from nav_msgs.msg import Odometry  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from whatmatters.car.bags import DRIVE, ODOM, read_car_bag  # noqa: E402
 from whatmatters.car.data import step_contexts  # noqa: E402
+from whatmatters.car.control import safe_stop  # noqa: E402
 from whatmatters.car.experiment import CarExperimentConfig, CarSystem  # noqa: E402
+from whatmatters.car.model import plant_pose  # noqa: E402
 from whatmatters.sensitivity.batch import compute_samples  # noqa: E402
 from whatmatters.sensitivity.compute import SensitivityComputer  # noqa: E402
 from whatmatters_ros import car_messages as cm  # noqa: E402
@@ -167,3 +170,25 @@ def test_trainer_fine_tunes_on_car_bags_and_reloads_the_mpc(
     answer = reload.call_async(Trigger.Request())
     assert test_node.spin_until(answer.done, 10.0)
     assert not answer.result().success and "nominal" in answer.result().message  # another formulation: another solver
+
+
+def test_mpc_stale_states_give_the_safe_stop_and_an_error(start_node: Any, test_node: Any, system: CarSystem) -> None:
+    start_node("car_mpc", {"stale_timeout": 0.1, "start_after": test_node.get_name(), "start_delay": 0.0, "realtime_priority": 0})
+    drives: list[np.ndarray] = []
+    diags: list[Any] = []
+    test_node.create_subscription(Float64MultiArray, cm.DRIVE, lambda msg: drives.append(np.array(msg.data)), m.RELIABLE)
+    test_node.create_subscription(m.DiagnosticArray, m.DIAGNOSTICS, diags.append, 100)
+    pub_odom = test_node.create_publisher(Odometry, cm.ODOM, m.RELIABLE)
+    pub_act = test_node.create_publisher(JointState, cm.ACTUATORS, m.RELIABLE)
+    assert test_node.spin_until(lambda: pub_odom.get_subscription_count() > 0 and pub_act.get_subscription_count() > 0, 60.0)
+    x = plant_pose(system.track, system.line.states(np.array([0.0]))[0])  # on the racing line at its speed
+    for _ in range(50):  # 0.5 s of fresh states at 100 Hz: the MPC solves at 50 Hz
+        stamp = test_node.get_clock().now().to_msg()
+        pub_odom.publish(cm.odom_msg(stamp, x))
+        pub_act.publish(cm.actuators_msg(stamp, x[6], x[7]))
+        test_node.spin_until(lambda: False, 0.01)
+    assert test_node.spin_until(lambda: len(drives) >= 15, 5.0)
+    n = len(drives)
+    assert test_node.spin_until(lambda: any(st.level == bytes([m.ERROR]) and "no state" in st.message for d in diags for st in d.status), 3.0)
+    assert test_node.spin_until(lambda: len(drives) > n + 5, 3.0)  # commands go on: the safe stop
+    np.testing.assert_allclose(drives[-1], safe_stop(x[3], system.control.fallback_brake))

@@ -61,3 +61,11 @@ def test_a_car_that_does_not_fit_the_track_is_named(car_model, car_track):
 def test_bad_control_settings_are_named():
     with pytest.raises(ConfigError, match="fallback_brake"):
         CarControlConfig(fallback_brake=1.0)
+
+
+def test_the_safe_stop_brakes_straight_and_eases_out_at_standstill():
+    from whatmatters.car.control import safe_stop
+
+    np.testing.assert_array_equal(safe_stop(5.0, -3.0), [-3.0, 0.0])
+    np.testing.assert_allclose(safe_stop(0.2, -3.0), [-1.0, 0.0])  # the last 0.2 s of braking
+    np.testing.assert_array_equal(safe_stop(-0.1, -3.0), [0.0, 0.0])  # never drives backwards

@@ -41,7 +41,7 @@ from whatmatters.mpc.constraints import OcpConstraints
 from whatmatters.mpc.controller import FallbackStats
 from whatmatters.mpc.solver import AcadosMpcSolver, SolveResult
 
-__all__ = ["CarControlConfig", "CarController", "CarStep", "car_constraints"]
+__all__ = ["CarControlConfig", "CarController", "CarStep", "car_constraints", "safe_stop"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,12 @@ def car_constraints(model: CarModel, track: Track, cfg: CarControlConfig) -> Ocp
         g_upper=np.array([band]),
         penalty=cfg.penalty,
     )
+
+
+def safe_stop(vx: float, brake: float) -> np.ndarray:
+    """The command that stops the car, without a controller: straight wheels and braking at ``brake``
+    (m/s^2, < 0), eased to zero as the speed ``vx`` (m/s) does (the last 0.2 s), so it does not reverse, (2,)."""
+    return np.array([max(brake, -max(float(vx), 0.0) / 0.2), 0.0])
 
 
 @dataclass(frozen=True)

@@ -21,14 +21,14 @@ fallback counts, model and ``model_version``).
   than ``stale_timeout`` s.
 
 ``~/reload_model`` (std_srvs/Trigger) re-reads the ``model`` parameter and
-swaps the weights into the compiled solver (loaded in a thread, swapped
-between two control steps; the context's history window is kept). A model of
-another formulation (nominal against learned) needs another solver and is refused.
+swaps the weights into the compiled solver (a car checkpoint loads in
+milliseconds, in the service call; the swap happens before the next control
+step, the context's history window kept). A model of another formulation
+(nominal against learned) needs another solver and is refused.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -41,6 +41,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from whatmatters.car.control import safe_stop
 from whatmatters.car.experiment import CarExperimentConfig, CarSystem
 from whatmatters.car.learned import CarLearnedModel
 from whatmatters.car.model import CarModel, frenet_state
@@ -92,6 +93,7 @@ class CarMpcNode(Node):
         self.act: dict[int, JointState] = {}
         self.last_ns: int | None = None  # stamp of the last step (lock-step) or state (real time)
         self.last_wall = time.monotonic()
+        self.last_speed = 0.0  # m/s, of the last state (the safe hold eases its braking out with it)
         self.next_ns: int | None = None  # real time: the next control instant
         self.steps = 0
         self.stale_steps = 0
@@ -137,20 +139,20 @@ class CarMpcNode(Node):
         if x is None:
             self.get_logger().warning("state with malformed /actuator_states or not finite values; ignored", throttle_duration_sec=1.0)
             return
-        self.last_wall = time.monotonic()
+        self.last_wall, self.last_speed = time.monotonic(), float(x[3])
         if self.p.lockstep:
             self._step(ns, x, new_episode=self.last_ns is None or ns < self.last_ns)
             return
         if not self._may_start():
             return
-        if self.next_ns is None or ns < self.last_ns:  # type: ignore[operator]
+        restart = self.last_ns is not None and ns < self.last_ns  # the car's clock went back: a new episode
+        if self.next_ns is None or restart:
             self.next_ns = ns
         self.last_ns = ns
         if ns + 50_000 >= self.next_ns:  # within 50 us of the instant
-            first = self.steps == 0
-            late = max(0, (ns - self.next_ns) // int(round(self.dt * 1e9)))
-            self.next_ns += (late + 1) * int(round(self.dt * 1e9))
-            self._step(ns, x, new_episode=first)
+            period = int(round(self.dt * 1e9))
+            self.next_ns += (max(0, (ns - self.next_ns) // period) + 1) * period  # instants already past are skipped
+            self._step(ns, x, new_episode=self.steps == 0 or restart)
 
     def _may_start(self) -> bool:
         """Real time: the nodes of ``start_after`` subscribe to ``/drive`` (then ``start_delay`` s)."""
@@ -161,7 +163,8 @@ class CarMpcNode(Node):
         if not wanted <= present or self.pub_drive.get_subscription_count() < len(wanted):
             return False
         now = time.monotonic()
-        self._ready_since = self._ready_since or now
+        if self._ready_since is None:
+            self._ready_since = now
         if now - self._ready_since < self.p.start_delay:
             return False
         self._open = True
@@ -191,8 +194,7 @@ class CarMpcNode(Node):
         if self.steps == 0 or time.monotonic() - self.last_wall <= self.p.stale_timeout:
             return
         self.stale_steps += 1
-        brake = self.controller.cfg.fallback_brake
-        self.pub_drive.publish(cm.drive_msg(np.array([brake, 0.0])))
+        self.pub_drive.publish(cm.drive_msg(safe_stop(self.last_speed, self.controller.cfg.fallback_brake)))
         self._diagnose(m.ERROR, f"no state for {1e3 * (time.monotonic() - self.last_wall):.0f} ms: safe hold (braking, straight wheels)")
 
     def _diagnose(self, level: int, text: str, **extra: Any) -> None:
@@ -213,8 +215,9 @@ class CarMpcNode(Node):
             return response
         self.loading, self.model_spec = model, spec
         if self.steps == 0 or self.p.lockstep:
-            self._swap_model()
-        response.success, response.message = True, f"model '{spec}' loaded (version {self.model_version + (self.loading is not None)})"
+            self._swap_model()  # between two steps already
+        version = self.model_version if self.loading is None else self.model_version + 1
+        response.success, response.message = True, f"model '{spec}' loaded (version {version})"
         self.get_logger().info(response.message)
         return response
 

@@ -51,7 +51,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
-from whatmatters.car.control import CarControlConfig
+from whatmatters.car.control import CarControlConfig, safe_stop
 from whatmatters.car.environments import make_car_environment
 from whatmatters.car.experiment import CarExperimentConfig
 from whatmatters.car.generate import generate_track
@@ -175,8 +175,8 @@ class CarSimNode(Node):
         self._try_advance()
 
     def hold_command(self) -> np.ndarray:
-        """The safe hold: straight wheels and braking, eased to zero at standstill, (2,)."""
-        return np.array([max(self.brake, -max(float(self.x[3]), 0.0) / 0.2), 0.0])
+        """The safe hold: straight wheels and braking, eased to zero at standstill (:func:`whatmatters.car.control.safe_stop`), (2,)."""
+        return safe_stop(float(self.x[3]), self.brake)
 
     def _advance(self, u: np.ndarray | None, duration: float) -> None:
         """The plant over ``duration`` s under ``u`` (None: the safe hold)."""
