@@ -41,3 +41,27 @@ def test_solvers_cached_tells_a_built_model_from_one_never_built(tmp_path: Path,
     assert not solvers_cached("nominal")  # the S_hat solver is still missing
     build_model("nominal", ["sensitivity-solver"], executor=LocalExecutor(1))
     assert solvers_cached("nominal")
+
+
+def test_the_cars_fallback_solver_is_built_ahead_for_its_sensitivity_computer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race car's S_hat falls back to an exact-Hessian solver: the build makes the one its computer would
+    (the same cache key), so a logger finds it instead of compiling at the first stall (300 s for the learned model)."""
+    from dataclasses import replace
+
+    import whatmatters.mpc.solver as solver_module
+    from whatmatters.build import build_part
+    from whatmatters.car.experiment import CarExperimentConfig, CarSystem
+    from whatmatters.mpc.ocp import formulation_key
+    from whatmatters.sensitivity.compute import SensitivityComputer, exact_twin_config
+
+    car = CarSystem(CarExperimentConfig.from_yaml())
+    assert car.sensitivity.fallback == "exact_hessian"
+    computer = SensitivityComputer(car.nominal, car.mpc, car.constraints, replace(car.sensitivity, parallel=False))
+    built: list[str] = []
+    with monkeypatch.context() as patch:  # record what would be compiled instead of compiling it (~70 s)
+        patch.setattr(solver_module, "AcadosMpcSolver", lambda model, cfg, limits: built.append(formulation_key(model, cfg, limits)))
+        build_part("nominal", "sensitivity-fallback", "car")
+        build_part("nominal", "sensitivity-fallback", "arm")  # the arm has no fallback: nothing
+    assert built == [formulation_key(car.nominal, exact_twin_config(computer.solver.cfg), car.constraints)]
+    with pytest.raises(ConfigError, match="unknown system 'boat'"):
+        build_model("nominal", ["mpc"], executor=LocalExecutor(1), system="boat")

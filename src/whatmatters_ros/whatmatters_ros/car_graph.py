@@ -1,6 +1,8 @@
 """``whatmatters up car``: the race car's graph as processes, and the figures of its bag.
 
-Starts ``car_sim``, ``car_mpc`` and ``car_logger`` (:class:`whatmatters_ros.graph.SimGraph`
+Compiles the model's solvers first where they are not cached
+(:func:`whatmatters.build.build_model`, ``system="car"``), then starts
+``car_sim``, ``car_mpc`` and ``car_logger`` (:class:`whatmatters_ros.graph.SimGraph`
 with :data:`~whatmatters_ros.graph.CAR_NODES`) on an isolated DDS domain, waits
 for the simulator's episode, stops the others with SIGINT (the logger finishes
 its queued sensitivities and closes its bag) and summarises the bag
@@ -9,12 +11,14 @@ its queued sensitivities and closes its bag) and summarises the bag
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rosbags.rosbag2 import Reader
 
+from whatmatters.build import build_model, solvers_cached
 from whatmatters.car.bags import DRIVE, MPC_STATE, ODOM, read_car_bag
 from whatmatters.car.experiment import CarExperimentConfig, CarSystem
 from whatmatters.data.bags import SENSITIVITY, TYPESTORE
@@ -22,6 +26,8 @@ from whatmatters.errors import WhatmattersError
 from whatmatters_ros.graph import CAR_NODES, SimGraph
 
 __all__ = ["run_car_graph", "summarize_car_bag"]
+
+log = logging.getLogger(__name__)
 
 
 def summarize_car_bag(bag: Path, system: CarSystem, realtime: bool = False) -> dict[str, Any]:
@@ -111,6 +117,9 @@ def run_car_graph(
 
     env_seed = CarSimParams.defaults().env_seed if env_seed is None else env_seed
     model = CarMpcParams.defaults().model if model is None else model
+    if not solvers_cached(model, "car"):  # else the nodes compile them, the logger's fallback solver at the first stall
+        log.info("compiling the car's solvers for model '%s' first (once per machine)", model)
+        build_model(model, system="car")
     overrides = {"car_sim": {"env_seed": env_seed}, "car_mpc": {"model": model}, "car_logger": {"model": model, "sensitivity": sensitivity}}
     graph = SimGraph(out, seconds, lockstep, domain, overrides, nodes=CAR_NODES)
     bag, codes, wall = graph.run_episode(timeout)

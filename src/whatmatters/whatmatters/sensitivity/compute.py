@@ -49,7 +49,7 @@ from whatmatters.sensitivity.point import ConvergedPoint, OperatingPoint, Sensit
 from whatmatters.sensitivity.riccati import CompiledRiccati
 from whatmatters.sensitivity.torch_derivatives import TorchStageDerivatives
 
-__all__ = ["SensitivityComputer", "SensitivityConfig", "operating_point_config", "stage_derivatives"]
+__all__ = ["SensitivityComputer", "SensitivityConfig", "exact_twin_config", "operating_point_config", "stage_derivatives"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,11 @@ def operating_point_config(mpc: MpcConfig, cfg: SensitivityConfig) -> MpcConfig:
         mpc, nlp_solver="SQP", hessian="GAUSS_NEWTON", rk4_jacobian="exact", hpipm_mode="SPEED", qp_cond_n=4,
         sqp_tol=cfg.sqp_tol, sqp_max_iter=cfg.sqp_max_iter, stage_hessians=cfg.resolve_hessian == "exact",
     )  # fmt: skip
+
+
+def exact_twin_config(solver_cfg: MpcConfig) -> MpcConfig:
+    """The OCP settings of the exact-Hessian fallback solver beside a solver of ``solver_cfg`` (``fallback: exact_hessian``)."""
+    return replace(solver_cfg, hessian="EXACT", stage_hessians=False)
 
 
 def stage_derivatives(model: DynamicsModel, mpc: MpcConfig, cfg: SensitivityConfig) -> StageDerivatives | TorchStageDerivatives | LearnedStageDerivatives:
@@ -178,8 +183,7 @@ class SensitivityComputer:
         with self._twin_lock:
             twin = self._twins.get(id(solver))
             if twin is None:
-                cfg = replace(solver.cfg, hessian="EXACT", stage_hessians=False)
-                twin = self._twins[id(solver)] = AcadosMpcSolver(self.model, cfg, self.constraints)
+                twin = self._twins[id(solver)] = AcadosMpcSolver(self.model, exact_twin_config(solver.cfg), self.constraints)
         if self._data is None:
             raise SensitivityError("the exact-Hessian fallback needs the sample's parameters and reference: compute the operating point first")
         twin.set_parameters(self._data[0])
