@@ -230,10 +230,11 @@ def test_parallel_re_solves_give_the_serial_numbers(nominal, mpc_config, params)
 
 
 def test_warm_start_hessians_keep_the_numbers(computer):
-    """The previous step's second-order terms (shifted) in the next SQP: the same sample, not more iterations."""
+    """The previous step's second-order terms (each at its stage) in the next SQP: the same sample, not more iterations."""
     first = computer.compute(*_case(0.02, t=1.0))
     x_init, u_init, w_init = warm_start(first)
-    assert w_init is not None and np.array_equal(w_init[:-1], first.stage_hessians[1:])
+    assert w_init is not None and np.array_equal(w_init, first.stage_hessians)
+    assert np.array_equal(x_init[:-1], first.x[1:]) and np.array_equal(u_init[:-1], first.u[1:])
     x0, ref = _case(0.02, t=1.02)
     with_w = computer.compute(x0, ref, None, x_init, u_init, w_init)
     plain = computer.compute(x0, ref, None, x_init, u_init, None)

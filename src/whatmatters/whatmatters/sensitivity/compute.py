@@ -383,7 +383,7 @@ class SensitivityComputer:
             x_init, u_init: Start of the SQP (e.g. the RTI iterate), (N + 1, nx)
                 and (N, nu); x0 repeated and zero torque if None.
             w_init: Second-order terms added to the SQP's QP Hessians, (N, nz, nz),
-                e.g. the previous step's shifted (:func:`~whatmatters.sensitivity.point.warm_start`;
+                e.g. the previous step's (:func:`~whatmatters.sensitivity.point.warm_start`;
                 ``resolve_hessian: exact`` solvers only): fewer iterations, the same solution.
 
         Raises:

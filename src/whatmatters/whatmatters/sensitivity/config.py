@@ -39,8 +39,8 @@ class SensitivityConfig(YamlConfig):
         resolve_hessian: The QP Hessians of the SQP solves: ``exact`` (the
             Gauss-Newton ones plus second-order dynamics terms ``W_k``: for
             the re-solves the operating point's, from du0/de's pass; for the
-            operating point the previous step's shifted, when the caller
-            passes them, :func:`~whatmatters.sensitivity.point.warm_start`.
+            operating point the previous step's, each at its stage, when the
+            caller passes them, :func:`~whatmatters.sensitivity.point.warm_start`.
             Newton-like: 2 instead of 4 re-solve and 4 instead of 7
             operating-point iterations with the learned model; a solve that
             fails with them is repeated without) or ``gauss_newton``. The

@@ -43,15 +43,22 @@ def warm_start(result: OperatingPoint | SensitivitySample, stages: int = 1) -> t
 
     Returns:
         ``(x_init (N + 1, nx), u_init (N, nu), w_init (N, nz, nz) or None)``: the
-        solution shifted (:func:`shifted`) and its second-order terms shifted
-        likewise (None where the result kept none).
+        solution shifted (:func:`shifted`), and its second-order terms where they
+        were, stage k's at stage k (None where the result kept none).
+
+    ``W_k = d^2 (lambda_{k+1}' F_k) / d(x, u)^2`` is weighted by the costate,
+    which depends mostly on the stages to go: kept at its stage it is the
+    closer start (the operating point's SQP took 4.21 instead of 4.44
+    iterations on average over the sweep's ten training bags, 5.4 instead of
+    6.6 on the one whose torques saturate; ``docs/experiments.md``). The start
+    shapes only the iterates, not the converged solution.
     """
     x_init, u_init = shifted(result.x, result.u, stages)
     if isinstance(result, OperatingPoint):
         w = None if result.kkt is None else result.kkt.stage_hessians
     else:
         w = result.stage_hessians
-    return x_init, u_init, None if w is None else _shift(w, stages)
+    return x_init, u_init, w
 
 
 class SensitivityError(WhatmattersError, RuntimeError):
