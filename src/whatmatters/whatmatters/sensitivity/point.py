@@ -48,10 +48,10 @@ def warm_start(result: OperatingPoint | SensitivitySample, stages: int = 1) -> t
 
     ``W_k = d^2 (lambda_{k+1}' F_k) / d(x, u)^2`` is weighted by the costate,
     which depends mostly on the stages to go: kept at its stage it is the
-    closer start (the operating point's SQP took 4.21 instead of 4.44
-    iterations on average over the sweep's ten training bags, 5.4 instead of
-    6.6 on the one whose torques saturate; ``docs/experiments.md``). The start
-    shapes only the iterates, not the converged solution.
+    closer start (the operating point's SQP took 4.20 instead of 4.44
+    iterations on average over the sweep's ten training bags, 5.37 instead of
+    6.62 on the one whose torques saturate; ``docs/experiments.md``, section
+    14). The start shapes only the iterates, not the converged solution.
     """
     x_init, u_init = shifted(result.x, result.u, stages)
     if isinstance(result, OperatingPoint):
