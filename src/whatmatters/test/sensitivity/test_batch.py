@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from whatmatters.cli.main import main
 from whatmatters.data.bags import read_episode
 from whatmatters.data.collect import CollectConfig, collect
-from whatmatters.sensitivity.batch import STATE_LABELS, compute_episode, factor_statistics, load_sidecar
+from whatmatters.executor import TaskError
+from whatmatters.sensitivity import batch
+from whatmatters.sensitivity.batch import STATE_LABELS, compute_bag_dir, compute_episode, factor_statistics, load_sidecar, segments
 from whatmatters.sensitivity.compute import SensitivityComputer
 
 
@@ -27,6 +31,44 @@ def test_episode_samples_equal_single_computations(bags, nominal, mpc_config, pa
         single = computer.compute(ep.x[t], ep.x_ref_horizon[t])
         np.testing.assert_allclose(res["s_hat"][t], single.s_hat, rtol=1e-8, atol=1e-8 * np.abs(single.s_hat).max())
     assert tuple(res["labels"]) == STATE_LABELS
+
+
+def test_segments_cover_the_steps_in_order():
+    assert segments(250, 100) == [(0, 100), (100, 200), (200, 250)]
+    assert segments(100, 100) == [(0, 100)] and segments(3, 100) == [(0, 3)]
+    assert segments(0, 100) == [(0, 0)]  # an empty episode still gets its (empty) sidecar
+    with pytest.raises(ValueError, match="segment"):
+        segments(10, 0)
+
+
+def test_a_bag_in_segments_equals_the_bag_whole(bags, tmp_path, nominal, mpc_config, params):
+    """Segments (each first step cold) give the whole episode's samples to the SQP's tolerance."""
+    shutil.copytree(bags / "env_0011", tmp_path / "env_0011", ignore=shutil.ignore_patterns("sensitivity.npz"))
+    [(_, ok, n)] = compute_bag_dir(tmp_path, "nominal", workers=1, max_steps=10, progress=False, segment_steps=4)
+    assert ok == n == 10
+    side = load_sidecar(tmp_path / "env_0011")
+    whole = compute_episode(SensitivityComputer(nominal, mpc_config, params.torque_limits), read_episode(bags / "env_0011"), max_steps=10)
+    for key in ("s_hat", "du0_de", "dj_du0_eff"):
+        scale = np.abs(whole[key]).max()
+        np.testing.assert_allclose(side[key], whole[key], rtol=0, atol=1e-8 * scale, err_msg=key)
+    assert tuple(side["labels"]) == STATE_LABELS
+
+
+def test_a_failed_segment_is_named_and_the_other_bags_are_written(bags, tmp_path, monkeypatch):
+    for name in ("env_0011", "env_0012"):
+        shutil.copytree(bags / name, tmp_path / name, ignore=shutil.ignore_patterns("sensitivity.npz"))
+    real = batch.compute_episode
+
+    def failing(computer, ep, stop=None, start=0):
+        if ep.path.name == "env_0012" and start == 2:
+            raise RuntimeError("solver exploded")
+        return real(computer, ep, stop, start)
+
+    monkeypatch.setattr(batch, "compute_episode", failing)
+    with pytest.raises(TaskError, match=r"env_0012\[2:4\]"):
+        compute_bag_dir(tmp_path, "nominal", workers=1, max_steps=4, progress=False, segment_steps=2)
+    assert load_sidecar(tmp_path / "env_0011")["ok"].all()
+    assert not (tmp_path / "env_0012" / "sensitivity.npz").exists()  # never half a bag
 
 
 def test_cli_writes_sidecars_and_the_figure(bags, tmp_path, capsys):

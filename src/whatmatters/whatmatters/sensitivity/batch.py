@@ -31,36 +31,65 @@ from whatmatters.data.bags import EpisodeRecord, read_bag_dir, read_episode
 from whatmatters.dynamics.context import history_features, history_windows
 from whatmatters.dynamics.learned import LearnedDynamics
 from whatmatters.dynamics.registry import absolute_model_spec, resolve_model
-from whatmatters.executor import Executor, Job, LocalExecutor, Task
+from whatmatters.executor import Executor, Job, LocalExecutor, Outcome, Task
 from whatmatters.io import atomic_write_bytes
 from whatmatters.mpc.config import MpcConfig
 from whatmatters.robot.params import load_panda_params
 from whatmatters.sensitivity.compute import SensitivityComputer, SensitivityConfig
 from whatmatters.sensitivity.point import OperatingPoint, SensitivityError, warm_start
 
-__all__ = ["SIDECAR", "STATE_LABELS", "compute_bag_dir", "compute_episode", "compute_samples", "factor_statistics", "load_sidecar"]
+__all__ = ["SEGMENT_STEPS", "SIDECAR", "STATE_LABELS", "compute_bag_dir", "compute_episode", "compute_samples", "factor_statistics", "load_sidecar", "segments"]
 
 log = logging.getLogger(__name__)
 
 SIDECAR = "sensitivity.npz"
+#: Control steps per batch task: a bag is cut into segments of this many steps, which run in
+#: parallel, each step warm-started from the one before within its segment and the first one
+#: cold (the same converged samples, to the SQP's tolerance). Fixed, so that the sidecars do
+#: not depend on the number of workers.
+SEGMENT_STEPS = 100
 STATE_LABELS = tuple([f"q{i}" for i in range(1, 8)] + [f"qd{i}" for i in range(1, 8)])
 
 
-def compute_episode(computer: SensitivityComputer, ep: EpisodeRecord, max_steps: int | None = None) -> dict[str, np.ndarray]:
-    """Sensitivities of every step of one recorded arm episode (failures are NaN with ``ok`` False)."""
+def compute_episode(computer: SensitivityComputer, ep: EpisodeRecord, max_steps: int | None = None, start: int = 0) -> dict[str, np.ndarray]:
+    """Sensitivities of the steps ``start .. stop - 1`` of one recorded arm episode (failures are NaN with ``ok`` False).
+
+    Args:
+        computer: The arm's sensitivity computer.
+        ep: The episode.
+        max_steps: ``stop``: only the steps before it (default: every step).
+        start: The first step; it starts cold, each later one from the one before.
+
+    Raises:
+        ValueError: Naming the bag, if its reference does not cover the horizon or ``start`` is past ``stop``.
+    """
     model = computer.model
     n = computer.mpc.horizon
-    steps = len(ep.tau) if max_steps is None else min(len(ep.tau), max_steps)
+    stop = len(ep.tau) if max_steps is None else min(len(ep.tau), max_steps)
     if ep.x_ref_horizon is None or ep.x_ref_horizon.shape[1] != n + 1:
         raise ValueError(f"bag {ep.path}: the recorded reference does not cover the horizon of {n + 1} points")
+    if not 0 <= start <= stop:
+        raise ValueError(f"bag {ep.path}: steps from {start} to {stop} (of {len(ep.tau)})")
     contexts = None
     if isinstance(model, LearnedDynamics):
         feats = history_features(model.nominal, ep.x[:, :7], ep.x[:, 7:], ep.tau, ep.dt)
         with torch.no_grad():
-            contexts = model.encode(history_windows(feats, ep.x[0], model.cfg.window)[:steps]).numpy()
-    out = compute_samples(computer, ep.x[:steps], ep.x_ref_horizon[:steps], contexts, ep.path.name)
+            contexts = model.encode(history_windows(feats, ep.x[0], model.cfg.window)[start:stop]).numpy()
+    label = ep.path.name if start == 0 else f"{ep.path.name} (from step {start})"
+    out = compute_samples(computer, ep.x[start:stop], ep.x_ref_horizon[start:stop], contexts, label)
     out["labels"] = np.array(STATE_LABELS)
     return out
+
+
+def segments(steps: int, size: int = SEGMENT_STEPS) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the batch tasks of an episode of ``steps`` steps, ``size`` steps each (the last one shorter).
+
+    Raises:
+        ValueError: If ``size`` < 1.
+    """
+    if size < 1:
+        raise ValueError(f"a segment holds >= 1 step, got {size}")
+    return [(a, min(a + size, steps)) for a in range(0, steps, size)] or [(0, 0)]
 
 
 def compute_samples(
@@ -158,6 +187,7 @@ def factor_statistics(bag_dir: str | Path) -> dict[str, list[float]]:
 
 _WORKER: SensitivityComputer | None = None
 _WORKER_ARGS: tuple[Any, ...] | None = None
+_EPISODE: tuple[tuple[str, Any], EpisodeRecord] | None = None
 
 
 def _init(model_spec: str, mpc: MpcConfig, cfg: SensitivityConfig) -> None:
@@ -170,10 +200,31 @@ def _init(model_spec: str, mpc: MpcConfig, cfg: SensitivityConfig) -> None:
         _WORKER_ARGS = args
 
 
-def _one(bag: str, max_steps: int | None) -> tuple[str, int, int]:
+def _bag_key(bag: str) -> tuple[tuple[str, int, int], ...]:
+    """The bag folder's files with their sizes and modification times (a changed bag is read again)."""
+    return tuple((p.name, (st := p.stat()).st_size, st.st_mtime_ns) for p in sorted(Path(bag).iterdir()) if p.name != SIDECAR)
+
+
+def _episode(bag: str) -> EpisodeRecord:
+    """The episode of ``bag``, read once for the consecutive segments this process computes."""
+    global _EPISODE
+    key = (bag, _bag_key(bag))
+    if _EPISODE is None or _EPISODE[0] != key:
+        _EPISODE = (key, read_episode(bag))
+    return _EPISODE[1]
+
+
+def _one(bag: str, start: int, stop: int) -> tuple[str, int, dict[str, np.ndarray]]:
+    """One segment of a bag (a batch task): ``(bag, start, results)``."""
     assert _WORKER is not None
-    ep = read_episode(bag)
-    res = compute_episode(_WORKER, ep, max_steps)
+    return bag, start, compute_episode(_WORKER, _episode(bag), stop, start)
+
+
+def _write_sidecar(bag: str, parts: dict[int, dict[str, np.ndarray]]) -> tuple[str, int, int]:
+    """Joins a bag's segments in step order into its sidecar: ``(bag, converged samples, samples)``."""
+    ordered = [parts[start] for start in sorted(parts)]
+    res = {key: np.concatenate([part[key] for part in ordered]) for key in ordered[0] if key != "labels"}
+    res["labels"] = np.array(STATE_LABELS)
     buf = io.BytesIO()
     np.savez(buf, **res)
     atomic_write_bytes(buf.getvalue(), Path(bag) / SIDECAR)
@@ -189,6 +240,7 @@ def compute_bag_dir(
     skip_existing: bool = False,
     mpc: MpcConfig | None = None,
     executor: Executor | None = None,
+    segment_steps: int = SEGMENT_STEPS,
 ) -> list[tuple[str, int, int]]:
     """Computes (or recomputes) the sidecar of every readable bag in a folder.
 
@@ -202,24 +254,45 @@ def compute_bag_dir(
         mpc: The OCP's settings (``config/mpc.yaml`` if None; the sensitivities
             always use a converged SQP with the exact Jacobian).
         executor: Where the bags are computed (default: ``LocalExecutor(workers)``).
+        segment_steps: Steps per task: each bag is cut into :func:`segments`
+            of this many, so that a few long bags use every worker too.
+
+    A bag's sidecar is written as soon as all its segments are in.
 
     Returns:
         ``(bag, converged samples, samples)`` per bag computed.
 
     Raises:
-        TaskError: Naming each bag that failed (after the others finished).
+        TaskError: Naming each segment that failed (after the others finished;
+            the bags whose segments all succeeded have their sidecars).
     """
     folder = Path(folder).resolve()  # workers in another folder (or on another node) read the same bags
     episodes, _ = read_bag_dir(folder)
-    bags = [str(ep.path) for ep in episodes if not (skip_existing and (ep.path / SIDECAR).is_file())]
-    if not bags:
+    todo = [ep for ep in episodes if not (skip_existing and (ep.path / SIDECAR).is_file())]
+    if not todo:
         return []
     mpc = mpc or MpcConfig.from_yaml()
     cfg = SensitivityConfig.from_yaml()
     setup = (absolute_model_spec(model_spec), mpc, cfg)
     _init(*setup)  # compiles once in this process before any worker starts
     job = Job("sensitivities", _one, _init, setup, shared_paths=(str(folder),))
-    tasks = [Task(Path(b).name, (b, max_steps)) for b in bags]
-    with tqdm(total=len(bags), desc="sensitivities", unit="bag", disable=not progress) as bar:
-        results = (executor or LocalExecutor(workers)).run(job, tasks, on_outcome=lambda _: bar.update())
-    return sorted(results)
+    tasks, expected = [], {}
+    for ep in todo:
+        bag, steps = str(ep.path), len(ep.tau) if max_steps is None else min(len(ep.tau), max_steps)
+        parts = segments(steps, segment_steps)
+        expected[bag] = len(parts)
+        tasks += [Task(f"{ep.path.name}[{a}:{b}]", (bag, a, b)) for a, b in parts]
+    received: dict[str, dict[int, dict[str, np.ndarray]]] = {bag: {} for bag in expected}
+    written: list[tuple[str, int, int]] = []
+
+    def collect_segment(outcome: Outcome) -> None:
+        bar.update()
+        if outcome.ok:
+            bag, start, res = outcome.result
+            received[bag][start] = res
+            if len(received[bag]) == expected[bag]:
+                written.append(_write_sidecar(bag, received.pop(bag)))
+
+    with tqdm(total=len(tasks), desc="sensitivities", unit="segment", disable=not progress) as bar:
+        (executor or LocalExecutor(workers)).run(job, tasks, on_outcome=collect_segment)
+    return sorted(written)
