@@ -22,8 +22,11 @@ CAR_BENCH_ENV = 2000
 
 
 def learned_car_model(system: CarSystem, seed: int = 0) -> CarLearnedModel:
-    """A learned car model with a non-zero residual (seeded last layer and context), for timing."""
-    model = CarLearnedModel(system.nominal)
+    """A learned car model with a non-zero residual, for timing: every weight from ``seed``
+    (the same model in every process; torch's global random state is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CarLearnedModel(system.nominal)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         last = model.residual.net[-1]
