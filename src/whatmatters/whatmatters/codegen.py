@@ -35,12 +35,18 @@ import numpy as np
 from whatmatters.errors import WhatmattersError
 from whatmatters.io import cache_root, file_lock, machine_id
 
-__all__ = ["DEFAULT_FLAGS", "CompileError", "CompiledFunction", "compile_library", "compile_source", "evaluate", "shared_compiled"]
+__all__ = [
+    "DEFAULT_FLAGS", "CompileError", "CompiledFunction", "compile_library", "compile_source", "evaluate", "link_kernels", "register_kernel",
+    "shared_compiled",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 #: Part of every cache key: bump when the generation options change.
 _CODEGEN_VERSION = "1"
+
+#: CasADi's generated files declare the external functions they call after this line.
+_EXTERNAL_MARK = "/* External functions */"
 
 #: C compiler flags of compiled functions when none are given (also ``MpcConfig.compile_flags``' default).
 DEFAULT_FLAGS = "-O2 -march=native -ffp-contract=fast"
@@ -48,6 +54,43 @@ DEFAULT_FLAGS = "-O2 -march=native -ffp-contract=fast"
 
 class CompileError(WhatmattersError, RuntimeError):
     """The C code could not be compiled (no gcc, or gcc failed)."""
+
+
+_KERNELS: dict[str, str] = {}  # C symbol -> the C source that defines it
+_KERNELS_LOCK = threading.Lock()
+
+
+def register_kernel(symbol: str, source: str) -> None:
+    """Makes :func:`link_kernels` insert ``source`` into generated files that call ``symbol``.
+
+    For hand-written C functions that CasADi graphs call as ``casadi.external``:
+    the generated code only declares them. ``source`` defines them with
+    internal linkage (several symbols may share one source, inserted once).
+    """
+    with _KERNELS_LOCK:
+        _KERNELS[symbol] = source
+
+
+def link_kernels(c_file: Path) -> list[str]:
+    """Inserts the registered kernels that ``c_file`` (CasADi-generated C) calls, before their use.
+
+    Returns:
+        The symbols inserted (none if it calls none).
+
+    Raises:
+        CompileError: If a called kernel's source cannot be placed (no CasADi prologue found).
+    """
+    text = c_file.read_text()
+    with _KERNELS_LOCK:
+        used = [sym for sym in _KERNELS if f"{sym}(" in text]
+        sources = list(dict.fromkeys(_KERNELS[sym] for sym in used))
+    if not used:
+        return []
+    anchor = text.find(_EXTERNAL_MARK)
+    if anchor < 0:
+        raise CompileError(f"{c_file}: calls {', '.join(used)} but has no '{_EXTERNAL_MARK}' to place them before")
+    c_file.write_text(text[:anchor] + "".join(sources) + "\n" + text[anchor:])
+    return used
 
 
 def compile_library(functions: list[ca.Function], prefix: str, flags: str, folder: str, cache_dir: Path | None = None) -> Path:
@@ -73,6 +116,7 @@ def compile_library(functions: list[ca.Function], prefix: str, flags: str, folde
         for fn in functions:
             cg.add(fn)
         cg.generate(str(out) + "/")
+        link_kernels(out / f"{name}.c")
 
     return _compile(ident, generate, prefix, flags, folder, cache_dir)
 

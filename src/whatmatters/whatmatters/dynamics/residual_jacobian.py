@@ -37,10 +37,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import logging
+
 import casadi as ca
 import numpy as np
 
+from whatmatters.codegen import CompileError
+from whatmatters.dynamics.residual_kernels import residual_kernels
+
 __all__ = ["ResidualDerivatives", "residual_derivatives"]
+
+log = logging.getLogger(__name__)
 
 NQ = 7
 
@@ -158,9 +165,34 @@ def _symbols_like(fw: _Forward) -> _Forward:
     return _from_fields([ca.SX.sym(f"fw{i}", *v.shape) for i, v in enumerate(_fields(fw))], len(fw.h))
 
 
-def _call(name: str, inputs: list[ca.SX], outputs: list[ca.SX], args: list[ca.SX]) -> list[ca.SX]:
-    """``outputs(inputs)`` as a function called (never inlined) at ``args``: its own C function."""
-    return ca.Function(name, inputs, outputs).call(args, False, True)
+class _Passes:
+    """Calls the networks' passes: the SX functions, or their C kernels (:mod:`whatmatters.dynamics.residual_kernels`)."""
+
+    def __init__(self, residual: object, kernels: bool) -> None:
+        self.residual, self.kernels = residual, kernels
+
+    def __call__(self, name: str, inputs: list[ca.SX], outputs: list[ca.SX], args: list[ca.SX]) -> list[ca.SX]:
+        """``outputs(inputs)`` as a function called (never inlined) at ``args``: its own C function."""
+        fn = ca.Function(name, inputs, outputs)
+        if self.kernels:
+            shapes = ([fn.size_in(i) for i in range(fn.n_in())], [fn.size_out(i) for i in range(fn.n_out())])
+            kernel = self._kernel(name, shapes)
+            if kernel is not None:
+                fn = kernel
+        return fn.call(args, False, True)
+
+    def _kernel(self, name: str, shapes: tuple[list[tuple[int, int]], list[tuple[int, int]]]) -> ca.Function | None:
+        try:
+            compiled = residual_kernels(self.residual)
+        except CompileError as exc:
+            log.warning("the residual's network passes run as CasADi SX code (%s)", exc)
+            self.kernels = False
+            return None
+        kernel = compiled.functions[name]
+        found = ([kernel.size_in(i) for i in range(kernel.n_in())], [kernel.size_out(i) for i in range(kernel.n_out())])
+        if found != shapes:
+            raise ValueError(f"the C kernel {kernel.name()} has the shapes {found}, the SX pass {name} {shapes}")
+        return kernel
 
 
 def _sigmoids(raw: ca.SX, diag: ca.DM) -> tuple[ca.SX, ca.SX, ca.SX]:
@@ -170,14 +202,18 @@ def _sigmoids(raw: ca.SX, diag: ca.DM) -> tuple[ca.SX, ca.SX, ca.SX]:
     return vals, diag * sig + (1.0 - diag), diag * sig * (1.0 - sig)
 
 
-def residual_derivatives(residual: object, q: ca.SX, qd: ca.SX, p: ca.SX) -> ResidualDerivatives:
+def residual_derivatives(residual: object, q: ca.SX, qd: ca.SX, p: ca.SX, kernels: bool = True) -> ResidualDerivatives:
     """The residual's terms and exact Jacobians from the networks' structure.
 
     Args:
         residual: A :class:`~whatmatters.dynamics.residual.LagrangianResidual`.
         q, qd: 7 x 1 SX, rad and rad/s.
         p: Flat parameters (weights then context), as for ``casadi_terms``.
+        kernels: The networks' passes as C kernels (compiled on first use per
+            architecture; without gcc, logged, the SX functions); False: as
+            SX functions (the reference they are tested against).
     """
+    _call = _Passes(residual, kernels)
     p = ca.SX(p)
     # the networks' passes, each on its own symbols and called at (q, qd, p)
     qs, qds, ps = ca.SX.sym("q", NQ), ca.SX.sym("qd", NQ), ca.SX.sym("p", p.shape[0])

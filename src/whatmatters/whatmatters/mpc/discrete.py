@@ -29,11 +29,13 @@ import importlib
 import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import casadi as ca
 
+from whatmatters.codegen import link_kernels
 from whatmatters.dynamics.base import DynamicsModel
 from whatmatters.errors import WhatmattersError
 from whatmatters.mpc.acados_env import import_acados_template
@@ -175,6 +177,7 @@ def chained_discrete_codegen(functions: tuple[ca.Function, ca.Function]) -> Iter
         with contextlib.chdir(model_dir):
             for fun in functions:
                 fun.generate(f"{fun.name()}.c", _CODEGEN_OPTS)
+                link_kernels(Path(model_dir) / f"{fun.name()}.c")  # hand-written C the functions call
         log.debug("generated chained RK4 dynamics in %s", model_dir)
 
     setattr(solver_module, _GENERATOR, generate)

@@ -53,7 +53,7 @@ __all__ = ["build_ocp", "discrete_rk4", "formulation_key", "model_expressions"]
 
 log = logging.getLogger(__name__)
 
-_BUILDER_VERSION = "4"
+_BUILDER_VERSION = "5"
 
 
 def model_expressions(model: DynamicsModel) -> tuple[ca.SX, ca.SX, ca.SX, ca.SX]:

@@ -1,0 +1,404 @@
+"""The deep Lagrangian residual's network passes as vectorised C kernels.
+
+:func:`~whatmatters.dynamics.residual_jacobian.residual_derivatives` splits
+the residual's exact derivatives into four passes through the two networks
+(the L network's forward pass with ``dL/dq``, its mixed derivative along
+``qd``, its weighted q-Hessian, and the V network's gradient and Hessian).
+As CasADi SX they are straight-line scalar code, ~77k instructions per call
+of ``f`` and its Jacobian, and the MPC's and the sensitivities' RK4
+linearisations spend most of their time there.
+
+Here the same passes are C written for the networks' shapes: the 7 q-tangent
+directions of a layer and its value share one 8-lane vector (GCC's vector
+extension: one AVX-512 register, two AVX2 ones elsewhere), so a layer's
+forward value and its Jacobian are one fused multiply-add per weight. The
+weights are read from the parameter vector at run time, as before: a new
+checkpoint needs no rebuild.
+
+Each kernel has CasADi's external calling convention and the same inputs
+and outputs as the SX function it replaces. :func:`residual_kernels`
+compiles them into a shared library (``casadi.external`` loads it, for
+CasADi's own evaluation) and registers their C definitions with
+:func:`whatmatters.codegen.register_kernel`, which inserts them into any
+generated file that calls them (acados' model functions, compiled functions):
+no library to ship with a solver.
+
+Tested against the SX functions and finite differences
+(``test/dynamics/test_residual_kernels.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import casadi as ca
+import numpy as np
+
+from whatmatters.codegen import DEFAULT_FLAGS, compile_source, register_kernel
+
+__all__ = ["KERNEL_NAMES", "ResidualKernels", "kernel_source", "residual_kernels"]
+
+log = logging.getLogger(__name__)
+
+NQ = 7
+
+#: The passes, in :func:`~whatmatters.dynamics.residual_jacobian.residual_derivatives`' names.
+KERNEL_NAMES = ("res_l_forward", "res_l_mixed", "res_v", "res_l_hessian")
+
+#: Part of the kernels' symbol names: bump when the C changes.
+_VERSION = "1"
+
+_COMMON = r"""
+#ifndef WM_KERNELS_COMMON
+#define WM_KERNELS_COMMON
+#include <math.h>
+typedef double wm_v8 __attribute__((vector_size(64)));
+
+/* out[i] = sum_j w[i, j] t[j] for i < m: w (m x n) row-major, t n rows of 8 lanes */
+static inline __attribute__((always_inline)) void wm_rows(int m, int n, const casadi_real* w, const wm_v8* t, wm_v8* out) {
+  int i, j;
+  for (i = 0; i < m; ++i) {
+    const casadi_real* wi = w + i * n;
+    wm_v8 acc = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (j = 0; j < n; ++j) acc += wi[j] * t[j];
+    out[i] = acc;
+  }
+}
+
+/* first layer on phi = [cos q, sin q, z]: lanes 0..6 da/dq, lane 7 a */
+static inline __attribute__((always_inline)) void wm_first(int m, int n, const casadi_real* w, const casadi_real* b,
+                                                           const casadi_real* cq, const casadi_real* sq, const casadi_real* z, wm_v8* out) {
+  int i, k;
+  for (i = 0; i < m; ++i) {
+    const casadi_real* wi = w + i * n;
+    casadi_real a = 0;
+    wm_v8 r;
+    for (k = 0; k < 7; ++k) a += wi[k] * cq[k];
+    for (k = 0; k < 7; ++k) a += wi[7 + k] * sq[k];
+    for (k = 0; k < n - 14; ++k) a += wi[14 + k] * z[k];
+    for (k = 0; k < 7; ++k) r[k] = wi[k] * (-sq[k]) + wi[7 + k] * cq[k];
+    r[7] = a + b[i];
+    out[i] = r;
+  }
+}
+
+/* tanh layer: h, tanh' and the next layer's input rows (lanes 0..6 tanh' da/dq, lane 7 h) */
+static inline __attribute__((always_inline)) void wm_tanh(int m, const wm_v8* t, casadi_real* h, casadi_real* s, wm_v8* u) {
+  int i;
+  for (i = 0; i < m; ++i) {
+    casadi_real hi = tanh(t[i][7]), si = 1.0 - hi * hi;
+    wm_v8 r = si * t[i];
+    r[7] = hi;
+    h[i] = hi;
+    s[i] = si;
+    u[i] = r;
+  }
+}
+
+/* hess (7 x 7, row k in lanes) += sum_j d[j] P[j]' P[j], P rows in lanes 0..6 */
+static inline __attribute__((always_inline)) void wm_outer(int m, const casadi_real* d, const wm_v8* p, wm_v8* hess) {
+  int j, k;
+  for (j = 0; j < m; ++j)
+    for (k = 0; k < 7; ++k) hess[k] += (d[j] * p[j][k]) * p[j];
+}
+
+/* g_out[c] = sum_r w[r, c] (s[r] g[r]): w (m x n) row-major, the adjoint of a layer's input */
+static inline __attribute__((always_inline)) void wm_back(int m, int n, const casadi_real* w, const casadi_real* s, const casadi_real* g, casadi_real* g_out) {
+  int r, c;
+  for (c = 0; c < n; ++c) g_out[c] = 0;
+  for (r = 0; r < m; ++r) {
+    const casadi_real gr = s ? s[r] * g[r] : g[r];
+    const casadi_real* wr = w + r * n;
+    for (c = 0; c < n; ++c) g_out[c] += wr[c] * gr;
+  }
+}
+
+/* the cos/sin features' part of the q-Hessian (diagonal) and the q-gradient, from phi's adjoint g */
+static inline __attribute__((always_inline)) void wm_features(const casadi_real* cq, const casadi_real* sq, const casadi_real* g, wm_v8* hess, casadi_real* grad) {
+  int k;
+  for (k = 0; k < 7; ++k) {
+    hess[k][k] += -cq[k] * g[k] - sq[k] * g[7 + k];
+    if (grad) grad[k] = -sq[k] * g[k] + cq[k] * g[7 + k];
+  }
+}
+
+static inline __attribute__((always_inline)) void wm_store_rows(int m, const wm_v8* t, casadi_real* out) {
+  int i, k;
+  if (!out) return;
+  for (k = 0; k < 7; ++k)
+    for (i = 0; i < m; ++i) out[i + m * k] = t[i][k];  /* column-major m x 7 */
+}
+
+static inline __attribute__((always_inline)) void wm_load_rows(int m, const casadi_real* in, wm_v8* t) {
+  int i, k;
+  for (i = 0; i < m; ++i)
+    for (k = 0; k < 7; ++k) t[i][k] = in[i + m * k];
+}
+
+static inline __attribute__((always_inline)) void wm_store_hess(const wm_v8* hess, casadi_real* out) {
+  int k, l;
+  if (!out) return;
+  for (l = 0; l < 7; ++l)
+    for (k = 0; k < 7; ++k) out[k + 7 * l] = hess[k][l];
+}
+#endif
+"""
+
+
+@dataclass(frozen=True)
+class _Net:
+    """One MLP's layout in the flat parameter vector: sizes ``dims`` (input, hidden..., output) and
+    (weight, bias) offsets per linear layer (torch's row-major (out, in) weights)."""
+
+    dims: tuple[int, ...]
+    offsets: tuple[tuple[int, int], ...]
+
+    @property
+    def hidden(self) -> int:
+        return len(self.dims) - 2
+
+
+def _nets(residual: object) -> tuple[_Net, _Net, int, int]:
+    """The L and V networks' layouts, the context's offset and the parameter count of ``residual``."""
+    offset, found = 0, {}
+    for name, shape in residual.parameter_layout():  # type: ignore[attr-defined]
+        found[name] = (offset, shape)
+        offset += int(np.prod(shape))
+    nets = []
+    for prefix in ("l_net", "v_net"):
+        idx = sorted(int(n.split(".")[1]) for n in found if n.startswith(prefix + ".") and n.endswith(".weight"))
+        shapes = [found[f"{prefix}.{i}.weight"][1] for i in idx]
+        dims = (shapes[0][1], *(s[0] for s in shapes))
+        offs = tuple((found[f"{prefix}.{i}.weight"][0], found[f"{prefix}.{i}.bias"][0]) for i in idx)
+        nets.append(_Net(tuple(int(d) for d in dims), offs))
+    return nets[0], nets[1], found["context"][0], offset
+
+
+def _forward_c(net: _Net, tag: str) -> str:
+    """C statements: the forward pass of ``net`` into rows ``{tag}t{l}`` (a layer's input's tangents
+    and value), hidden values ``{tag}h{l}`` and slopes ``{tag}s{l}``."""
+    d, o = net.dims, net.offsets
+    lines = [f"wm_v8 {tag}t0[{d[1]}];", f"wm_first({d[1]}, {d[0]}, p + {o[0][0]}, p + {o[0][1]}, cq, sq, p + CTX, {tag}t0);"]
+    for layer in range(net.hidden):
+        m, n_out = d[layer + 1], d[layer + 2]
+        w, b = o[layer + 1]
+        lines += [
+            f"casadi_real {tag}h{layer}[{m}], {tag}s{layer}[{m}];",
+            f"wm_v8 {tag}u{layer}[{m}], {tag}t{layer + 1}[{n_out}];",
+            f"wm_tanh({m}, {tag}t{layer}, {tag}h{layer}, {tag}s{layer}, {tag}u{layer});",
+            f"wm_rows({n_out}, {m}, p + {w}, {tag}u{layer}, {tag}t{layer + 1});",
+            f"for (i = 0; i < {n_out}; ++i) {tag}t{layer + 1}[i][7] += p[{b} + i];",
+        ]
+    return "\n  ".join(lines)
+
+
+def _reverse_c(net: _Net, tag: str, c: str, grad: str) -> str:
+    """C statements: the q-Hessian of ``c . o(q)`` (adjoint ``c`` of the output) into ``hess``, by
+    the reverse pass through ``{tag}t{l}`` (tangents), ``{tag}h{l}``, ``{tag}s{l}``; the gradient into ``grad``."""
+    d, o = net.dims, net.offsets
+    top = net.hidden
+    lines = [f"casadi_real g{top}[{d[top]}];", f"wm_back({d[-1]}, {d[top]}, p + {o[top][0]}, 0, {c}, g{top});"]
+    for layer in reversed(range(top)):
+        m, n_in = d[layer + 1], d[layer]
+        lines += [
+            f"casadi_real dd{layer}[{m}], g{layer}[{n_in}];",
+            f"for (i = 0; i < {m}; ++i) dd{layer}[i] = g{layer + 1}[i] * (-2.0 * {tag}h{layer}[i] * {tag}s{layer}[i]);",
+            f"wm_outer({m}, dd{layer}, {tag}t{layer}, hess);",
+            f"wm_back({m}, {n_in}, p + {o[layer][0]}, {tag}s{layer}, g{layer + 1}, g{layer});",
+        ]
+    lines.append(f"wm_features(cq, sq, g0, hess, {grad});")
+    return "\n  ".join(lines)
+
+
+def _function(name: str, n_in: int, body: str, zeros: str) -> str:
+    """A kernel with CasADi's calling convention; a null input (CasADi's all-zero argument) reads ``zeros``."""
+    inputs = "\n  ".join(f"const casadi_real* in{i} = arg[{i}] ? arg[{i}] : {zeros};" for i in range(n_in))
+    return f"""
+WM_KERNEL int {name}(const casadi_real** arg, casadi_real** res, casadi_int* iw, casadi_real* w, int mem) {{
+  int i, k;
+  {inputs}
+  (void)iw; (void)w; (void)mem; (void)i; (void)k;
+  {body}
+  return 0;
+}}
+"""
+
+
+def kernel_source(residual: object) -> tuple[dict[str, str], str]:
+    """The four kernels' C for ``residual``'s architecture.
+
+    Returns:
+        ``({pass name: C symbol}, C definitions)``; the definitions use
+        ``casadi_real`` and ``casadi_int``, which the including file defines.
+    """
+    l_net, v_net, ctx, n_params = _nets(residual)
+    layout = f"{_VERSION} {l_net} {v_net} {ctx} {n_params}"
+    tag = hashlib.sha256(layout.encode()).hexdigest()[:10]
+    names = {k: f"wm_{k}_{tag}" for k in KERNEL_NAMES}
+    nl, hid = l_net.dims[-1], l_net.dims[1:-1]
+    top = l_net.hidden
+    zeros = f"wm_zeros_{tag}"
+    n_zeros = max(n_params, nl * NQ, *(h * NQ for h in hid))  # the longest input
+
+    def fields_in(first: int) -> tuple[list[str], list[str], list[str]]:
+        """Input names of a forward pass's h, slopes and tangents, its ``out`` being input ``first``."""
+        return tuple([f"in{first + 2 + j * top + i}" for i in range(top)] for j in range(3))  # type: ignore[return-value]
+
+    pre = f"const casadi_real* p = in1;\n  casadi_real cq[7], sq[7];\n  for (k = 0; k < 7; ++k) {{ cq[k] = cos(in0[k]); sq[k] = sin(in0[k]); }}"
+    # res_l_forward: (q, p) -> (out, d_out, h..., slope..., p...)
+    st = [
+        f"if (res[0]) for (i = 0; i < {nl}; ++i) res[0][i] = Lt{top}[i][7];",
+        f"wm_store_rows({nl}, Lt{top}, res[1]);",
+    ]
+    for layer in range(top):
+        m = hid[layer]
+        st += [
+            f"if (res[{2 + layer}]) for (i = 0; i < {m}; ++i) res[{2 + layer}][i] = Lh{layer}[i];",
+            f"if (res[{2 + top + layer}]) for (i = 0; i < {m}; ++i) res[{2 + top + layer}][i] = Ls{layer}[i];",
+            f"wm_store_rows({m}, Lt{layer}, res[{2 + 2 * top + layer}]);",
+        ]
+    forward = _function(names["res_l_forward"], 2, f"{pre}\n  {_forward_c(l_net, 'L')}\n  " + "\n  ".join(st), zeros)
+
+    # res_l_mixed: (q, qd, p, out, d_out, h..., slope..., p...) -> d/dq (do/dq . qd)
+    hs, ss, ps = fields_in(3)
+    w0 = l_net.offsets[0][0]
+    n0 = l_net.dims[0]
+    lines = [
+        "const casadi_real* p = in2;",
+        "const casadi_real* v = in1;",
+        "casadi_real cq[7], sq[7];",
+        "for (k = 0; k < 7; ++k) { cq[k] = cos(in0[k]); sq[k] = sin(in0[k]); }",
+        f"wm_v8 r0[{hid[0]}];",
+        f"for (i = 0; i < {hid[0]}; ++i) {{",
+        f"  const casadi_real* wi = p + {w0} + i * {n0};",
+        "  casadi_real av = 0;",
+        f"  for (k = 0; k < 7; ++k) av += {ps[0]}[i + {hid[0]} * k] * v[k];",
+        "  for (k = 0; k < 7; ++k) r0[i][k] = wi[k] * (-cq[k] * v[k]) + wi[7 + k] * (-sq[k] * v[k]);",
+        "  r0[i][7] = av;",
+        "}",
+    ]
+    dims = l_net.dims
+    for layer in range(top):
+        m, n_out = dims[layer + 1], dims[layer + 2]
+        w = l_net.offsets[layer + 1][0]
+        lines += [
+            f"wm_v8 u{layer}[{m}], r{layer + 1}[{n_out}];",
+            f"for (i = 0; i < {m}; ++i) {{",
+            f"  casadi_real h = {hs[layer]}[i], s = {ss[layer]}[i], cav = (-2.0 * h * s) * r{layer}[i][7];",
+            f"  for (k = 0; k < 7; ++k) u{layer}[i][k] = cav * {ps[layer]}[i + {m} * k] + s * r{layer}[i][k];",
+            f"  u{layer}[i][7] = s * r{layer}[i][7];",
+            "}",
+            f"wm_rows({n_out}, {m}, p + {w}, u{layer}, r{layer + 1});",
+        ]
+    lines.append(f"wm_store_rows({nl}, r{top}, res[0]);")
+    mixed = _function(names["res_l_mixed"], 3 + 2 + 3 * top, "\n  ".join(lines), zeros)
+
+    # res_v: (q, p) -> (grad, hess) of the V network's scalar output
+    body = [
+        pre,
+        _forward_c(v_net, "V"),
+        "wm_v8 hess[7] = {{0}};",
+        "const casadi_real one[1] = {1.0};",
+        _reverse_c(v_net, "V", "one", "res[0]"),
+        "wm_store_hess(hess, res[1]);",
+    ]
+    value = _function(names["res_v"], 2, "\n  ".join(body), zeros)
+
+    # res_l_hessian: (q, p, w, out, d_out, h..., slope..., p...) -> q-Hessian of sum_i w_i L_i(q)
+    hs, ss, ps = fields_in(3)
+    rows, cols = np.tril_indices(NQ)
+    diag = "{" + ", ".join("1" if r == c else "0" for r, c in zip(rows, cols)) + "}"
+    lines = [
+        f"const casadi_real* p = in1;\n  casadi_real cq[7], sq[7];\n  for (k = 0; k < 7; ++k) {{ cq[k] = cos(in0[k]); sq[k] = sin(in0[k]); }}",
+        f"static const int diag[{nl}] = {diag};",
+        f"casadi_real c[{nl}], d2[{nl}];",
+        f"wm_v8 dout[{nl}];",
+        f"wm_load_rows({nl}, in4, dout);",
+        f"for (i = 0; i < {nl}; ++i) {{",
+        "  casadi_real sig = 1.0 / (1.0 + exp(-in3[i]));",
+        "  c[i] = diag[i] ? sig * in2[i] : in2[i];",
+        "  d2[i] = diag[i] ? (sig * (1.0 - sig)) * in2[i] : 0.0;",
+        "}",
+        "wm_v8 hess[7] = {{0}};",
+    ]
+    for layer in range(top):
+        m = hid[layer]
+        lines += [f"const casadi_real* Lh{layer} = {hs[layer]};", f"const casadi_real* Ls{layer} = {ss[layer]};", f"wm_v8 Lt{layer}[{m}];", f"wm_load_rows({m}, {ps[layer]}, Lt{layer});"]
+    lines += [_reverse_c(l_net, "L", "c", "0"), f"wm_outer({nl}, d2, dout, hess);", "wm_store_hess(hess, res[0]);"]
+    hessian = _function(names["res_l_hessian"], 3 + 2 + 3 * top, "\n  ".join(lines), zeros)
+
+    zeros_c = f"static const casadi_real {zeros}[{n_zeros}];\n"
+    source = f"#ifndef WM_KERNEL\n#define WM_KERNEL static\n#endif\n#define CTX {ctx}\n" + zeros_c + forward + mixed + value + hessian + "#undef CTX\n"
+    return names, _COMMON + source
+
+
+@dataclass
+class ResidualKernels:
+    """The compiled kernels of one architecture.
+
+    Attributes:
+        functions: ``{pass name: casadi.external}`` with the SX functions' inputs and outputs.
+        library: The shared library they are loaded from.
+    """
+
+    functions: dict[str, ca.Function]
+    library: Path
+
+
+_LOADED: dict[str, ResidualKernels] = {}
+
+
+def residual_kernels(residual: object, flags: str = DEFAULT_FLAGS) -> ResidualKernels:
+    """Compiles (once per architecture, cached) and loads the kernels of ``residual``.
+
+    Args:
+        residual: A :class:`~whatmatters.dynamics.residual.LagrangianResidual`.
+        flags: C compiler flags.
+
+    Raises:
+        CompileError: Without gcc, or if gcc fails.
+    """
+    names, source = kernel_source(residual)
+    key = " ".join(names.values()) + " " + flags
+    if key in _LOADED:
+        return _LOADED[key]
+    api = ["typedef double casadi_real;", "typedef long long casadi_int;", "#define WM_KERNEL", source]
+    shapes = _shapes(residual)
+    for kind, sym in names.items():
+        ins, outs = shapes[kind]
+        api.append(_api(sym, ins, outs))
+    lib = compile_source("\n".join(api), "wm_residual_kernels", flags, "kernels")
+    for kind, sym in names.items():
+        register_kernel(sym, source)
+    funcs = {kind: ca.external(sym, str(lib)) for kind, sym in names.items()}
+    _LOADED[key] = ResidualKernels(funcs, lib)
+    return _LOADED[key]
+
+
+def _shapes(residual: object) -> dict[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]]:
+    """``{pass: (input shapes, output shapes)}``, as the SX functions of ``residual_derivatives`` have them."""
+    l_net, v_net, _, n_params = _nets(residual)
+    nl, hid = l_net.dims[-1], list(l_net.dims[1:-1])
+    fields = [(nl, 1), (nl, NQ), *((h, 1) for h in hid), *((h, 1) for h in hid), *((h, NQ) for h in hid)]
+    q, p = (NQ, 1), (n_params, 1)
+    return {
+        "res_l_forward": ([q, p], fields),
+        "res_l_mixed": ([q, q, p, *fields], [(nl, NQ)]),
+        "res_v": ([q, p], [(NQ, 1), (NQ, NQ)]),
+        "res_l_hessian": ([q, p, (nl, 1), *fields], [(NQ, NQ)]),
+    }
+
+
+def _api(sym: str, ins: list[tuple[int, int]], outs: list[tuple[int, int]]) -> str:
+    """The exported entry point and the sparsity functions ``casadi.external`` reads (dense)."""
+    sp = lambda shapes, tag: "".join(f"static const casadi_int {sym}_{tag}{i}[3] = {{{r}, {c}, 1}};\n" for i, (r, c) in enumerate(shapes))  # noqa: E731
+    case = lambda shapes, tag: " ".join(f"if (i == {i}) return {sym}_{tag}{i};" for i in range(len(shapes)))  # noqa: E731
+    return (
+        sp(ins, "in") + sp(outs, "out")
+        + f"casadi_int {sym}_n_in(void) {{ return {len(ins)}; }}\ncasadi_int {sym}_n_out(void) {{ return {len(outs)}; }}\n"
+        + f"const casadi_int* {sym}_sparsity_in(casadi_int i) {{ {case(ins, 'in')} return 0; }}\n"
+        + f"const casadi_int* {sym}_sparsity_out(casadi_int i) {{ {case(outs, 'out')} return 0; }}\n"
+    )  # fmt: skip
