@@ -216,17 +216,18 @@ def residual_derivatives(residual: object, q: ca.SX, qd: ca.SX, p: ca.SX, kernel
     _call = _Passes(residual, kernels)
     p = ca.SX(p)
     # the networks' passes, each on its own symbols and called at (q, qd, p)
-    qs, qds, ps = ca.SX.sym("q", NQ), ca.SX.sym("qd", NQ), ca.SX.sym("p", p.shape[0])
+    # the passes take cos q and sin q (computed once here, not in each pass), qd and p
+    cos, sin, qds, ps = ca.SX.sym("cos", NQ), ca.SX.sym("sin", NQ), ca.SX.sym("qd", NQ), ca.SX.sym("p", p.shape[0])
+    trig = [ca.cos(q), ca.sin(q)]
     values = residual.casadi_values(ps)
-    cos, sin = ca.cos(qs), ca.sin(qs)
     phi = ca.vertcat(cos, sin, values["context"])
     l_layers = residual.casadi_layers("l_net", values)
     fw_def = _forward(l_layers, phi, cos, sin)
-    fw = _from_fields(_call("res_l_forward", [qs, ps], _fields(fw_def), [q, p]), len(fw_def.h))
+    fw = _from_fields(_call("res_l_forward", [cos, sin, ps], _fields(fw_def), [*trig, p]), len(fw_def.h))
     fws = _symbols_like(fw_def)
-    o_qv = _call("res_l_mixed", [qs, qds, ps, *_fields(fws)], [_mixed(fws, l_layers, qds, cos, sin)], [q, qd, p, *_fields(fw)])[0]
+    o_qv = _call("res_l_mixed", [cos, sin, qds, ps, *_fields(fws)], [_mixed(fws, l_layers, qds, cos, sin)], [*trig, qd, p, *_fields(fw)])[0]
     v_layers = residual.casadi_layers("v_net", values)
-    g_res, hess_v = _call("res_v", [qs, ps], list(_hessian(_forward(v_layers, phi, cos, sin), v_layers, ca.DM.ones(1, 1), cos, sin)), [q, p])
+    g_res, hess_v = _call("res_v", [cos, sin, ps], list(_hessian(_forward(v_layers, phi, cos, sin), v_layers, ca.DM.ones(1, 1), cos, sin)), [*trig, p])
 
     rows, cols = np.tril_indices(NQ)
     diag = ca.DM((rows == cols).astype(float))
@@ -252,7 +253,7 @@ def residual_derivatives(residual: object, q: ca.SX, qd: ca.SX, p: ca.SX, kernel
     ws = ca.SX.sym("w", w.shape[0])
     _, dsig_s, d2sig_s = _sigmoids(fws.out, diag)
     hess_def = _hessian(fws, l_layers, dsig_s * ws, cos, sin)[1] + ca.mtimes(fws.d_out.T, _cols(d2sig_s * ws) * fws.d_out)
-    hess_s = _call("res_l_hessian", [qs, ps, ws, *_fields(fws)], [hess_def], [q, p, w, *_fields(fw)])[0]
+    hess_s = _call("res_l_hessian", [cos, sin, ps, ws, *_fields(fws)], [hess_def], [*trig, p, w, *_fields(fw)])[0]
     hess_k = 2.0 * (ca.mtimes(e.T, e) + hess_s)
     ldot_e = ca.mtimes(ldot, e)
     term = ca.horzcat(

@@ -49,7 +49,7 @@ NQ = 7
 KERNEL_NAMES = ("res_l_forward", "res_l_mixed", "res_v", "res_l_hessian")
 
 #: Part of the kernels' symbol names: bump when the C changes.
-_VERSION = "1"
+_VERSION = "2"
 
 _COMMON = r"""
 #ifndef WM_KERNELS_COMMON
@@ -247,7 +247,7 @@ def kernel_source(residual: object) -> tuple[dict[str, str], str]:
         """Input names of a forward pass's h, slopes and tangents, its ``out`` being input ``first``."""
         return tuple([f"in{first + 2 + j * top + i}" for i in range(top)] for j in range(3))  # type: ignore[return-value]
 
-    pre = f"const casadi_real* p = in1;\n  casadi_real cq[7], sq[7];\n  for (k = 0; k < 7; ++k) {{ cq[k] = cos(in0[k]); sq[k] = sin(in0[k]); }}"
+    pre = "const casadi_real *cq = in0, *sq = in1, *p = in2;"
     # res_l_forward: (q, p) -> (out, d_out, h..., slope..., p...)
     st = [
         f"if (res[0]) for (i = 0; i < {nl}; ++i) res[0][i] = Lt{top}[i][7];",
@@ -260,17 +260,15 @@ def kernel_source(residual: object) -> tuple[dict[str, str], str]:
             f"if (res[{2 + top + layer}]) for (i = 0; i < {m}; ++i) res[{2 + top + layer}][i] = Ls{layer}[i];",
             f"wm_store_rows({m}, Lt{layer}, res[{2 + 2 * top + layer}]);",
         ]
-    forward = _function(names["res_l_forward"], 2, f"{pre}\n  {_forward_c(l_net, 'L')}\n  " + "\n  ".join(st), zeros)
+    forward = _function(names["res_l_forward"], 3, f"{pre}\n  {_forward_c(l_net, 'L')}\n  " + "\n  ".join(st), zeros)
 
-    # res_l_mixed: (q, qd, p, out, d_out, h..., slope..., p...) -> d/dq (do/dq . qd)
-    hs, ss, ps = fields_in(3)
+    # res_l_mixed: (cos q, sin q, qd, p, out, d_out, h..., slope..., p...) -> d/dq (do/dq . qd)
+    hs, ss, ps = fields_in(4)
     w0 = l_net.offsets[0][0]
     n0 = l_net.dims[0]
     lines = [
-        "const casadi_real* p = in2;",
-        "const casadi_real* v = in1;",
-        "casadi_real cq[7], sq[7];",
-        "for (k = 0; k < 7; ++k) { cq[k] = cos(in0[k]); sq[k] = sin(in0[k]); }",
+        pre.replace("in2", "in3"),
+        "const casadi_real* v = in2;",
         f"wm_v8 r0[{hid[0]}];",
         f"for (i = 0; i < {hid[0]}; ++i) {{",
         f"  const casadi_real* wi = p + {w0} + i * {n0};",
@@ -294,9 +292,9 @@ def kernel_source(residual: object) -> tuple[dict[str, str], str]:
             f"wm_rows({n_out}, {m}, p + {w}, u{layer}, r{layer + 1});",
         ]
     lines.append(f"wm_store_rows({nl}, r{top}, res[0]);")
-    mixed = _function(names["res_l_mixed"], 3 + 2 + 3 * top, "\n  ".join(lines), zeros)
+    mixed = _function(names["res_l_mixed"], 4 + 2 + 3 * top, "\n  ".join(lines), zeros)
 
-    # res_v: (q, p) -> (grad, hess) of the V network's scalar output
+    # res_v: (cos q, sin q, p) -> (grad, hess) of the V network's scalar output
     body = [
         pre,
         _forward_c(v_net, "V"),
@@ -305,22 +303,27 @@ def kernel_source(residual: object) -> tuple[dict[str, str], str]:
         _reverse_c(v_net, "V", "one", "res[0]"),
         "wm_store_hess(hess, res[1]);",
     ]
-    value = _function(names["res_v"], 2, "\n  ".join(body), zeros)
+    value = _function(names["res_v"], 3, "\n  ".join(body), zeros)
 
-    # res_l_hessian: (q, p, w, out, d_out, h..., slope..., p...) -> q-Hessian of sum_i w_i L_i(q)
-    hs, ss, ps = fields_in(3)
+    # res_l_hessian: (cos q, sin q, p, w, out, d_out, h..., slope..., p...) -> q-Hessian of sum_i w_i L_i(q)
+    hs, ss, ps = fields_in(4)
     rows, cols = np.tril_indices(NQ)
     diag = "{" + ", ".join("1" if r == c else "0" for r, c in zip(rows, cols)) + "}"
     lines = [
-        f"const casadi_real* p = in1;\n  casadi_real cq[7], sq[7];\n  for (k = 0; k < 7; ++k) {{ cq[k] = cos(in0[k]); sq[k] = sin(in0[k]); }}",
+        pre,
         f"static const int diag[{nl}] = {diag};",
         f"casadi_real c[{nl}], d2[{nl}];",
         f"wm_v8 dout[{nl}];",
-        f"wm_load_rows({nl}, in4, dout);",
+        f"wm_load_rows({nl}, in5, dout);",
         f"for (i = 0; i < {nl}; ++i) {{",
-        "  casadi_real sig = 1.0 / (1.0 + exp(-in3[i]));",
-        "  c[i] = diag[i] ? sig * in2[i] : in2[i];",
-        "  d2[i] = diag[i] ? (sig * (1.0 - sig)) * in2[i] : 0.0;",
+        "  if (diag[i]) {  /* softplus' = sigmoid on the diagonal entries, the identity elsewhere */",
+        "    casadi_real sig = 1.0 / (1.0 + exp(-in4[i]));",
+        "    c[i] = sig * in3[i];",
+        "    d2[i] = (sig * (1.0 - sig)) * in3[i];",
+        "  } else {",
+        "    c[i] = in3[i];",
+        "    d2[i] = 0.0;",
+        "  }",
         "}",
         "wm_v8 hess[7] = {{0}};",
     ]
@@ -328,7 +331,7 @@ def kernel_source(residual: object) -> tuple[dict[str, str], str]:
         m = hid[layer]
         lines += [f"const casadi_real* Lh{layer} = {hs[layer]};", f"const casadi_real* Ls{layer} = {ss[layer]};", f"wm_v8 Lt{layer}[{m}];", f"wm_load_rows({m}, {ps[layer]}, Lt{layer});"]
     lines += [_reverse_c(l_net, "L", "c", "0"), f"wm_outer({nl}, d2, dout, hess);", "wm_store_hess(hess, res[0]);"]
-    hessian = _function(names["res_l_hessian"], 3 + 2 + 3 * top, "\n  ".join(lines), zeros)
+    hessian = _function(names["res_l_hessian"], 4 + 2 + 3 * top, "\n  ".join(lines), zeros)
 
     zeros_c = f"static const casadi_real {zeros}[{n_zeros}];\n"
     source = f"#ifndef WM_KERNEL\n#define WM_KERNEL static\n#endif\n#define CTX {ctx}\n" + zeros_c + forward + mixed + value + hessian + "#undef CTX\n"
@@ -383,12 +386,12 @@ def _shapes(residual: object) -> dict[str, tuple[list[tuple[int, int]], list[tup
     l_net, v_net, _, n_params = _nets(residual)
     nl, hid = l_net.dims[-1], list(l_net.dims[1:-1])
     fields = [(nl, 1), (nl, NQ), *((h, 1) for h in hid), *((h, 1) for h in hid), *((h, NQ) for h in hid)]
-    q, p = (NQ, 1), (n_params, 1)
+    q, p = (NQ, 1), (n_params, 1)  # cos q, sin q and qd: (7, 1) each
     return {
-        "res_l_forward": ([q, p], fields),
-        "res_l_mixed": ([q, q, p, *fields], [(nl, NQ)]),
-        "res_v": ([q, p], [(NQ, 1), (NQ, NQ)]),
-        "res_l_hessian": ([q, p, (nl, 1), *fields], [(NQ, NQ)]),
+        "res_l_forward": ([q, q, p], fields),
+        "res_l_mixed": ([q, q, q, p, *fields], [(nl, NQ)]),
+        "res_v": ([q, q, p], [(NQ, 1), (NQ, NQ)]),
+        "res_l_hessian": ([q, q, p, (nl, 1), *fields], [(NQ, NQ)]),
     }
 
 
