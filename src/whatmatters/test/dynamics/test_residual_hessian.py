@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
-from whatmatters.dynamics.learned import LearnedDynamics
+import whatmatters.dynamics.residual_hessian as residual_hessian
+from whatmatters.codegen import CompileError
+from whatmatters.dynamics.learned import LearnedConfig, LearnedDynamics
+from whatmatters.dynamics.residual import ResidualConfig
 from whatmatters.dynamics.registry import resolve_model
 from whatmatters.dynamics.residual_hessian import ResidualHessian
 
@@ -95,3 +100,36 @@ def test_new_weights_are_read_again_after_a_call_with_others(rng):
     p1_again = np.concatenate([np.broadcast_to(shipped.residual.flat_parameters(), (3, shipped.residual.n_weights())), p2[:, -shipped.context_dim :]], axis=1)
     for got, want in zip(hess.blocks(p1_again, q, qd, a, w), first):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("hidden", [(30, 20), (12,), (9, 8, 7)])
+def test_compiled_blocks_equal_numpy(hidden, rng):
+    """The C kernel against the numpy form, the architecture from the config (depth, widths, context)."""
+    torch.manual_seed(8)
+    model = LearnedDynamics(LearnedConfig(ResidualConfig(hidden=hidden, context_dim=4 if hidden != (30, 20) else 10, damping=hidden == (30, 20))))
+    with torch.no_grad():
+        for p in model.residual.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    p, _, q, qd, a, w = _nodes(model, rng, 6)
+    compiled = ResidualHessian(model.residual)
+    got = compiled.blocks(p, q, qd, a, w)
+    assert compiled._compiled_kernel() is not None  # the kernel ran, not the fallback
+    for g, want in zip(got, ResidualHessian(model.residual, compiled=False).blocks(p, q, qd, a, w)):
+        assert np.abs(want).max() > 1e-6
+        assert np.abs(g - want).max() <= 1e-13 * np.abs(want).max()
+
+
+def test_without_a_compiler_numpy_serves(monkeypatch, caplog, rng):
+    model = _random_weights(9)
+    p, _, q, qd, a, w = _nodes(model, rng, 2)
+
+    def no_gcc(residual, flags=None):  # type: ignore[no-untyped-def]
+        raise CompileError("gcc is not installed")
+
+    monkeypatch.setattr(residual_hessian, "PsiKernel", no_gcc)
+    hess = ResidualHessian(model.residual)
+    with caplog.at_level(logging.WARNING):
+        got = hess.blocks(p, q, qd, a, w)
+    assert "runs in numpy" in caplog.text and not hess.compiled
+    for g, want in zip(got, ResidualHessian(model.residual, compiled=False).blocks(p, q, qd, a, w)):
+        np.testing.assert_array_equal(g, want)

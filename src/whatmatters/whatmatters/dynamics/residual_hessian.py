@@ -34,11 +34,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import logging
+
 import numpy as np
 
+from whatmatters.codegen import CompileError
 from whatmatters.dynamics.residual import LagrangianResidual
+from whatmatters.dynamics.residual_hessian_kernel import PsiKernel
 
 __all__ = ["ResidualHessian"]
+
+log = logging.getLogger(__name__)
 
 NQ = 7
 
@@ -172,10 +178,16 @@ class ResidualHessian:
 
     Args:
         residual: The residual module (its layout and sizes; the weights are taken from ``p``).
+        compiled: Evaluate :meth:`blocks_with` with the C kernel
+            (:mod:`whatmatters.dynamics.residual_hessian_kernel`, compiled on
+            first use; without gcc, logged, numpy); False: numpy (the reference).
     """
 
-    def __init__(self, residual: LagrangianResidual) -> None:
+    def __init__(self, residual: LagrangianResidual, compiled: bool = True) -> None:
         self.cfg = residual.cfg
+        self._residual = residual
+        self._kernel: PsiKernel | None = None
+        self.compiled = compiled
         self.layout = residual.parameter_layout()
         rows, cols = np.tril_indices(NQ)
         self.rows, self.cols, self.diag = rows, cols, rows == cols
@@ -201,6 +213,27 @@ class ResidualHessian:
             self._split = (weights, values)
         values = self._split[1]
         return [(values[n], values[n[: -len("weight")] + "bias"]) for n, _ in self.layout if n.startswith(prefix + ".") and n.endswith(".weight")]
+
+    def _compiled_kernel(self) -> PsiKernel | None:
+        """The C kernel of this architecture (built on first use), or None (numpy)."""
+        if self.compiled and self._kernel is None:
+            try:
+                self._kernel = PsiKernel(self._residual)
+            except CompileError as exc:
+                log.warning("the residual's psi Hessian runs in numpy (%s)", exc)
+                self.compiled = False
+        return self._kernel if self.compiled else None
+
+    def _layers_vector(self, p: np.ndarray) -> np.ndarray:
+        """The weights of ``p`` as one contiguous vector (kept between calls, as :meth:`_layers`' split)."""
+        self._layers(p, "l_net")
+        assert self._split is not None
+        return self._split[0]
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        state["_kernel"] = None  # a loaded library: built again where it is needed
+        return state
 
     def _lower_map(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """L's entries from the L network's output (B, 28): softplus + floor on the diagonal, identity elsewhere."""
@@ -257,6 +290,9 @@ class ResidualHessian:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`blocks` for nodes that share one weight vector: p (n_params,; its context part unused)
         and the nodes' contexts z (B, context_dim); other arguments and results as :meth:`blocks`."""
+        kernel = self._compiled_kernel()
+        if kernel is not None:
+            return kernel.blocks(self._layers_vector(p), z, q, qd, a, w)
         dirs = np.stack([qd, w], axis=1)  # direction 0: qd, 1: w
         fw = _forward(self._layers(p, "l_net"), q, z, dirs, self._lower_map)
         # L's entries (B, 28), dL/dq_k (B, 7(k), 28), D_v L (B, V, 28), d D_v L / dq_k (B, V, 7(k), 28)

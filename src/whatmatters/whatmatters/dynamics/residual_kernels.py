@@ -39,7 +39,7 @@ import numpy as np
 
 from whatmatters.codegen import DEFAULT_FLAGS, compile_source, register_kernel
 
-__all__ = ["KERNEL_NAMES", "ResidualKernels", "kernel_source", "residual_kernels"]
+__all__ = ["COMMON_C", "KERNEL_NAMES", "Net", "ResidualKernels", "kernel_source", "layouts", "residual_kernels"]
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,9 @@ KERNEL_NAMES = ("res_l_forward", "res_l_mixed", "res_v", "res_l_hessian")
 #: Part of the kernels' symbol names: bump when the C changes.
 _VERSION = "2"
 
-_COMMON = r"""
-#ifndef WM_KERNELS_COMMON
-#define WM_KERNELS_COMMON
+COMMON_C = r"""
+#ifndef WM_KERNELSCOMMON_C
+#define WM_KERNELSCOMMON_C
 #include <math.h>
 typedef double wm_v8 __attribute__((vector_size(64)));
 
@@ -149,7 +149,7 @@ static inline __attribute__((always_inline)) void wm_store_hess(const wm_v8* hes
 
 
 @dataclass(frozen=True)
-class _Net:
+class Net:
     """One MLP's layout in the flat parameter vector: sizes ``dims`` (input, hidden..., output) and
     (weight, bias) offsets per linear layer (torch's row-major (out, in) weights)."""
 
@@ -161,7 +161,7 @@ class _Net:
         return len(self.dims) - 2
 
 
-def _nets(residual: object) -> tuple[_Net, _Net, int, int]:
+def layouts(residual: object) -> tuple[Net, Net, int, int]:
     """The L and V networks' layouts, the context's offset and the parameter count of ``residual``."""
     offset, found = 0, {}
     for name, shape in residual.parameter_layout():  # type: ignore[attr-defined]
@@ -173,11 +173,11 @@ def _nets(residual: object) -> tuple[_Net, _Net, int, int]:
         shapes = [found[f"{prefix}.{i}.weight"][1] for i in idx]
         dims = (shapes[0][1], *(s[0] for s in shapes))
         offs = tuple((found[f"{prefix}.{i}.weight"][0], found[f"{prefix}.{i}.bias"][0]) for i in idx)
-        nets.append(_Net(tuple(int(d) for d in dims), offs))
+        nets.append(Net(tuple(int(d) for d in dims), offs))
     return nets[0], nets[1], found["context"][0], offset
 
 
-def _forward_c(net: _Net, tag: str) -> str:
+def _forward_c(net: Net, tag: str) -> str:
     """C statements: the forward pass of ``net`` into rows ``{tag}t{l}`` (a layer's input's tangents
     and value), hidden values ``{tag}h{l}`` and slopes ``{tag}s{l}``."""
     d, o = net.dims, net.offsets
@@ -195,7 +195,7 @@ def _forward_c(net: _Net, tag: str) -> str:
     return "\n  ".join(lines)
 
 
-def _reverse_c(net: _Net, tag: str, c: str, grad: str) -> str:
+def _reverse_c(net: Net, tag: str, c: str, grad: str) -> str:
     """C statements: the q-Hessian of ``c . o(q)`` (adjoint ``c`` of the output) into ``hess``, by
     the reverse pass through ``{tag}t{l}`` (tangents), ``{tag}h{l}``, ``{tag}s{l}``; the gradient into ``grad``."""
     d, o = net.dims, net.offsets
@@ -234,7 +234,7 @@ def kernel_source(residual: object) -> tuple[dict[str, str], str]:
         ``({pass name: C symbol}, C definitions)``; the definitions use
         ``casadi_real`` and ``casadi_int``, which the including file defines.
     """
-    l_net, v_net, ctx, n_params = _nets(residual)
+    l_net, v_net, ctx, n_params = layouts(residual)
     layout = f"{_VERSION} {l_net} {v_net} {ctx} {n_params}"
     tag = hashlib.sha256(layout.encode()).hexdigest()[:10]
     names = {k: f"wm_{k}_{tag}" for k in KERNEL_NAMES}
@@ -335,7 +335,7 @@ def kernel_source(residual: object) -> tuple[dict[str, str], str]:
 
     zeros_c = f"static const casadi_real {zeros}[{n_zeros}];\n"
     source = f"#ifndef WM_KERNEL\n#define WM_KERNEL static\n#endif\n#define CTX {ctx}\n" + zeros_c + forward + mixed + value + hessian + "#undef CTX\n"
-    return names, _COMMON + source
+    return names, COMMON_C + source
 
 
 @dataclass
@@ -383,7 +383,7 @@ def residual_kernels(residual: object, flags: str = DEFAULT_FLAGS) -> ResidualKe
 
 def _shapes(residual: object) -> dict[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]]:
     """``{pass: (input shapes, output shapes)}``, as the SX functions of ``residual_derivatives`` have them."""
-    l_net, v_net, _, n_params = _nets(residual)
+    l_net, v_net, _, n_params = layouts(residual)
     nl, hid = l_net.dims[-1], list(l_net.dims[1:-1])
     fields = [(nl, 1), (nl, NQ), *((h, 1) for h in hid), *((h, 1) for h in hid), *((h, NQ) for h in hid)]
     q, p = (NQ, 1), (n_params, 1)  # cos q, sin q and qd: (7, 1) each

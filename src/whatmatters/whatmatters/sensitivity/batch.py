@@ -274,7 +274,7 @@ def compute_bag_dir(
     mpc = mpc or MpcConfig.from_yaml()
     cfg = SensitivityConfig.from_yaml()
     setup = (absolute_model_spec(model_spec), mpc, cfg)
-    _init(*setup)  # compiles once in this process before any worker starts
+    resolve_model(setup[0])  # a bad model spec fails here, named, before any worker starts
     job = Job("sensitivities", _one, _init, setup, shared_paths=(str(folder),))
     tasks, expected = [], {}
     for ep in todo:
