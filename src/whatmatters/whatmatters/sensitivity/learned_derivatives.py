@@ -15,8 +15,11 @@ splits in two:
   weighted Hessian), one generated function compiled to C with the weights
   as runtime parameters (cached: a new checkpoint needs no rebuild);
 * **residual**, from the deep Lagrangian networks' closed-form derivatives
-  (:class:`whatmatters.dynamics.residual_hessian.ResidualHessian`), batched over
-  the nodes of many stages and samples.
+  (:class:`whatmatters.dynamics.residual_hessian.ResidualHessian`, a C kernel),
+  over the nodes of many stages and samples;
+
+and the two are added before the products ``D_i' Hf_i D_i``, one batched
+numpy product per node.
 
 The same numbers as the torch-autograd path (:mod:`~whatmatters.sensitivity.torch_derivatives`)
 to rounding (``test/sensitivity/test_learned_derivatives.py``): ~10 against ~300 ms a
@@ -46,34 +49,31 @@ CHUNK = 16
 
 
 def _nodes_function(model: LearnedDynamics, dt: float) -> ca.Function:
-    """``(x, u, p, lam) -> (W_nom, s, acc, w, a_y, ds)`` for one stage.
+    """``(x, u, p, lam) -> (Hf_nom, s, acc, w, a_y, ds)`` for one stage.
 
-    Outputs, the four nodes side by side: ``W_nom`` (nz, nz), the nodes'
-    states ``s`` (nx, 4), accelerations (n, 4), weights ``w`` (n, 4),
-    ``a_y`` (n, 4 nz) and ``D_i``'s state rows ``ds`` (nx, 4 nz).
+    Outputs, the four nodes side by side: the nominal part of ``-Hf_i``
+    over ``y = (q, qd, tau)`` (nz, 4 nz), the nodes' states ``s`` (nx, 4),
+    accelerations (n, 4), weights ``w`` (n, 4), ``a_y`` (n, 4 nz) and
+    ``D_i``'s state rows ``ds`` (nx, 4 nz). The products ``D_i' Hf_i D_i``
+    are left to the caller, once for the nominal and the residual part together.
     """
     nx, nu, npar, n = model.nx, model.nu, model.n_params, model.nq
-    nz = nx + nu
     xs, us, ps = ca.SX.sym("x", nx), ca.SX.sym("u", nu), ca.SX.sym("p", npar)
     fj = ca.Function("wm_learned_fj", [xs, us, ps], [*model.state_derivative_jacobian(xs, us, ps)])
     psi_nom = weighted_inverse_dynamics_hessian(model.nominal.chain)  # (q, qd, qdd, w) -> (3n, 3n)
 
     x, u, p, lam = ca.MX.sym("x", nx), ca.MX.sym("u", nu), ca.MX.sym("p", npar), ca.MX.sym("lam", nx)
-    du = ca.horzcat(ca.MX(nu, nx), ca.MX.eye(nu))
     nodes = rk4_nodes(fj, x, u, p, dt)[0]
-    w_nom = ca.MX(nz, nz)
-    outs: list[list[ca.MX]] = [[], [], [], [], []]
+    outs: list[list[ca.MX]] = [[], [], [], [], [], []]
     for (s_i, ds_i, k_i, j_i), kbar in zip(nodes, rk4_adjoints(nodes, lam, dt)):
         acc, a_y = k_i[n:], ca.densify(j_i[n:, :])
         w = ca.mtimes(j_i[n:, 2 * n :].T, kbar[n:])  # M^-1 kbar_v (d qdd / d tau = M^-1)
         psi = psi_nom(s_i[:n], s_i[n:], acc, w)  # over (q, qd, a)
         psi_yy = ca.diagcat(psi[: 2 * n, : 2 * n], ca.MX(n, n))
         cross = ca.mtimes(ca.vertcat(psi[: 2 * n, 2 * n :], ca.MX(n, n)), a_y)
-        d_i = ca.vertcat(ds_i, du)
-        w_nom = w_nom - ca.mtimes([d_i.T, psi_yy + cross + cross.T, d_i])
-        for lst, val in zip(outs, (s_i, acc, w, a_y, ca.densify(ds_i))):
+        for lst, val in zip(outs, (ca.densify(psi_yy + cross + cross.T), s_i, acc, w, a_y, ca.densify(ds_i))):
             lst.append(val)
-    return ca.Function("wm_learned_nodes", [x, u, p, lam], [ca.densify(w_nom), *(ca.horzcat(*lst) for lst in outs)])
+    return ca.Function("wm_learned_nodes", [x, u, p, lam], [ca.horzcat(*lst) for lst in outs])
 
 
 class LearnedStageDerivatives:
@@ -98,14 +98,14 @@ class LearnedStageDerivatives:
         self.residual = ResidualHessian(model.residual)
 
     def _stage_nodes(self, x: np.ndarray, u: np.ndarray, p: np.ndarray, lam: np.ndarray) -> list[np.ndarray]:
-        """One sample: W_nom (N, nz, nz), s (N, 4, nx), acc (N, 4, n), w (N, 4, n), a_y (N, 4, n, nz), ds (N, 4, nx, nz)."""
+        """One sample: psi_nom (N, 4, nz, nz), s (N, 4, nx), acc (N, 4, n), w (N, 4, n), a_y (N, 4, n, nz), ds (N, 4, nx, nz)."""
         nx, nq, nz = self.nx, self.nq, self.nx + self.nu
         p = np.asarray(p, dtype=float)
         stages = [[np.asarray(o) for o in evaluate(self._nodes, x[k], u[k], p, lam[k])] for k in range(self.n)]
-        w_nom, s, acc, w, a_y, ds = (np.stack([st[j] for st in stages]) for j in range(6))
+        psi_nom, s, acc, w, a_y, ds = (np.stack([st[j] for st in stages]) for j in range(6))
         n = self.n  # the four nodes' blocks side by side
         return [
-            w_nom.reshape(n, nz, nz),
+            psi_nom.reshape(n, nz, 4, nz).transpose(0, 2, 1, 3),
             s.reshape(n, nx, 4).transpose(0, 2, 1),
             acc.reshape(n, nq, 4).transpose(0, 2, 1),
             w.reshape(n, nq, 4).transpose(0, 2, 1),
@@ -124,7 +124,7 @@ class LearnedStageDerivatives:
     def _chunk(self, x: np.ndarray, u: np.ndarray, p: np.ndarray, lam: np.ndarray) -> np.ndarray:
         n, nx, nq, nz = self.n, self.nx, self.nq, self.nx + self.nu
         parts = [self._stage_nodes(x[i], u[i], p[i], lam[i]) for i in range(x.shape[0])]
-        w_nom, s, acc, w, a_y, ds = (np.stack([part[j] for part in parts]) for j in range(6))  # (S, N, 4, ...)
+        psi_nom, s, acc, w, a_y, ds = (np.stack([part[j] for part in parts]) for j in range(6))  # (S, N, 4, ...)
         nodes = x.shape[0] * n * 4
         s, acc, w = s.reshape(nodes, nx), acc.reshape(nodes, nq), w.reshape(nodes, nq)
         a_y, ds = a_y.reshape(nodes, nq, nz), ds.reshape(nodes, nx, nz)
@@ -135,13 +135,15 @@ class LearnedStageDerivatives:
             qq, q_qd, qd_qd, q_a = self.residual.blocks_with(p[0], z, s[:, :nq], s[:, nq:], acc, w)
         else:
             qq, q_qd, qd_qd, q_a = self.residual.blocks(np.repeat(p, n * 4, axis=0), s[:, :nq], s[:, nq:], acc, w)
-        psi = np.zeros((nodes, nz, nz))  # over y = (q, qd, tau): no tau terms
-        psi[:, :nq, :nq], psi[:, :nq, nq:nx], psi[:, nq:nx, :nq], psi[:, nq:nx, nq:nx] = qq, q_qd, q_qd.transpose(0, 2, 1), qd_qd
+        psi = psi_nom.reshape(nodes, nz, nz).copy()  # over y = (q, qd, tau); the residual's has no tau terms
+        psi[:, :nq, :nq] += qq
+        psi[:, :nq, nq:nx] += q_qd
+        psi[:, nq:nx, :nq] += q_qd.transpose(0, 2, 1)
+        psi[:, nq:nx, nq:nx] += qd_qd
         cross = q_a @ a_y  # psi_ya a_y: only the q rows of psi_ya are nonzero
         psi[:, :nq] += cross
         psi[:, :, :nq] += cross.transpose(0, 2, 1)
         d = np.zeros((nodes, nz, nz))
         d[:, :nx], d[:, nx:, nx:] = ds, np.eye(self.nu)
-        w_res = -(d.transpose(0, 2, 1) @ psi @ d).reshape(x.shape[0], n, 4, nz, nz).sum(axis=2)
-        w_all = w_nom + w_res
+        w_all = -(d.transpose(0, 2, 1) @ psi @ d).reshape(x.shape[0], n, 4, nz, nz).sum(axis=2)
         return 0.5 * (w_all + w_all.transpose(0, 1, 3, 2))
