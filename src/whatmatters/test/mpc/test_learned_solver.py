@@ -77,3 +77,11 @@ def test_swap_model_uses_the_new_weights_without_a_rebuild(base, mpc_config, par
     np.testing.assert_allclose(res.x[1], _rk4_learned(other, res.x[0], res.u[0], other.context), rtol=1e-8, atol=1e-8)
     with pytest.raises(MpcBuildError, match="another formulation"):
         solver.swap_model(nominal)
+
+
+def test_the_kernels_are_part_of_the_formulation(base, mpc_config, params, monkeypatch):
+    """Generated code that calls other kernels (another version or architecture) is another solver."""
+    key = formulation_key(base, mpc_config, params.torque_limits)
+    assert base.code_identity()  # the learned model's Jacobian calls kernels
+    monkeypatch.setattr(LearnedDynamics, "code_identity", lambda self: "wm_res_l_other wm_res_v_other")
+    assert formulation_key(base, mpc_config, params.torque_limits) != key

@@ -80,6 +80,11 @@ class DynamicsModel(ABC):
         f = self.state_derivative(x, u, params)
         return f, ca.jacobian(f, ca.vertcat(x, u))
 
+    def code_identity(self) -> str:
+        """What generated code of this model depends on beyond :meth:`state_derivative`'s
+        expression (e.g. hand-written kernels its Jacobian calls): part of the solvers' cache key."""
+        return ""
+
     def state_derivative_hessian(
         self, x: ca.SX, u: ca.SX, mu: ca.SX, params: ca.SX | None = None, xdot: ca.SX | None = None, jac: ca.SX | None = None
     ) -> ca.SX:

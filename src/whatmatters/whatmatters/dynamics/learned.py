@@ -31,6 +31,7 @@ from whatmatters.dynamics.flat_params import ContextParameters
 from whatmatters.dynamics.nominal import nominal_model
 from whatmatters.dynamics.residual import LagrangianResidual, ResidualConfig
 from whatmatters.dynamics.residual_jacobian import residual_derivatives
+from whatmatters.dynamics.residual_kernels import kernel_source
 from whatmatters.dynamics.rigid_body import RigidBodyDynamics, inverse_dynamics_jacobian, mass_matrix_rows, rnea
 from whatmatters.errors import WhatmattersError
 from whatmatters.io import atomic_torch_save
@@ -126,6 +127,10 @@ class LearnedDynamics(ContextParameters, JointSpaceModel, nn.Module):
                 rows[i][j] = rows[i][j] + h_res[i, j] + (float(chain.armature[i]) if i == j else 0.0)
             rhs.append(tau[i] - bias[i] - float(chain.damping[i]) * qd[i] - torque[i])
         return be.solve_spd(rows, rhs)
+
+    def code_identity(self) -> str:
+        """The C kernels of :meth:`state_derivative_jacobian` (their symbols name their version and shapes)."""
+        return " ".join(kernel_source(self.residual)[0].values())
 
     def state_derivative_jacobian(self, x: ca.SX, u: ca.SX, params: ca.SX | None = None) -> tuple[ca.SX, ca.SX]:
         """``xdot`` and its exact Jacobian (nx, nx + nu), structured (CasADi form).

@@ -22,12 +22,16 @@ With ``H = L L'``, ``a = L' qd``, ``Ldot = sum_k dL/dq_k qd_k`` and
     dc/dq[:, l]  = d/dq_l (Ldot a + L Ldot' qd) - 1/2 d2K/dq dq_l
     d2K/dq2      = 2 (E' E + hess(qd' L(q) a)),  E[:, k] = dL/dq_k' qd (a held fixed)
 
-The networks' passes (the L network's forward pass, its mixed derivative,
-its Hessian, the V network) are separate CasADi functions called from the
-expression (never inlined), so the generated C holds five functions of
-~20,000 lines instead of one of ~90,000: GCC's register allocation, most of
-a build, grows faster than linearly with a function's size (the learned
-model's solver builds in ~40 instead of ~60 s; the values are identical).
+The networks' passes are two functions called from the expression (never
+inlined): the L network's (its forward pass with ``dL/dq``, the mixed
+derivative along ``qd`` and the Hessian of ``w . L(q)``) and the V
+network's. They run as the vectorised C kernels of
+:mod:`whatmatters.dynamics.residual_kernels`, ~2x faster than CasADi's scalar
+code of the same passes, which stays as the reference (``kernels=False``)
+and as the fallback without gcc. In that SX form the L passes are three
+nested functions, so the generated C holds functions of ~20,000 lines
+instead of one of ~90,000 (GCC's register allocation, most of a build, grows
+faster than linearly with a function's size).
 
 Tested against CasADi's AD of ``casadi_terms`` and against finite differences
 (``test/dynamics/test_residual_jacobian.py``).
@@ -202,6 +206,30 @@ def _sigmoids(raw: ca.SX, diag: ca.DM) -> tuple[ca.SX, ca.SX, ca.SX]:
     return vals, diag * sig + (1.0 - diag), diag * sig * (1.0 - sig)
 
 
+def _l_passes(residual: object, layers: list[tuple[ca.SX, ca.SX]], phi: ca.SX, cos: ca.SX, sin: ca.SX, qd: ca.SX, p: ca.SX) -> list[ca.SX]:
+    """The L network's passes on symbols: ``[o (28), do/dq (28, 7), d/dq (do/dq . qd) (28, 7), hess(w . L(q)) (7, 7)]``,
+    ``w_ij = qd_i (L' qd)_j`` at fixed ``L' qd``.
+
+    The forward pass, its mixed derivative and the Hessian are functions of their own,
+    called (never inlined) from these expressions (see the module docstring).
+    """
+    fw_def = _forward(layers, phi, cos, sin)
+    fw = _from_fields(ca.Function("res_l_forward", [cos, sin, p], _fields(fw_def)).call([cos, sin, p], False, True), len(fw_def.h))
+    fws = _symbols_like(fw_def)
+    mixed = ca.Function("res_l_mixed", [cos, sin, qd, p, *_fields(fws)], [_mixed(fws, layers, qd, cos, sin)])
+    o_qv = mixed.call([cos, sin, qd, p, *_fields(fw)], False, True)[0]
+    rows, cols = np.tril_indices(NQ)
+    diag = ca.DM((rows == cols).astype(float))
+    vals = _sigmoids(fw.out, diag)[0] + residual.cfg.diag_floor * diag  # type: ignore[attr-defined]
+    a = ca.mtimes(_tril(vals, rows, cols).T, qd)
+    w = ca.vertcat(*[qd[i] * a[j] for i, j in zip(rows, cols)])
+    ws = ca.SX.sym("w", w.shape[0])
+    _, dsig_s, d2sig_s = _sigmoids(fws.out, diag)
+    hess_def = _hessian(fws, layers, dsig_s * ws, cos, sin)[1] + ca.mtimes(fws.d_out.T, _cols(d2sig_s * ws) * fws.d_out)
+    hess = ca.Function("res_l_hessian", [cos, sin, p, ws, *_fields(fws)], [hess_def]).call([cos, sin, p, w, *_fields(fw)], False, True)[0]
+    return [fw.out, fw.d_out, o_qv, hess]
+
+
 def residual_derivatives(residual: object, q: ca.SX, qd: ca.SX, p: ca.SX, kernels: bool = True) -> ResidualDerivatives:
     """The residual's terms and exact Jacobians from the networks' structure.
 
@@ -215,31 +243,27 @@ def residual_derivatives(residual: object, q: ca.SX, qd: ca.SX, p: ca.SX, kernel
     """
     _call = _Passes(residual, kernels)
     p = ca.SX(p)
-    # the networks' passes, each on its own symbols and called at (q, qd, p)
-    # the passes take cos q and sin q (computed once here, not in each pass), qd and p
+    # the networks' passes, on their own symbols (cos q and sin q, computed once here, qd, p), called at (q, qd, p)
     cos, sin, qds, ps = ca.SX.sym("cos", NQ), ca.SX.sym("sin", NQ), ca.SX.sym("qd", NQ), ca.SX.sym("p", p.shape[0])
     trig = [ca.cos(q), ca.sin(q)]
+    rows, cols = np.tril_indices(NQ)
+    diag = ca.DM((rows == cols).astype(float))
     values = residual.casadi_values(ps)
     phi = ca.vertcat(cos, sin, values["context"])
     l_layers = residual.casadi_layers("l_net", values)
-    fw_def = _forward(l_layers, phi, cos, sin)
-    fw = _from_fields(_call("res_l_forward", [cos, sin, ps], _fields(fw_def), [*trig, p]), len(fw_def.h))
-    fws = _symbols_like(fw_def)
-    o_qv = _call("res_l_mixed", [cos, sin, qds, ps, *_fields(fws)], [_mixed(fws, l_layers, qds, cos, sin)], [*trig, qd, p, *_fields(fw)])[0]
+    out, d_out, o_qv, hess_s = _call("res_l", [cos, sin, qds, ps], _l_passes(residual, l_layers, phi, cos, sin, qds, ps), [*trig, qd, p])
     v_layers = residual.casadi_layers("v_net", values)
     g_res, hess_v = _call("res_v", [cos, sin, ps], list(_hessian(_forward(v_layers, phi, cos, sin), v_layers, ca.DM.ones(1, 1), cos, sin)), [*trig, p])
 
-    rows, cols = np.tril_indices(NQ)
-    diag = ca.DM((rows == cols).astype(float))
-    vals, dsig, d2sig = _sigmoids(fw.out, diag)
+    vals, dsig, d2sig = _sigmoids(out, diag)
     vals = vals + residual.cfg.diag_floor * diag
-    d_vals = _cols(dsig) * fw.d_out  # (28, 7)
+    d_vals = _cols(dsig) * d_out  # (28, 7)
     low = _tril(vals, rows, cols)
     d_low = [_tril(d_vals[:, k], rows, cols) for k in range(NQ)]
 
-    o_v = ca.mtimes(fw.d_out, qd)  # do/dq . qd
+    o_v = ca.mtimes(d_out, qd)  # do/dq . qd
     ldot = _tril(dsig * o_v, rows, cols)
-    d_ldot_vals = _cols(d2sig * o_v) * fw.d_out + _cols(dsig) * o_qv
+    d_ldot_vals = _cols(d2sig * o_v) * d_out + _cols(dsig) * o_qv
     d_ldot = [_tril(d_ldot_vals[:, k], rows, cols) for k in range(NQ)]
 
     a = ca.mtimes(low.T, qd)
@@ -248,12 +272,7 @@ def residual_derivatives(residual: object, q: ca.SX, qd: ca.SX, p: ca.SX, kernel
     grad_k = 2.0 * ca.mtimes(e.T, a)  # dK/dq
     c_res = ca.mtimes(ldot, a) + ca.mtimes(low, ad) - 0.5 * grad_k
 
-    # d2K/dq2 = 2 (E'E + hess(w . L(q))), w_ij = qd_i a_j at fixed a
-    w = ca.vertcat(*[qd[i] * a[j] for i, j in zip(rows, cols)])
-    ws = ca.SX.sym("w", w.shape[0])
-    _, dsig_s, d2sig_s = _sigmoids(fws.out, diag)
-    hess_def = _hessian(fws, l_layers, dsig_s * ws, cos, sin)[1] + ca.mtimes(fws.d_out.T, _cols(d2sig_s * ws) * fws.d_out)
-    hess_s = _call("res_l_hessian", [cos, sin, ps, ws, *_fields(fws)], [hess_def], [*trig, p, w, *_fields(fw)])[0]
+    # d2K/dq2 = 2 (E'E + hess(w . L(q))), w_ij = qd_i a_j at fixed a (hess_s, from the L pass)
     hess_k = 2.0 * (ca.mtimes(e.T, e) + hess_s)
     ldot_e = ca.mtimes(ldot, e)
     term = ca.horzcat(

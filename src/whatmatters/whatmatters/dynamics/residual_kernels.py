@@ -46,10 +46,10 @@ log = logging.getLogger(__name__)
 NQ = 7
 
 #: The passes, in :func:`~whatmatters.dynamics.residual_jacobian.residual_derivatives`' names.
-KERNEL_NAMES = ("res_l_forward", "res_l_mixed", "res_v", "res_l_hessian")
+KERNEL_NAMES = ("res_l", "res_v")
 
 #: Part of the kernels' symbol names: bump when the C changes.
-_VERSION = "2"
+_VERSION = "3"
 
 COMMON_C = r"""
 #ifndef WM_KERNELSCOMMON_C
@@ -132,12 +132,6 @@ static inline __attribute__((always_inline)) void wm_store_rows(int m, const wm_
     for (i = 0; i < m; ++i) out[i + m * k] = t[i][k];  /* column-major m x 7 */
 }
 
-static inline __attribute__((always_inline)) void wm_load_rows(int m, const casadi_real* in, wm_v8* t) {
-  int i, k;
-  for (i = 0; i < m; ++i)
-    for (k = 0; k < 7; ++k) t[i][k] = in[i + m * k];
-}
-
 static inline __attribute__((always_inline)) void wm_store_hess(const wm_v8* hess, casadi_real* out) {
   int k, l;
   if (!out) return;
@@ -218,9 +212,9 @@ def _function(name: str, n_in: int, body: str, zeros: str) -> str:
     inputs = "\n  ".join(f"const casadi_real* in{i} = arg[{i}] ? arg[{i}] : {zeros};" for i in range(n_in))
     return f"""
 WM_KERNEL int {name}(const casadi_real** arg, casadi_real** res, casadi_int* iw, casadi_real* w, int mem) {{
-  int i, k;
+  int i, j, k, n;
   {inputs}
-  (void)iw; (void)w; (void)mem; (void)i; (void)k;
+  (void)iw; (void)w; (void)mem; (void)i; (void)j; (void)k; (void)n;
   {body}
   return 0;
 }}
@@ -228,75 +222,83 @@ WM_KERNEL int {name}(const casadi_real** arg, casadi_real** res, casadi_int* iw,
 
 
 def kernel_source(residual: object) -> tuple[dict[str, str], str]:
-    """The four kernels' C for ``residual``'s architecture.
+    """The kernels' C for ``residual``'s architecture.
 
     Returns:
         ``({pass name: C symbol}, C definitions)``; the definitions use
         ``casadi_real`` and ``casadi_int``, which the including file defines.
     """
     l_net, v_net, ctx, n_params = layouts(residual)
-    layout = f"{_VERSION} {l_net} {v_net} {ctx} {n_params}"
-    tag = hashlib.sha256(layout.encode()).hexdigest()[:10]
+    floor = float(residual.cfg.diag_floor)  # type: ignore[attr-defined]
+    tag = hashlib.sha256(f"{_VERSION} {l_net} {v_net} {ctx} {n_params} {floor!r}".encode()).hexdigest()[:10]
     names = {k: f"wm_{k}_{tag}" for k in KERNEL_NAMES}
-    nl, hid = l_net.dims[-1], l_net.dims[1:-1]
-    top = l_net.hidden
+    nl, dims, top = l_net.dims[-1], l_net.dims, l_net.hidden
     zeros = f"wm_zeros_{tag}"
-    n_zeros = max(n_params, nl * NQ, *(h * NQ for h in hid))  # the longest input
+    rows, cols = np.tril_indices(NQ)
+    diag = ", ".join("1" if r == c else "0" for r, c in zip(rows, cols))
 
-    def fields_in(first: int) -> tuple[list[str], list[str], list[str]]:
-        """Input names of a forward pass's h, slopes and tangents, its ``out`` being input ``first``."""
-        return tuple([f"in{first + 2 + j * top + i}" for i in range(top)] for j in range(3))  # type: ignore[return-value]
-
-    pre = "const casadi_real *cq = in0, *sq = in1, *p = in2;"
-    # res_l_forward: (q, p) -> (out, d_out, h..., slope..., p...)
-    st = [
+    # res_l: (cos q, sin q, qd, p) -> (o, do/dq, d/dq (do/dq . qd), q-Hessian of sum_n w_n L_n) for the L network,
+    # w_n = qd_i (L' qd)_j at L's entry n = (i, j)
+    lines = [
+        "const casadi_real *cq = in0, *sq = in1, *v = in2, *p = in3;",
+        _forward_c(l_net, "L"),
         f"if (res[0]) for (i = 0; i < {nl}; ++i) res[0][i] = Lt{top}[i][7];",
         f"wm_store_rows({nl}, Lt{top}, res[1]);",
-    ]
-    for layer in range(top):
-        m = hid[layer]
-        st += [
-            f"if (res[{2 + layer}]) for (i = 0; i < {m}; ++i) res[{2 + layer}][i] = Lh{layer}[i];",
-            f"if (res[{2 + top + layer}]) for (i = 0; i < {m}; ++i) res[{2 + top + layer}][i] = Ls{layer}[i];",
-            f"wm_store_rows({m}, Lt{layer}, res[{2 + 2 * top + layer}]);",
-        ]
-    forward = _function(names["res_l_forward"], 3, f"{pre}\n  {_forward_c(l_net, 'L')}\n  " + "\n  ".join(st), zeros)
-
-    # res_l_mixed: (cos q, sin q, qd, p, out, d_out, h..., slope..., p...) -> d/dq (do/dq . qd)
-    hs, ss, ps = fields_in(4)
-    w0 = l_net.offsets[0][0]
-    n0 = l_net.dims[0]
-    lines = [
-        pre.replace("in2", "in3"),
-        "const casadi_real* v = in2;",
-        f"wm_v8 r0[{hid[0]}];",
-        f"for (i = 0; i < {hid[0]}; ++i) {{",
-        f"  const casadi_real* wi = p + {w0} + i * {n0};",
+        "/* the mixed derivative, forward over forward along qd: rows [d/dq (da/dq . qd), da/dq . qd] */",
+        f"wm_v8 r0[{dims[1]}];",
+        f"for (i = 0; i < {dims[1]}; ++i) {{",
+        f"  const casadi_real* wi = p + {l_net.offsets[0][0]} + i * {dims[0]};",
         "  casadi_real av = 0;",
-        f"  for (k = 0; k < 7; ++k) av += {ps[0]}[i + {hid[0]} * k] * v[k];",
+        "  for (k = 0; k < 7; ++k) av += Lt0[i][k] * v[k];",
         "  for (k = 0; k < 7; ++k) r0[i][k] = wi[k] * (-cq[k] * v[k]) + wi[7 + k] * (-sq[k] * v[k]);",
         "  r0[i][7] = av;",
         "}",
     ]
-    dims = l_net.dims
     for layer in range(top):
         m, n_out = dims[layer + 1], dims[layer + 2]
-        w = l_net.offsets[layer + 1][0]
         lines += [
             f"wm_v8 u{layer}[{m}], r{layer + 1}[{n_out}];",
             f"for (i = 0; i < {m}; ++i) {{",
-            f"  casadi_real h = {hs[layer]}[i], s = {ss[layer]}[i], cav = (-2.0 * h * s) * r{layer}[i][7];",
-            f"  for (k = 0; k < 7; ++k) u{layer}[i][k] = cav * {ps[layer]}[i + {m} * k] + s * r{layer}[i][k];",
-            f"  u{layer}[i][7] = s * r{layer}[i][7];",
+            f"  casadi_real cav = (-2.0 * Lh{layer}[i] * Ls{layer}[i]) * r{layer}[i][7];",
+            f"  u{layer}[i] = cav * Lt{layer}[i] + Ls{layer}[i] * r{layer}[i];",
+            f"  u{layer}[i][7] = Ls{layer}[i] * r{layer}[i][7];",
             "}",
-            f"wm_rows({n_out}, {m}, p + {w}, u{layer}, r{layer + 1});",
+            f"wm_rows({n_out}, {m}, p + {l_net.offsets[layer + 1][0]}, u{layer}, r{layer + 1});",
         ]
-    lines.append(f"wm_store_rows({nl}, r{top}, res[0]);")
-    mixed = _function(names["res_l_mixed"], 4 + 2 + 3 * top, "\n  ".join(lines), zeros)
+    lines += [
+        f"wm_store_rows({nl}, r{top}, res[2]);",
+        "/* L's entries (softplus plus the floor on the diagonal), a = L' qd and the weights w */",
+        f"static const int diag[{nl}] = {{{diag}}};",
+        f"casadi_real lv[{nl}], la[7], c[{nl}], d2[{nl}];",
+        f"for (i = 0; i < {nl}; ++i) {{",
+        f"  casadi_real raw = Lt{top}[i][7];",
+        f"  lv[i] = diag[i] ? (raw > 0 ? raw : 0.0) + log1p(exp(-fabs(raw))) + {floor!r} : raw;",
+        "}",
+        "for (k = 0; k < 7; ++k) la[k] = 0;",
+        "for (i = 0, n = 0; i < 7; ++i)",
+        "  for (j = 0; j <= i; ++j, ++n) la[j] += lv[n] * v[i];",
+        "for (i = 0, n = 0; i < 7; ++i)",
+        "  for (j = 0; j <= i; ++j, ++n) {",
+        "    casadi_real wn = v[i] * la[j];",
+        "    if (diag[n]) {  /* softplus' = sigmoid on the diagonal entries, the identity elsewhere */",
+        f"      casadi_real sig = 1.0 / (1.0 + exp(-Lt{top}[n][7]));",
+        "      c[n] = sig * wn;",
+        "      d2[n] = (sig * (1.0 - sig)) * wn;",
+        "    } else {",
+        "      c[n] = wn;",
+        "      d2[n] = 0.0;",
+        "    }",
+        "  }",
+        "wm_v8 hess[7] = {{0}};",
+        _reverse_c(l_net, "L", "c", "0"),
+        f"wm_outer({nl}, d2, Lt{top}, hess);",
+        "wm_store_hess(hess, res[3]);",
+    ]
+    fused = _function(names["res_l"], 4, "\n  ".join(lines), zeros)
 
     # res_v: (cos q, sin q, p) -> (grad, hess) of the V network's scalar output
     body = [
-        pre,
+        "const casadi_real *cq = in0, *sq = in1, *p = in2;",
         _forward_c(v_net, "V"),
         "wm_v8 hess[7] = {{0}};",
         "const casadi_real one[1] = {1.0};",
@@ -305,36 +307,8 @@ def kernel_source(residual: object) -> tuple[dict[str, str], str]:
     ]
     value = _function(names["res_v"], 3, "\n  ".join(body), zeros)
 
-    # res_l_hessian: (cos q, sin q, p, w, out, d_out, h..., slope..., p...) -> q-Hessian of sum_i w_i L_i(q)
-    hs, ss, ps = fields_in(4)
-    rows, cols = np.tril_indices(NQ)
-    diag = "{" + ", ".join("1" if r == c else "0" for r, c in zip(rows, cols)) + "}"
-    lines = [
-        pre,
-        f"static const int diag[{nl}] = {diag};",
-        f"casadi_real c[{nl}], d2[{nl}];",
-        f"wm_v8 dout[{nl}];",
-        f"wm_load_rows({nl}, in5, dout);",
-        f"for (i = 0; i < {nl}; ++i) {{",
-        "  if (diag[i]) {  /* softplus' = sigmoid on the diagonal entries, the identity elsewhere */",
-        "    casadi_real sig = 1.0 / (1.0 + exp(-in4[i]));",
-        "    c[i] = sig * in3[i];",
-        "    d2[i] = (sig * (1.0 - sig)) * in3[i];",
-        "  } else {",
-        "    c[i] = in3[i];",
-        "    d2[i] = 0.0;",
-        "  }",
-        "}",
-        "wm_v8 hess[7] = {{0}};",
-    ]
-    for layer in range(top):
-        m = hid[layer]
-        lines += [f"const casadi_real* Lh{layer} = {hs[layer]};", f"const casadi_real* Ls{layer} = {ss[layer]};", f"wm_v8 Lt{layer}[{m}];", f"wm_load_rows({m}, {ps[layer]}, Lt{layer});"]
-    lines += [_reverse_c(l_net, "L", "c", "0"), f"wm_outer({nl}, d2, dout, hess);", "wm_store_hess(hess, res[0]);"]
-    hessian = _function(names["res_l_hessian"], 4 + 2 + 3 * top, "\n  ".join(lines), zeros)
-
-    zeros_c = f"static const casadi_real {zeros}[{n_zeros}];\n"
-    source = f"#ifndef WM_KERNEL\n#define WM_KERNEL static\n#endif\n#define CTX {ctx}\n" + zeros_c + forward + mixed + value + hessian + "#undef CTX\n"
+    zeros_c = f"static const casadi_real {zeros}[{n_params}];\n"
+    source = f"#ifndef WM_KERNEL\n#define WM_KERNEL static\n#endif\n#define CTX {ctx}\n" + zeros_c + fused + value + "#undef CTX\n"
     return names, COMMON_C + source
 
 
@@ -383,15 +357,12 @@ def residual_kernels(residual: object, flags: str = DEFAULT_FLAGS) -> ResidualKe
 
 def _shapes(residual: object) -> dict[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]]:
     """``{pass: (input shapes, output shapes)}``, as the SX functions of ``residual_derivatives`` have them."""
-    l_net, v_net, _, n_params = layouts(residual)
-    nl, hid = l_net.dims[-1], list(l_net.dims[1:-1])
-    fields = [(nl, 1), (nl, NQ), *((h, 1) for h in hid), *((h, 1) for h in hid), *((h, NQ) for h in hid)]
+    l_net, _, _, n_params = layouts(residual)
+    nl = l_net.dims[-1]
     q, p = (NQ, 1), (n_params, 1)  # cos q, sin q and qd: (7, 1) each
     return {
-        "res_l_forward": ([q, q, p], fields),
-        "res_l_mixed": ([q, q, q, p, *fields], [(nl, NQ)]),
+        "res_l": ([q, q, q, p], [(nl, 1), (nl, NQ), (nl, NQ), (NQ, NQ)]),
         "res_v": ([q, q, p], [(NQ, 1), (NQ, NQ)]),
-        "res_l_hessian": ([q, q, p, (nl, 1), *fields], [(NQ, NQ)]),
     }
 
 

@@ -53,7 +53,7 @@ __all__ = ["build_ocp", "discrete_rk4", "formulation_key", "model_expressions"]
 
 log = logging.getLogger(__name__)
 
-_BUILDER_VERSION = "5"
+_BUILDER_VERSION = "4"
 
 
 def model_expressions(model: DynamicsModel) -> tuple[ca.SX, ca.SX, ca.SX, ca.SX]:
@@ -106,6 +106,8 @@ def formulation_key(model: DynamicsModel, cfg: MpcConfig, limits: np.ndarray | O
         "cfg": repr(cfg),
         "machine": machine_id(),
     }
+    if model.code_identity():  # the kernels its generated code calls: only such a model has them in its key
+        parts["kernels"] = model.code_identity()
     if cfg.stage_hessians:  # not in repr(cfg): the keys of solvers without it stay what they were
         parts["stage_hessians"] = "classical Riccati"  # its QP options (build_ocp)
     if cfg.state_weights or cfg.input_weights:
