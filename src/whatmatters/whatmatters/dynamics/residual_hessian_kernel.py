@@ -33,7 +33,7 @@ __all__ = ["PsiKernel"]
 NQ = 7
 
 #: Part of the library's name: bump when the C changes.
-_VERSION = "1"
+_VERSION = "2"
 
 _HELPERS = r"""
 #ifndef WM_PSI_COMMON
@@ -219,7 +219,7 @@ def _hessian(net: Net, tag: str, nv: int, dirs: str, has_last: bool, c0: str, cv
     layers = len(o)
     m = d[-1]
     out = [
-        f"double hb{uid}[{max(d)}], hbv{uid}[{nv * max(d)}], nb{uid}[{nv * max(d)}];",
+        f"double hb{uid}[{max(d)}], hbv{uid}[{max(nv, 1) * max(d)}], nb{uid}[{max(nv, 1) * max(d)}];",
         f"for (i = 0; i < {m}; ++i) hb{uid}[i] = {c0}[i];",
         f"for (i = 0; i < {nv * m}; ++i) hbv{uid}[i] = {cv}[i];",
     ]
@@ -287,7 +287,6 @@ _BODY = r"""
 
   /* psi_q_qd[k][j] = w' H_jk qd + (H_qd,k w)_j - (H_w,k qd)_j */
   wm_entries(m1, c0);
-  for (i = 0; i < 56; ++i) cv[i] = 0.0;
   wm_v8 hs[7] = {{0}};
 @HESS_S@
   for (k = 0; k < 7; ++k) {
@@ -328,7 +327,8 @@ def kernel_source(residual: object) -> tuple[str, str]:
     body = body.replace("@HESS_QQ@", "  " + "\n  ".join(_hessian(l_net, "L", 2, "dl", True, "c0", "cv", "hq", "a")))
     one = "const double one[1] = {1.0}, zero[1] = {0.0};"
     body = body.replace("@HESS_V@", "  " + one + "\n  " + "\n  ".join(_hessian(v_net, "V", 1, "dv", False, "zero", "one", "hq", "b")))
-    body = body.replace("@HESS_S@", "  " + "\n  ".join(_hessian(l_net, "L", 2, "dl", True, "c0", "cv", "hs", "c")))
+    # the s_jk Hessian has no directional adjoints (cv = 0): the directions' share of the reverse pass is zero
+    body = body.replace("@HESS_S@", "  " + "\n  ".join(_hessian(l_net, "L", 0, "dl", True, "c0", "cv", "hs", "c")))
     source = f"""typedef double casadi_real;
 {COMMON_C}{_HELPERS}
 static const int diag[28] = {{{diag}}};
