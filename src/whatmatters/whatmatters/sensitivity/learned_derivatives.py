@@ -89,10 +89,11 @@ class LearnedStageDerivatives:
 
     def __init__(self, model: LearnedDynamics, dt: float, horizon: int, flags: str | None = None, cache_dir: Path | None = None) -> None:
         self.n, self.nx, self.nu, self.nq = horizon, model.nx, model.nu, model.nq
-        stage = _nodes_function(model, dt)
-        self._nodes: ca.Function | CompiledFunction = stage
-        try:  # compiled once per architecture, dt, flags and CPU (cached), called per stage: any horizon
-            self._nodes = CompiledFunction(stage, DEFAULT_FLAGS if flags is None else flags, cache_dir)
+        # every stage in one call (p shared): one C loop instead of N calls from Python
+        stages = _nodes_function(model, dt).map("wm_learned_nodes_map", "serial", horizon, [2], [])
+        self._nodes: ca.Function | CompiledFunction = stages
+        try:  # compiled once per architecture, dt, horizon, flags and CPU (cached)
+            self._nodes = CompiledFunction(stages, DEFAULT_FLAGS if flags is None else flags, cache_dir)
         except CompileError as exc:
             log.warning("learned stage derivatives evaluated in CasADi's VM: %s", exc)
         self.residual = ResidualHessian(model.residual)
@@ -101,16 +102,16 @@ class LearnedStageDerivatives:
         """One sample: psi_nom (N, 4, nz, nz), s (N, 4, nx), acc (N, 4, n), w (N, 4, n), a_y (N, 4, n, nz), ds (N, 4, nx, nz)."""
         nx, nq, nz = self.nx, self.nq, self.nx + self.nu
         p = np.asarray(p, dtype=float)
-        stages = [[np.asarray(o) for o in evaluate(self._nodes, x[k], u[k], p, lam[k])] for k in range(self.n)]
-        psi_nom, s, acc, w, a_y, ds = (np.stack([st[j] for st in stages]) for j in range(6))
-        n = self.n  # the four nodes' blocks side by side
+        outs = [np.asarray(o) for o in evaluate(self._nodes, x[: self.n].T, u[: self.n].T, p, lam[: self.n].T)]
+        psi_nom, s, acc, w, a_y, ds = (o.reshape(o.shape[0], self.n, -1) for o in outs)  # [row, stage, (node, col)]
+        n = self.n  # columns: the stages' blocks side by side, in each the four nodes'
         return [
-            psi_nom.reshape(n, nz, 4, nz).transpose(0, 2, 1, 3),
-            s.reshape(n, nx, 4).transpose(0, 2, 1),
-            acc.reshape(n, nq, 4).transpose(0, 2, 1),
-            w.reshape(n, nq, 4).transpose(0, 2, 1),
-            a_y.reshape(n, nq, 4, nz).transpose(0, 2, 1, 3),
-            ds.reshape(n, nx, 4, nz).transpose(0, 2, 1, 3),
+            psi_nom.reshape(nz, n, 4, nz).transpose(1, 2, 0, 3),
+            s.reshape(nx, n, 4).transpose(1, 2, 0),
+            acc.reshape(nq, n, 4).transpose(1, 2, 0),
+            w.reshape(nq, n, 4).transpose(1, 2, 0),
+            a_y.reshape(nq, n, 4, nz).transpose(1, 2, 0, 3),
+            ds.reshape(nx, n, 4, nz).transpose(1, 2, 0, 3),
         ]
 
     def hessians(self, x: np.ndarray, u: np.ndarray, p: np.ndarray, lam: np.ndarray) -> np.ndarray:
