@@ -1,4 +1,4 @@
-"""Worker pools (whatmatters.executor.pool): an interrupted pool stops its workers at once; a normal one waits."""
+"""Worker pools (whatmatters.executor.pool): an interrupted pool stops its workers at once; a normal one waits for its tasks."""
 
 from __future__ import annotations
 
@@ -36,5 +36,6 @@ def _within(seconds: float, condition: Callable[[], bool]) -> bool:
 
 def test_a_pool_left_normally_finishes_its_tasks() -> None:
     with worker_pool(2, None, ()) as pool:
-        futures = [pool.submit(pow, 2, k) for k in range(6)]
-    assert [f.result() for f in futures] == [1, 2, 4, 8, 16, 32]
+        futures = [pool.submit(time.sleep, 0.2)] + [pool.submit(pow, 2, k) for k in range(6)]
+    assert all(f.done() for f in futures)  # finished when the block is left, not only later
+    assert [f.result() for f in futures[1:]] == [1, 2, 4, 8, 16, 32]

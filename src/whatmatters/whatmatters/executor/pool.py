@@ -15,13 +15,26 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any
 
 __all__ = ["worker_pool"]
 
 log = logging.getLogger(__name__)
+
+
+class _Pool(ProcessPoolExecutor):
+    """A process pool that remembers the futures it made."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.futures: list[Future[Any]] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:  # type: ignore[override]
+        fut = super().submit(fn, *args, **kwargs)
+        self.futures.append(fut)
+        return fut
 
 
 @contextmanager
@@ -34,9 +47,10 @@ def worker_pool(workers: int, initializer: Callable[..., Any] | None = None, ini
         initargs: Arguments of ``initializer``.
 
     Yields:
-        The pool. Left normally, it waits for its tasks as usual.
+        The pool. Left normally, it waits for its tasks as usual, but not for
+        its worker processes to exit.
     """
-    pool = ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer, tuple(initargs))
+    pool = _Pool(workers, mp.get_context("spawn"), initializer, tuple(initargs))
     try:
         yield pool
     except BaseException:
@@ -49,4 +63,5 @@ def worker_pool(workers: int, initializer: Callable[..., Any] | None = None, ini
             proc.join(5.0)
         log.info("worker pool stopped: %d workers terminated", len(procs))
         raise
-    pool.shutdown(wait=True)
+    wait(pool.futures)  # every task submitted has finished ...
+    pool.shutdown(wait=False)  # ... and the workers' interpreters tear down in the background (~0.3 s with torch loaded)
