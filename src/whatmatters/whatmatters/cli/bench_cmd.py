@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from whatmatters.cli.bench_car import bench_car
 from whatmatters.cli.bench_executor import bench_executors
 from whatmatters.cli.bench_sensitivity import BENCH_ENV, bench_sensitivity, bench_sensitivity_learned
 from whatmatters.control.hold import run_hold
@@ -148,5 +147,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out.update({k: float(f"{v:.4g}") for k, v in bench_sensitivity_learned().items()})
     out["sensitivity_learned_vs_mpc_step"] = float(f"{out['sensitivity_ms_per_sample_learned'] / out['mpc_step_ms_median_learned']:.4g}")
     log.info("bench 6/6: the race car: MPC solve times (closed loop %.0f s) and S_hat (20 samples), nominal and learned", args.mpc_seconds)
+    from whatmatters.cli.bench_car import bench_car  # the car's modules: only for this command (not in every worker's import)
+
     out.update({k: float(f"{v:.4g}") for k, v in bench_car(args.mpc_seconds).items()})
     return out

@@ -13,7 +13,6 @@ from whatmatters.cli.executor_args import add_executor_args, executor_from_args
 from whatmatters.data.bags import read_bag_dir
 from whatmatters.errors import ConfigError
 from whatmatters.sensitivity.batch import STATE_LABELS, compute_bag_dir, load_sidecar
-from whatmatters.sensitivity.plot import plot_sensitivity_maps
 
 
 def add_parser(sub: Any) -> None:
@@ -47,6 +46,8 @@ def run_compute(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_plot(args: argparse.Namespace) -> dict[str, Any]:
     """Draws Fig. 1 from the sidecars."""
+    from whatmatters.sensitivity.plot import plot_sensitivity_maps  # matplotlib: only for this command
+
     episodes, _ = read_bag_dir(args.data)
     maps = []
     for ep in episodes:
