@@ -33,28 +33,22 @@ __all__ = ["PsiKernel"]
 NQ = 7
 
 #: Part of the library's name: bump when the C changes.
-_VERSION = "2"
+_VERSION = "3"
 
 _HELPERS = r"""
 #ifndef WM_PSI_COMMON
 #define WM_PSI_COMMON
-/* first layer on phi = [cos q, sin q, z] along nv directions: t[i] = [da/dq, a], tv[v m + i] = [d(D_v a)/dq, D_v a] */
+/* first layer on phi = [cos q, sin q, z] along nv directions: t[i] = [da/dq, a] (wm_first), tv[v m + i] = [d(D_v a)/dq, D_v a] */
 static inline __attribute__((always_inline)) void wm_first_dirs(int m, int n, const double* w, const double* b, const double* cq, const double* sq,
                                                                 const double* z, int nv, const double* dirs, wm_v8* t, wm_v8* tv) {
   int i, k, v;
+  wm_first(m, n, w, b, cq, sq, z, t);
   for (i = 0; i < m; ++i) {
     const double* wi = w + i * n;
-    double a = 0;
-    wm_v8 r;
-    for (k = 0; k < 7; ++k) a += wi[k] * cq[k];
-    for (k = 0; k < 7; ++k) a += wi[7 + k] * sq[k];
-    for (k = 0; k < n - 14; ++k) a += wi[14 + k] * z[k];
-    for (k = 0; k < 7; ++k) r[k] = wi[k] * (-sq[k]) + wi[7 + k] * cq[k];
-    r[7] = a + b[i];
-    t[i] = r;
     for (v = 0; v < nv; ++v) {
       const double* d = dirs + 7 * v;
       double av = 0;
+      wm_v8 r;
       for (k = 0; k < 7; ++k) av += wi[k] * (-sq[k] * d[k]) + wi[7 + k] * (cq[k] * d[k]);
       for (k = 0; k < 7; ++k) r[k] = wi[k] * (-cq[k] * d[k]) + wi[7 + k] * (-sq[k] * d[k]);
       r[7] = av;
