@@ -13,6 +13,7 @@ from whatmatters.dynamics.learned import LearnedConfig, LearnedDynamics
 from whatmatters.dynamics.residual import ResidualConfig
 from whatmatters.dynamics.registry import resolve_model
 from whatmatters.dynamics.residual_hessian import ResidualHessian
+from whatmatters.dynamics.residual_hessian_kernel import PsiKernel
 
 
 def _random_weights(seed: int) -> LearnedDynamics:
@@ -133,3 +134,12 @@ def test_without_a_compiler_numpy_serves(monkeypatch, caplog, rng):
     assert "runs in numpy" in caplog.text and not hess.compiled
     for g, want in zip(got, ResidualHessian(model.residual, compiled=False).blocks(p, q, qd, a, w)):
         np.testing.assert_array_equal(g, want)
+
+
+def test_kernel_refuses_a_short_weight_vector(rng):
+    """The C kernel reads the weights by offset: a short vector is refused, named, before any C runs."""
+    model = _random_weights(2)
+    _, z, q, qd, a, w = _nodes(model, rng, 1)
+    kernel = PsiKernel(model.residual)
+    with pytest.raises(ValueError, match="weight vector"):
+        kernel.blocks(model.residual.flat_parameters()[:-1][:100], z, q, qd, a, w)

@@ -26,7 +26,7 @@ import hashlib
 import numpy as np
 
 from whatmatters.codegen import DEFAULT_FLAGS, compile_source
-from whatmatters.dynamics.residual_kernels import COMMON_C, Net, layouts
+from whatmatters.dynamics.kernel_common import COMMON_C, DIRECTIONS_C, Net, layouts
 
 __all__ = ["PsiKernel"]
 
@@ -35,146 +35,6 @@ NQ = 7
 #: Part of the library's name: bump when the C changes.
 _VERSION = "3"
 
-_HELPERS = r"""
-#ifndef WM_PSI_COMMON
-#define WM_PSI_COMMON
-/* first layer on phi = [cos q, sin q, z] along nv directions: t[i] = [da/dq, a] (wm_first), tv[v m + i] = [d(D_v a)/dq, D_v a] */
-static inline __attribute__((always_inline)) void wm_first_dirs(int m, int n, const double* w, const double* b, const double* cq, const double* sq,
-                                                                const double* z, int nv, const double* dirs, wm_v8* t, wm_v8* tv) {
-  int i, k, v;
-  wm_first(m, n, w, b, cq, sq, z, t);
-  for (i = 0; i < m; ++i) {
-    const double* wi = w + i * n;
-    for (v = 0; v < nv; ++v) {
-      const double* d = dirs + 7 * v;
-      double av = 0;
-      wm_v8 r;
-      for (k = 0; k < 7; ++k) av += wi[k] * (-sq[k] * d[k]) + wi[7 + k] * (cq[k] * d[k]);
-      for (k = 0; k < 7; ++k) r[k] = wi[k] * (-cq[k] * d[k]) + wi[7 + k] * (-sq[k] * d[k]);
-      r[7] = av;
-      tv[v * m + i] = r;
-    }
-  }
-}
-
-/* an elementwise node h = g(a) with g1..g3 given: the next layer's input rows u = [g1 da/dq, h],
-   uv = [g2 D_v a da/dq + g1 d(D_v a)/dq, g1 D_v a] */
-static inline __attribute__((always_inline)) void wm_node_rows(int i, int m, int nv, double h, const double* g1, const double* g2,
-                                                               const wm_v8* t, const wm_v8* tv, wm_v8* u, wm_v8* uv) {
-  int v;
-  wm_v8 r = g1[i] * t[i];
-  r[7] = h;
-  u[i] = r;
-  for (v = 0; v < nv; ++v) {
-    double av = tv[v * m + i][7];
-    r = (g2[i] * av) * t[i] + g1[i] * tv[v * m + i];
-    r[7] = g1[i] * av;
-    uv[v * m + i] = r;
-  }
-}
-
-static inline __attribute__((always_inline)) void wm_node_tanh(int m, int nv, const wm_v8* t, const wm_v8* tv, double* g1, double* g2, double* g3,
-                                                               wm_v8* u, wm_v8* uv) {
-  int i;
-  for (i = 0; i < m; ++i) {
-    double h = tanh(t[i][7]), s1 = 1.0 - h * h;
-    g1[i] = s1;
-    g2[i] = -2.0 * h * s1;
-    g3[i] = s1 * (6.0 * h * h - 2.0);
-    wm_node_rows(i, m, nv, h, g1, g2, t, tv, u, uv);
-  }
-}
-
-/* L's entries: softplus plus the floor on the diagonal, the identity elsewhere */
-static inline __attribute__((always_inline)) void wm_node_lower(int m, int nv, const int* diag, double floor_, const wm_v8* t, const wm_v8* tv,
-                                                                double* g1, double* g2, double* g3, wm_v8* u, wm_v8* uv) {
-  int i;
-  for (i = 0; i < m; ++i) {
-    double raw = t[i][7], h = raw;
-    if (diag[i]) {
-      double sig = 1.0 / (1.0 + exp(-raw)), s2 = sig * (1.0 - sig);
-      h = (raw > 0 ? raw : 0.0) + log1p(exp(-fabs(raw))) + floor_;
-      g1[i] = sig;
-      g2[i] = s2;
-      g3[i] = s2 * (1.0 - 2.0 * sig);
-    } else {
-      g1[i] = 1.0;
-      g2[i] = 0.0;
-      g3[i] = 0.0;
-    }
-    wm_node_rows(i, m, nv, h, g1, g2, t, tv, u, uv);
-  }
-}
-
-/* the reverse pass's share of node rows t, tv (nv directions) with adjoints hb (m), hbv (nv x m), updated in place */
-static inline __attribute__((always_inline)) void wm_node_back(int m, int nv, const wm_v8* t, const wm_v8* tv, const double* g1, const double* g2,
-                                                               const double* g3, double* hb, double* hbv, wm_v8* hess) {
-  int j, k, v;
-  for (j = 0; j < m; ++j) {
-    double avh = 0;
-    wm_v8 x = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (v = 0; v < nv; ++v) {
-      avh += tv[v * m + j][7] * hbv[v * m + j];
-      x += (g2[j] * hbv[v * m + j]) * tv[v * m + j];
-    }
-    double d = g2[j] * hb[j] + g3[j] * avh;
-    wm_v8 p = t[j];
-    for (k = 0; k < 7; ++k) hess[k] += (d * p[k]) * p + p[k] * x + x[k] * p;
-    hb[j] = g1[j] * hb[j] + g2[j] * avh;
-    for (v = 0; v < nv; ++v) hbv[v * m + j] *= g1[j];
-  }
-}
-
-/* the cos/sin features' share: phi's adjoint hb (n0), D_v phi's hbv (nv x n0) */
-static inline __attribute__((always_inline)) void wm_features_dirs(int n0, int nv, const double* cq, const double* sq, const double* dirs,
-                                                                   const double* hb, const double* hbv, wm_v8* hess) {
-  int k, v;
-  for (k = 0; k < 7; ++k) {
-    double d = -cq[k] * hb[k] - sq[k] * hb[7 + k];
-    for (v = 0; v < nv; ++v) d += dirs[7 * v + k] * (sq[k] * hbv[v * n0 + k] - cq[k] * hbv[v * n0 + 7 + k]);
-    hess[k][k] += d;
-  }
-}
-
-/* out_j = sum_i L_ij y_i (L' y) from L's 28 entries e[n * stride] */
-static inline __attribute__((always_inline)) void wm_lt(const double* e, int stride, const double* y, double* out) {
-  int i, j, n = 0;
-  for (j = 0; j < 7; ++j) out[j] = 0;
-  for (i = 0; i < 7; ++i)
-    for (j = 0; j <= i; ++j, ++n) out[j] += e[n * stride] * y[i];
-}
-
-/* out_i = sum_j L_ij y_j (L y) */
-static inline __attribute__((always_inline)) void wm_lv(const double* e, int stride, const double* y, double* out) {
-  int i, j, n = 0;
-  for (i = 0; i < 7; ++i) {
-    out[i] = 0;
-    for (j = 0; j <= i; ++j, ++n) out[i] += e[n * stride] * y[j];
-  }
-}
-
-static inline __attribute__((always_inline)) double wm_dot7(const double* x, const double* y) {
-  double s = 0;
-  int k;
-  for (k = 0; k < 7; ++k) s += x[k] * y[k];
-  return s;
-}
-
-/* the 7 x 7 lower-triangular matrix of 28 entries e[n * stride] */
-static inline __attribute__((always_inline)) void wm_tril(const double* e, int stride, double (*out)[7]) {
-  int i, j, n = 0;
-  for (i = 0; i < 7; ++i)
-    for (j = 0; j < 7; ++j) out[i][j] = j <= i ? e[(n++) * stride] : 0.0;
-}
-
-/* entries (i, j), j <= i, of a 7 x 7 matrix */
-static inline __attribute__((always_inline)) void wm_entries(double (*m)[7], double* e) {
-  int i, j, n = 0;
-  for (i = 0; i < 7; ++i)
-    for (j = 0; j <= i; ++j) e[n++] = m[i][j];
-}
-#endif
-"""
 
 
 def _forward(net: Net, tag: str, nv: int, dirs: str, last: str | None) -> list[str]:
@@ -324,7 +184,7 @@ def kernel_source(residual: object) -> tuple[str, str]:
     # the s_jk Hessian has no directional adjoints (cv = 0): the directions' share of the reverse pass is zero
     body = body.replace("@HESS_S@", "  " + "\n  ".join(_hessian(l_net, "L", 0, "dl", True, "c0", "cv", "hs", "c")))
     source = f"""typedef double casadi_real;
-{COMMON_C}{_HELPERS}
+{COMMON_C}{DIRECTIONS_C}
 static const int diag[28] = {{{diag}}};
 #define FLOOR {floor!r}
 int {sym}(int count, const double* p, const double* zs, const double* qs, const double* qds, const double* as, const double* ws,
@@ -360,11 +220,14 @@ class PsiKernel:
         self._fn.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 10
         self._fn.restype = ctypes.c_int
         self.context_dim = int(residual.cfg.context_dim)  # type: ignore[attr-defined]
+        self.n_weights = layouts(residual)[2]  # the weights precede the context
 
     def blocks(self, p: np.ndarray, z: np.ndarray, q: np.ndarray, qd: np.ndarray, a: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`~whatmatters.dynamics.residual_hessian.ResidualHessian.blocks_with` (the same arguments and results)."""
         count = q.shape[0]
         args = [np.ascontiguousarray(x, dtype=float) for x in (p, z, q, qd, a, w)]
+        if args[0].ndim != 1 or args[0].size < self.n_weights:
+            raise ValueError(f"psi blocks: a weight vector of >= {self.n_weights} entries expected, got shape {args[0].shape}")
         if args[1].shape != (count, self.context_dim) or any(x.shape != (count, NQ) for x in args[2:]):
             raise ValueError(f"psi blocks: contexts ({count}, {self.context_dim}) and (q, qd, a, w) ({count}, 7) expected")
         outs = [np.empty((count, NQ, NQ)) for _ in range(4)]

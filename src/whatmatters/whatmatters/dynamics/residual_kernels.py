@@ -1,36 +1,36 @@
 """The deep Lagrangian residual's network passes as vectorised C kernels.
 
-:func:`~whatmatters.dynamics.residual_jacobian.residual_derivatives` splits
-the residual's exact derivatives into four passes through the two networks
-(the L network's forward pass with ``dL/dq``, its mixed derivative along
-``qd``, its weighted q-Hessian, and the V network's gradient and Hessian).
-As CasADi SX they are straight-line scalar code, ~77k instructions per call
-of ``f`` and its Jacobian, and the MPC's and the sensitivities' RK4
-linearisations spend most of their time there.
+:func:`~whatmatters.dynamics.residual_jacobian.residual_derivatives` needs
+passes through the residual's two networks: the L network's forward pass
+with ``dL/dq``, its mixed derivative along ``qd`` and the q-Hessian of
+``w . L(q)``, and the V network's gradient and Hessian. As CasADi SX they
+are straight-line scalar code, ~77k instructions per call of ``f`` and its
+Jacobian, where the MPC's and the sensitivities' RK4 linearisations spent
+most of their time.
 
-Here the same passes are C written for the networks' shapes: the 7 q-tangent
-directions of a layer and its value share one 8-lane vector (GCC's vector
-extension: one AVX-512 register, two AVX2 ones elsewhere), so a layer's
-forward value and its Jacobian are one fused multiply-add per weight. The
+Here they are two kernels, ``res_l`` (the L network's three passes) and
+``res_v``, C written for the networks' shapes with a unit's 7 q-tangents
+and its value in one 8-lane vector (:mod:`whatmatters.dynamics.kernel_common`):
+a layer's value and Jacobian are one fused multiply-add per weight. The
 weights are read from the parameter vector at run time, as before: a new
 checkpoint needs no rebuild.
 
-Each kernel has CasADi's external calling convention and the same inputs
-and outputs as the SX function it replaces. :func:`residual_kernels`
-compiles them into a shared library (``casadi.external`` loads it, for
-CasADi's own evaluation) and registers their C definitions with
+Each kernel has CasADi's external calling convention and the inputs and
+outputs of the SX function it replaces. :func:`residual_kernels` compiles
+them into a shared library (``casadi.external`` loads it, for CasADi's own
+evaluation) and registers their C definitions with
 :func:`whatmatters.codegen.register_kernel`, which inserts them into any
-generated file that calls them (acados' model functions, compiled functions):
-no library to ship with a solver.
+generated file that calls them (acados' model functions, compiled
+functions): no library to ship with a solver.
 
-Tested against the SX functions and finite differences
-(``test/dynamics/test_residual_kernels.py``).
+Tested against the SX functions (``test/dynamics/test_residual_kernels.py``)
+and, through ``f``'s Jacobian, against CasADi's AD and finite differences
+(``test/dynamics/test_residual_jacobian.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +38,9 @@ import casadi as ca
 import numpy as np
 
 from whatmatters.codegen import DEFAULT_FLAGS, compile_source, register_kernel
+from whatmatters.dynamics.kernel_common import COMMON_C, Net, layouts
 
-__all__ = ["COMMON_C", "KERNEL_NAMES", "Net", "ResidualKernels", "kernel_source", "layouts", "residual_kernels"]
-
-log = logging.getLogger(__name__)
+__all__ = ["KERNEL_NAMES", "ResidualKernels", "kernel_source", "residual_kernels"]
 
 NQ = 7
 
@@ -51,124 +50,6 @@ KERNEL_NAMES = ("res_l", "res_v")
 #: Part of the kernels' symbol names: bump when the C changes.
 _VERSION = "3"
 
-COMMON_C = r"""
-#ifndef WM_KERNELSCOMMON_C
-#define WM_KERNELSCOMMON_C
-#include <math.h>
-typedef double wm_v8 __attribute__((vector_size(64)));
-
-/* out[i] = sum_j w[i, j] t[j] for i < m: w (m x n) row-major, t n rows of 8 lanes */
-static inline __attribute__((always_inline)) void wm_rows(int m, int n, const casadi_real* w, const wm_v8* t, wm_v8* out) {
-  int i, j;
-  for (i = 0; i < m; ++i) {
-    const casadi_real* wi = w + i * n;
-    wm_v8 acc = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (j = 0; j < n; ++j) acc += wi[j] * t[j];
-    out[i] = acc;
-  }
-}
-
-/* first layer on phi = [cos q, sin q, z]: lanes 0..6 da/dq, lane 7 a */
-static inline __attribute__((always_inline)) void wm_first(int m, int n, const casadi_real* w, const casadi_real* b,
-                                                           const casadi_real* cq, const casadi_real* sq, const casadi_real* z, wm_v8* out) {
-  int i, k;
-  for (i = 0; i < m; ++i) {
-    const casadi_real* wi = w + i * n;
-    casadi_real a = 0;
-    wm_v8 r;
-    for (k = 0; k < 7; ++k) a += wi[k] * cq[k];
-    for (k = 0; k < 7; ++k) a += wi[7 + k] * sq[k];
-    for (k = 0; k < n - 14; ++k) a += wi[14 + k] * z[k];
-    for (k = 0; k < 7; ++k) r[k] = wi[k] * (-sq[k]) + wi[7 + k] * cq[k];
-    r[7] = a + b[i];
-    out[i] = r;
-  }
-}
-
-/* tanh layer: h, tanh' and the next layer's input rows (lanes 0..6 tanh' da/dq, lane 7 h) */
-static inline __attribute__((always_inline)) void wm_tanh(int m, const wm_v8* t, casadi_real* h, casadi_real* s, wm_v8* u) {
-  int i;
-  for (i = 0; i < m; ++i) {
-    casadi_real hi = tanh(t[i][7]), si = 1.0 - hi * hi;
-    wm_v8 r = si * t[i];
-    r[7] = hi;
-    h[i] = hi;
-    s[i] = si;
-    u[i] = r;
-  }
-}
-
-/* hess (7 x 7, row k in lanes) += sum_j d[j] P[j]' P[j], P rows in lanes 0..6 */
-static inline __attribute__((always_inline)) void wm_outer(int m, const casadi_real* d, const wm_v8* p, wm_v8* hess) {
-  int j, k;
-  for (j = 0; j < m; ++j)
-    for (k = 0; k < 7; ++k) hess[k] += (d[j] * p[j][k]) * p[j];
-}
-
-/* g_out[c] = sum_r w[r, c] (s[r] g[r]): w (m x n) row-major, the adjoint of a layer's input */
-static inline __attribute__((always_inline)) void wm_back(int m, int n, const casadi_real* w, const casadi_real* s, const casadi_real* g, casadi_real* g_out) {
-  int r, c;
-  for (c = 0; c < n; ++c) g_out[c] = 0;
-  for (r = 0; r < m; ++r) {
-    const casadi_real gr = s ? s[r] * g[r] : g[r];
-    const casadi_real* wr = w + r * n;
-    for (c = 0; c < n; ++c) g_out[c] += wr[c] * gr;
-  }
-}
-
-/* the cos/sin features' part of the q-Hessian (diagonal) and the q-gradient, from phi's adjoint g */
-static inline __attribute__((always_inline)) void wm_features(const casadi_real* cq, const casadi_real* sq, const casadi_real* g, wm_v8* hess, casadi_real* grad) {
-  int k;
-  for (k = 0; k < 7; ++k) {
-    hess[k][k] += -cq[k] * g[k] - sq[k] * g[7 + k];
-    if (grad) grad[k] = -sq[k] * g[k] + cq[k] * g[7 + k];
-  }
-}
-
-static inline __attribute__((always_inline)) void wm_store_rows(int m, const wm_v8* t, casadi_real* out) {
-  int i, k;
-  if (!out) return;
-  for (k = 0; k < 7; ++k)
-    for (i = 0; i < m; ++i) out[i + m * k] = t[i][k];  /* column-major m x 7 */
-}
-
-static inline __attribute__((always_inline)) void wm_store_hess(const wm_v8* hess, casadi_real* out) {
-  int k, l;
-  if (!out) return;
-  for (l = 0; l < 7; ++l)
-    for (k = 0; k < 7; ++k) out[k + 7 * l] = hess[k][l];
-}
-#endif
-"""
-
-
-@dataclass(frozen=True)
-class Net:
-    """One MLP's layout in the flat parameter vector: sizes ``dims`` (input, hidden..., output) and
-    (weight, bias) offsets per linear layer (torch's row-major (out, in) weights)."""
-
-    dims: tuple[int, ...]
-    offsets: tuple[tuple[int, int], ...]
-
-    @property
-    def hidden(self) -> int:
-        return len(self.dims) - 2
-
-
-def layouts(residual: object) -> tuple[Net, Net, int, int]:
-    """The L and V networks' layouts, the context's offset and the parameter count of ``residual``."""
-    offset, found = 0, {}
-    for name, shape in residual.parameter_layout():  # type: ignore[attr-defined]
-        found[name] = (offset, shape)
-        offset += int(np.prod(shape))
-    nets = []
-    for prefix in ("l_net", "v_net"):
-        idx = sorted(int(n.split(".")[1]) for n in found if n.startswith(prefix + ".") and n.endswith(".weight"))
-        shapes = [found[f"{prefix}.{i}.weight"][1] for i in idx]
-        dims = (shapes[0][1], *(s[0] for s in shapes))
-        offs = tuple((found[f"{prefix}.{i}.weight"][0], found[f"{prefix}.{i}.bias"][0]) for i in idx)
-        nets.append(Net(tuple(int(d) for d in dims), offs))
-    return nets[0], nets[1], found["context"][0], offset
 
 
 def _forward_c(net: Net, tag: str) -> str:
@@ -367,7 +248,7 @@ def _shapes(residual: object) -> dict[str, tuple[list[tuple[int, int]], list[tup
 
 
 def _api(sym: str, ins: list[tuple[int, int]], outs: list[tuple[int, int]]) -> str:
-    """The exported entry point and the sparsity functions ``casadi.external`` reads (dense)."""
+    """The functions ``casadi.external`` reads beside the entry point: the counts and (dense) sparsities of the inputs and outputs."""
     sp = lambda shapes, tag: "".join(f"static const casadi_int {sym}_{tag}{i}[3] = {{{r}, {c}, 1}};\n" for i, (r, c) in enumerate(shapes))  # noqa: E731
     case = lambda shapes, tag: " ".join(f"if (i == {i}) return {sym}_{tag}{i};" for i in range(len(shapes)))  # noqa: E731
     return (
