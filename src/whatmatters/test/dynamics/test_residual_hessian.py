@@ -142,4 +142,4 @@ def test_kernel_refuses_a_short_weight_vector(rng):
     _, z, q, qd, a, w = _nodes(model, rng, 1)
     kernel = PsiKernel(model.residual)
     with pytest.raises(ValueError, match="weight vector"):
-        kernel.blocks(model.residual.flat_parameters()[:-1][:100], z, q, qd, a, w)
+        kernel.blocks(model.residual.flat_parameters()[:100], z, q, qd, a, w)

@@ -1,4 +1,4 @@
-"""Second derivatives of the deep Lagrangian residual's inverse dynamics, batched numpy.
+"""Second derivatives of the deep Lagrangian residual's inverse dynamics (numpy; a C kernel by default).
 
 The exact S_hat needs, at every RK4 node of every stage, the multiplier-weighted
 Hessian of the learned model's vector field. Through the inverse dynamics
@@ -20,9 +20,11 @@ order, the third only along ``qd`` and ``w``. Every block is a sum of
   stored forward pass, each elementwise node adding
   ``P' diag(.) P`` terms (``P = da/dq``; never a third-order array).
 
-All of it runs as batched numpy over all nodes at once (no autograd graph,
-no generated code), and the weights are read from the CasADi form's
-parameter vector: a new checkpoint needs nothing rebuilt.
+Written here as batched numpy over all nodes at once (no autograd graph),
+the weights read from the CasADi form's parameter vector: a new checkpoint
+needs nothing rebuilt. :meth:`ResidualHessian.blocks_with` runs the same
+algebra as a C kernel (:mod:`whatmatters.dynamics.residual_hessian_kernel`,
+~3x faster); this numpy form is its reference and its fallback without gcc.
 
 The damping term is linear in qd and the armature linear in a: neither has a
 second derivative. Tested against torch's Hessian of the residual and finite
@@ -31,10 +33,9 @@ differences (``test/dynamics/test_residual_hessian.py``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import logging
 
 import numpy as np
 

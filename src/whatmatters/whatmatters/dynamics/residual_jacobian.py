@@ -39,9 +39,8 @@ Tested against CasADi's AD of ``casadi_terms`` and against finite differences
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import logging
+from dataclasses import dataclass
 
 import casadi as ca
 import numpy as np
