@@ -121,3 +121,16 @@ def test_link_kernels_names_a_file_it_cannot_place_them_in(tmp_path):
     odd.write_text(f"int f(void) {{ return {sym}(0, 0, 0, 0, 0); }}\n")
     with pytest.raises(CompileError, match="odd.c"):
         link_kernels(odd)
+
+
+def test_other_c_gives_other_symbols(monkeypatch):
+    """The symbols carry a hash of the source, so a solver built with other kernel code is never loaded for new code."""
+    import whatmatters.dynamics.residual_kernels as rk
+
+    model = _perturbed()
+    before, _ = kernel_source(model.residual)
+    assert kernel_source(model.residual)[0] == before  # deterministic
+    monkeypatch.setattr(rk, "COMMON_C", rk.COMMON_C + "/* another version */\n")
+    after, source = kernel_source(model.residual)
+    assert set(after) == set(before) and all(after[k] != before[k] for k in before)
+    assert all(f"int {sym}(" in source for sym in after.values())

@@ -129,7 +129,7 @@ class LearnedDynamics(ContextParameters, JointSpaceModel, nn.Module):
         return be.solve_spd(rows, rhs)
 
     def code_identity(self) -> str:
-        """The C kernels of :meth:`state_derivative_jacobian` (their symbols name their version and shapes)."""
+        """The C kernels of :meth:`state_derivative_jacobian` (their symbols carry a hash of their source)."""
         return " ".join(kernel_source(self.residual)[0].values())
 
     def state_derivative_jacobian(self, x: ca.SX, u: ca.SX, params: ca.SX | None = None) -> tuple[ca.SX, ca.SX]:

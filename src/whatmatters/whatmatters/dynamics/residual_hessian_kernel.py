@@ -32,10 +32,6 @@ __all__ = ["PsiKernel"]
 
 NQ = 7
 
-#: Part of the library's name: bump when the C changes.
-_VERSION = "3"
-
-
 
 def _forward(net: Net, tag: str, nv: int, dirs: str, last: str | None) -> list[str]:
     """C statements of a forward pass with ``nv`` directions: per linear layer l the rows ``{tag}T{l}``,
@@ -171,8 +167,7 @@ def kernel_source(residual: object) -> tuple[str, str]:
     """``(C symbol, C source)`` of the psi Hessian blocks of ``residual``'s architecture."""
     l_net, v_net, ctx, n_params = layouts(residual)
     floor = float(residual.cfg.diag_floor)  # type: ignore[attr-defined]
-    tag = hashlib.sha256(f"{_VERSION} {l_net} {v_net} {ctx} {n_params} {floor!r}".encode()).hexdigest()[:10]
-    sym = f"wm_psi_blocks_{tag}"
+    sym = "wm_psi_blocks_@WM_TAG@"  # the tag: the source's hash (below)
     rows, cols = np.tril_indices(NQ)
     diag = ", ".join("1" if r == c else "0" for r, c in zip(rows, cols))
     body = _BODY.replace("@FORWARD@", "  " + "\n  ".join(_forward(l_net, "L", 2, "dl", "lower") + _forward(v_net, "V", 1, "dv", None)))
@@ -199,7 +194,8 @@ int {sym}(int count, const double* p, const double* zs, const double* qs, const 
 }}
 #undef FLOOR
 """
-    return sym, source
+    digest = hashlib.sha256(source.encode()).hexdigest()[:10]
+    return sym.replace("@WM_TAG@", digest), source.replace("@WM_TAG@", digest)
 
 
 class PsiKernel:

@@ -47,8 +47,8 @@ NQ = 7
 #: The passes, in :func:`~whatmatters.dynamics.residual_jacobian.residual_derivatives`' names.
 KERNEL_NAMES = ("res_l", "res_v")
 
-#: Part of the kernels' symbol names: bump when the C changes.
-_VERSION = "3"
+#: Stands for the kernels' content hash in their symbols while the source is written.
+_TAG = "@WM_TAG@"
 
 
 
@@ -111,7 +111,7 @@ def kernel_source(residual: object) -> tuple[dict[str, str], str]:
     """
     l_net, v_net, ctx, n_params = layouts(residual)
     floor = float(residual.cfg.diag_floor)  # type: ignore[attr-defined]
-    tag = hashlib.sha256(f"{_VERSION} {l_net} {v_net} {ctx} {n_params} {floor!r}".encode()).hexdigest()[:10]
+    tag = _TAG  # replaced by the source's hash at the end: other C, other symbols (and solvers' cache keys)
     names = {k: f"wm_{k}_{tag}" for k in KERNEL_NAMES}
     nl, dims, top = l_net.dims[-1], l_net.dims, l_net.hidden
     zeros = f"wm_zeros_{tag}"
@@ -190,7 +190,9 @@ def kernel_source(residual: object) -> tuple[dict[str, str], str]:
 
     zeros_c = f"static const casadi_real {zeros}[{n_params}];\n"
     source = f"#ifndef WM_KERNEL\n#define WM_KERNEL static\n#endif\n#define CTX {ctx}\n" + zeros_c + fused + value + "#undef CTX\n"
-    return names, COMMON_C + source
+    source = COMMON_C + source
+    digest = hashlib.sha256(source.encode()).hexdigest()[:10]
+    return {k: v.replace(_TAG, digest) for k, v in names.items()}, source.replace(_TAG, digest)
 
 
 @dataclass
