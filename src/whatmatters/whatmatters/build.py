@@ -19,9 +19,10 @@ are compiled in parallel, one worker process each:
                                with ``fallback: exact_hessian`` (the race car); else nothing
 =============================  ==============================================================
 
-On a cold cache the arm's learned model's parts take ~70, ~70, ~50 and ~15 s
-of one core each (2-core x86_64 VM); built one after another inside one
-logger they leave the other core idle. ``system="car"`` builds the race car's
+On a cold cache the arm's learned model's parts took 24, 20, 18 and 20 s,
+built side by side on a 2-core x86_64 VM (51 s of CPU in 27 s of wall time,
+``whatmatters build --model base --json``); built one after another inside
+one logger they would leave the other core idle. ``system="car"`` builds the race car's
 (``config/car/``): its fallback solver for the learned model took 300 s, which
 a logger would otherwise spend at the first step whose SQP stalls.
 """

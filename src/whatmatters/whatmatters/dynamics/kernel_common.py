@@ -12,11 +12,25 @@ including file defines.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["COMMON_C", "DIRECTIONS_C", "Net", "layouts"]
+__all__ = ["COMMON_C", "DIRECTIONS_C", "TAG", "TRIL_DIAGONAL", "Net", "layouts", "tagged"]
+
+#: Stands in a kernel's symbols for its source's hash while the source is written (:func:`tagged`).
+TAG = "@WM_TAG@"
+
+#: Whether each of L's 28 entries (numpy's ``tril_indices(7)`` order) is on the diagonal, as a C initialiser.
+TRIL_DIAGONAL = ", ".join("1" if r == c else "0" for r, c in zip(*np.tril_indices(7)))
+
+
+def tagged(source: str, symbols: dict[str, str]) -> tuple[dict[str, str], str]:
+    """``symbols`` and ``source`` with :data:`TAG` replaced by the source's hash: other C, other symbols
+    (and, where the symbols are in a solver's cache key, another solver)."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:10]
+    return {k: v.replace(TAG, digest) for k, v in symbols.items()}, source.replace(TAG, digest)
 
 COMMON_C = r"""
 #ifndef WM_KERNELS_COMMON

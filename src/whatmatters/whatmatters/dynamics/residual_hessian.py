@@ -231,11 +231,6 @@ class ResidualHessian:
         assert self._split is not None
         return self._split[0]
 
-    def __getstate__(self) -> dict[str, object]:
-        state = dict(self.__dict__)
-        state["_kernel"] = None  # a loaded library: built again where it is needed
-        return state
-
     def _lower_map(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """L's entries from the L network's output (B, 28): softplus + floor on the diagonal, identity elsewhere."""
         sig = 1.0 / (1.0 + np.exp(-raw))

@@ -21,12 +21,11 @@ fallback without gcc and the reference it is tested against
 from __future__ import annotations
 
 import ctypes
-import hashlib
 
 import numpy as np
 
 from whatmatters.codegen import DEFAULT_FLAGS, compile_source
-from whatmatters.dynamics.kernel_common import COMMON_C, DIRECTIONS_C, Net, layouts
+from whatmatters.dynamics.kernel_common import COMMON_C, DIRECTIONS_C, TAG, TRIL_DIAGONAL, Net, layouts, tagged
 
 __all__ = ["PsiKernel"]
 
@@ -167,9 +166,7 @@ def kernel_source(residual: object) -> tuple[str, str]:
     """``(C symbol, C source)`` of the psi Hessian blocks of ``residual``'s architecture."""
     l_net, v_net, ctx, n_params = layouts(residual)
     floor = float(residual.cfg.diag_floor)  # type: ignore[attr-defined]
-    sym = "wm_psi_blocks_@WM_TAG@"  # the tag: the source's hash (below)
-    rows, cols = np.tril_indices(NQ)
-    diag = ", ".join("1" if r == c else "0" for r, c in zip(rows, cols))
+    sym = f"wm_psi_blocks_{TAG}"  # the source's hash, at the end
     body = _BODY.replace("@FORWARD@", "  " + "\n  ".join(_forward(l_net, "L", 2, "dl", "lower") + _forward(v_net, "V", 1, "dv", None)))
     top = len(l_net.offsets) - 1
     body = body.replace("const double* ent = (const double*)LU + 7;", f"const wm_v8* LU = LU{top};\n  const wm_v8* LUV = LUV{top};\n  const double* ent = (const double*)LU + 7;")
@@ -180,7 +177,7 @@ def kernel_source(residual: object) -> tuple[str, str]:
     body = body.replace("@HESS_S@", "  " + "\n  ".join(_hessian(l_net, "L", 0, "dl", True, "c0", "cv", "hs", "c")))
     source = f"""typedef double casadi_real;
 {COMMON_C}{DIRECTIONS_C}
-static const int diag[28] = {{{diag}}};
+static const int diag[28] = {{{TRIL_DIAGONAL}}};
 #define FLOOR {floor!r}
 int {sym}(int count, const double* p, const double* zs, const double* qs, const double* qds, const double* as, const double* ws,
           double* out_qq, double* out_qqd, double* out_qdqd, double* out_qa) {{
@@ -194,8 +191,8 @@ int {sym}(int count, const double* p, const double* zs, const double* qs, const 
 }}
 #undef FLOOR
 """
-    digest = hashlib.sha256(source.encode()).hexdigest()[:10]
-    return sym.replace("@WM_TAG@", digest), source.replace("@WM_TAG@", digest)
+    symbols, source = tagged(source, {"psi": sym})
+    return symbols["psi"], source
 
 
 class PsiKernel:

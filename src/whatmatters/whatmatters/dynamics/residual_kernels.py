@@ -30,15 +30,13 @@ and, through ``f``'s Jacobian, against CasADi's AD and finite differences
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import casadi as ca
-import numpy as np
 
 from whatmatters.codegen import DEFAULT_FLAGS, compile_source, register_kernel
-from whatmatters.dynamics.kernel_common import COMMON_C, Net, layouts
+from whatmatters.dynamics.kernel_common import COMMON_C, TAG, TRIL_DIAGONAL, Net, layouts, tagged
 
 __all__ = ["KERNEL_NAMES", "ResidualKernels", "kernel_source", "residual_kernels"]
 
@@ -47,8 +45,6 @@ NQ = 7
 #: The passes, in :func:`~whatmatters.dynamics.residual_jacobian.residual_derivatives`' names.
 KERNEL_NAMES = ("res_l", "res_v")
 
-#: Stands for the kernels' content hash in their symbols while the source is written.
-_TAG = "@WM_TAG@"
 
 
 
@@ -111,12 +107,10 @@ def kernel_source(residual: object) -> tuple[dict[str, str], str]:
     """
     l_net, v_net, ctx, n_params = layouts(residual)
     floor = float(residual.cfg.diag_floor)  # type: ignore[attr-defined]
-    tag = _TAG  # replaced by the source's hash at the end: other C, other symbols (and solvers' cache keys)
+    tag = TAG  # the source's hash, at the end
     names = {k: f"wm_{k}_{tag}" for k in KERNEL_NAMES}
     nl, dims, top = l_net.dims[-1], l_net.dims, l_net.hidden
     zeros = f"wm_zeros_{tag}"
-    rows, cols = np.tril_indices(NQ)
-    diag = ", ".join("1" if r == c else "0" for r, c in zip(rows, cols))
 
     # res_l: (cos q, sin q, qd, p) -> (o, do/dq, d/dq (do/dq . qd), q-Hessian of sum_n w_n L_n) for the L network,
     # w_n = qd_i (L' qd)_j at L's entry n = (i, j)
@@ -149,7 +143,7 @@ def kernel_source(residual: object) -> tuple[dict[str, str], str]:
     lines += [
         f"wm_store_rows({nl}, r{top}, res[2]);",
         "/* L's entries (softplus plus the floor on the diagonal), a = L' qd and the weights w */",
-        f"static const int diag[{nl}] = {{{diag}}};",
+        f"static const int diag[{nl}] = {{{TRIL_DIAGONAL}}};",
         f"casadi_real lv[{nl}], la[7], c[{nl}], d2[{nl}];",
         f"for (i = 0; i < {nl}; ++i) {{",
         f"  casadi_real raw = Lt{top}[i][7];",
@@ -190,9 +184,7 @@ def kernel_source(residual: object) -> tuple[dict[str, str], str]:
 
     zeros_c = f"static const casadi_real {zeros}[{n_params}];\n"
     source = f"#ifndef WM_KERNEL\n#define WM_KERNEL static\n#endif\n#define CTX {ctx}\n" + zeros_c + fused + value + "#undef CTX\n"
-    source = COMMON_C + source
-    digest = hashlib.sha256(source.encode()).hexdigest()[:10]
-    return {k: v.replace(_TAG, digest) for k, v in names.items()}, source.replace(_TAG, digest)
+    return tagged(COMMON_C + source, names)
 
 
 @dataclass
